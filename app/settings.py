@@ -1,0 +1,68 @@
+"""The one settings object. Every value comes from an environment variable ``FRAUDSTREAM_<NAME>``.
+
+Defaults match the local services started by ``scripts/services`` so that a fresh checkout works
+without configuration; docker-compose sets the same variable names. Secrets have no default.
+Build it with :func:`get_settings` (never at import time).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRAUDSTREAM_", extra="ignore", frozen=True)
+
+    # Kafka
+    kafka_bootstrap: str = Field("127.0.0.1:19092", description="host:port[,host:port...]")
+    topic_transactions: str = "transactions"
+    topic_scores: str = "fraud-scores"
+    topic_dlq: str = "transactions-dlq"
+    topic_feedback: str = "fraud-feedback"
+    topic_retrain: str = "retrain-requests"
+    topic_partitions: int = Field(4, ge=1)
+
+    # PostgreSQL (alerts, labels, decision audit, model registry)
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 15432
+    pg_user: str = "fraudstream"
+    pg_password: SecretStr | None = None
+    pg_db: str = "fraudstream"
+    pg_sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+
+    # Files
+    data_dir: Path = Path("data")
+    models_dir: Path = Path("models")
+    reports_dir: Path = Path("reports")
+
+    # Worker
+    app_id: str = "fraudstream"
+    worker_threads: int = Field(1, ge=1, description="OpenMP/XGBoost threads per worker process")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def kafka_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+    def pg_conninfo(self, *, reveal: bool = False) -> str:
+        """libpq URL; the password is masked unless ``reveal`` (never log a revealed one)."""
+        password = ""
+        if self.pg_password is not None:
+            secret = quote(self.pg_password.get_secret_value(), safe="")
+            password = ":" + (secret if reveal else "***")
+        return (
+            f"postgresql://{quote(self.pg_user, safe='')}{password}@{self.pg_host}:{self.pg_port}"
+            f"/{quote(self.pg_db, safe='')}?sslmode={self.pg_sslmode}"
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Feast feature repository and the pure feature functions shared by stream and batch."""

@@ -1,0 +1,23 @@
+"""Session helpers for tests that need the real local Kafka and PostgreSQL (scripts/services)."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ensure_services_up() -> None:
+    """Start (or find running) the local services through the project's own script."""
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "services"), "up"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"scripts/services up failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def unique(prefix: str) -> str:
+    """A name no other test run uses (topics, consumer groups, tables)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"

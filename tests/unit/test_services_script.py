@@ -1,0 +1,98 @@
+"""scripts/services: the pure parts (config rendering, the Kafka readiness probe) without services."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import struct
+import threading
+from importlib.machinery import SourceFileLoader
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from app.settings import Settings
+from tests.services import ROOT
+
+
+@pytest.fixture(scope="module")
+def services() -> ModuleType:
+    loader = SourceFileLoader("fraudstream_services", str(ROOT / "scripts" / "services"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_script_and_settings_agree_on_addresses(
+    services: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (
+        "FRAUDSTREAM_KAFKA_BOOTSTRAP",
+        "FRAUDSTREAM_PG_HOST",
+        "FRAUDSTREAM_PG_PORT",
+        "FRAUDSTREAM_PG_USER",
+        "FRAUDSTREAM_PG_DB",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    host, port = services.kafka_address()
+    assert f"{host}:{port}" == s.kafka_servers[0]
+    assert services.pg_settings() == {
+        "host": s.pg_host,
+        "port": str(s.pg_port),
+        "user": s.pg_user,
+        "db": s.pg_db,
+    }
+
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:29092,other:1")
+    monkeypatch.setenv("FRAUDSTREAM_PG_PORT", "25432")
+    assert services.kafka_address() == ("127.0.0.1", 29092)
+    assert services.pg_settings()["port"] == "25432"
+
+
+def test_kafka_config_is_single_node_kraft_with_fast_rebalance(services: ModuleType, tmp_path: Path) -> None:
+    props = dict(
+        line.split("=", 1)
+        for line in services.kafka_properties(tmp_path, "127.0.0.1", 19092, 19093).splitlines()
+        if line
+    )
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["log.dirs"] == str(tmp_path)
+
+
+def _serve_once(reply: bytes) -> tuple[int, threading.Thread]:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def handle() -> None:
+        conn, _ = server.accept()
+        with conn, server:
+            size = struct.unpack(">i", conn.recv(4))[0]
+            request = conn.recv(size)
+            assert struct.unpack(">hh", request[:4]) == (18, 0), "expected ApiVersions v0"
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=handle, daemon=True)
+    thread.start()
+    return port, thread
+
+
+@pytest.mark.parametrize(("error_code", "expected"), [(0, True), (35, False)])
+def test_kafka_probe_reads_the_api_versions_error_code(
+    services: ModuleType, error_code: int, expected: bool
+) -> None:
+    port, thread = _serve_once(struct.pack(">iih", 6, 1, error_code))
+    assert services.kafka_api_versions_ok("127.0.0.1", port) is expected
+    thread.join(timeout=5)
+
+
+def test_kafka_probe_is_false_when_nothing_listens(services: ModuleType) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    assert services.kafka_api_versions_ok("127.0.0.1", port) is False

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.settings import Settings
+
+
+def test_defaults_point_at_the_local_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FRAUDSTREAM_KAFKA_BOOTSTRAP", "FRAUDSTREAM_PG_PORT", "FRAUDSTREAM_PG_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert s.kafka_servers == ["127.0.0.1:19092"]
+    assert s.pg_port == 15432
+    assert s.pg_password is None
+    assert s.pg_conninfo() == "postgresql://fraudstream@127.0.0.1:15432/fraudstream?sslmode=prefer"
+
+
+def test_environment_overrides_and_secret_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_BOOTSTRAP", "k1:9092, k2:9092")
+    monkeypatch.setenv("FRAUDSTREAM_PG_PASSWORD", "p@ss/word")
+    monkeypatch.setenv("FRAUDSTREAM_PG_SSLMODE", "require")
+    s = Settings()
+    assert s.kafka_servers == ["k1:9092", "k2:9092"]
+    assert "p@ss" not in s.pg_conninfo()
+    assert "***" in s.pg_conninfo()
+    assert s.pg_conninfo(reveal=True).startswith("postgresql://fraudstream:p%40ss%2Fword@")
+    assert s.pg_conninfo(reveal=True).endswith("sslmode=require")
+    assert "p@ss" not in repr(s)
+
+
+def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_PG_SSLMODE", "sometimes")
+    with pytest.raises(ValidationError):
+        Settings()

@@ -1,0 +1,1 @@
+"""Training-set building, XGBoost training, evaluation, model registry and schedule."""
