@@ -7,12 +7,18 @@ whose issue has not landed yet says so and exits 2.
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from pydantic import ValidationError
 
 from app.errors import FraudstreamError
+from app.schema import SCENARIOS
+
+if TYPE_CHECKING:
+    from app.simulator.model import SimConfig
 
 cli = typer.Typer(
     name="fraudstream",
@@ -40,9 +46,6 @@ def _placeholder(name: str, issue: int, summary: str) -> None:
 
 
 for _name, _issue, _summary in (
-    ("simulate", 3, "Simulate card-transaction history as date-partitioned Parquet."),
-    ("produce", 3, "Replay history (or live traffic) into the transactions topic."),
-    ("validate", 3, "Validate Parquet history with the Great Expectations suites."),
     ("train", 5, "Train, evaluate and register an XGBoost model."),
     ("worker", 4, "Run the Faust stream worker: features, scores, explanations."),
     ("ui", 7, "Serve the analyst review UI."),
@@ -51,6 +54,100 @@ for _name, _issue, _summary in (
     ("bench", 10, "Benchmark throughput, latency and explanation cost."),
 ):
     _placeholder(_name, _issue, _summary)
+
+
+@cli.command()
+def simulate(
+    out: Path = typer.Option(..., "--out", help="Folder for date=YYYY-MM-DD/part-0.parquet partitions."),
+    customers: int = typer.Option(5_000, min=1, help="Cards (Handbook customers)."),
+    merchants: int = typer.Option(10_000, min=1, help="Home merchants (Handbook terminals)."),
+    days: int = typer.Option(183, min=1, help="Days of history."),
+    start: datetime = typer.Option("2018-04-01", formats=["%Y-%m-%d"], help="First day (UTC)."),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same history."),
+    fraud_scale: float = typer.Option(1.0, min=0.0, help="Multiplies every fraud scenario's intensity."),
+    disable: list[str] = typer.Option(
+        [], "--disable", help=f"Turn a scenario off (repeatable): {', '.join(SCENARIOS)}."
+    ),
+) -> None:
+    """Simulate card-transaction history as date-partitioned Parquet."""
+    from app.simulator.jobs import simulate_history  # noqa: PLC0415 - keep --help fast
+
+    config = _sim_config(customers, merchants, days, start, seed, fraud_scale, disable)
+    summary = simulate_history(config, out)
+    typer.echo(summary)
+
+
+@cli.command()
+def produce(
+    source: Path | None = typer.Option(None, "--from", help="History folder to replay (date partitions)."),
+    live: bool = typer.Option(False, "--live", help="Simulate live traffic instead (event_time = now)."),
+    rate: float = typer.Option(
+        1_000.0, min=0.0, help="Target transactions per second (0 = as fast as possible)."
+    ),
+    limit: int | None = typer.Option(None, min=1, help="Stop after this many transactions."),
+    duration: float | None = typer.Option(None, min=0.0, help="Stop after this many seconds."),
+    customers: int = typer.Option(1_000, min=1, help="Live mode: simulated cards."),
+    seed: int = typer.Option(0, help="Live mode: random seed."),
+    time_scale: float = typer.Option(
+        1 / 1440,
+        min=0.0,
+        help="Live mode: chargeback delays are multiplied by this (1/1440: a day is a minute).",
+    ),
+    labels: bool = typer.Option(True, help="Also send chargebacks to the feedback topic when due."),
+) -> None:
+    """Replay history (or live simulated traffic) into the transactions topic, keyed by card_id."""
+    from app.settings import get_settings  # noqa: PLC0415
+    from app.simulator.jobs import produce_transactions  # noqa: PLC0415
+
+    settings = get_settings()
+    summary = produce_transactions(
+        settings, source=source, rate=rate, limit=limit, live=live, duration_s=duration,
+        customers=customers, seed=seed, time_scale=time_scale, labels=labels,
+    )  # fmt: skip
+    typer.echo(summary.one_line(settings.topic_transactions, settings.topic_feedback))
+    if summary.failed:
+        raise FraudstreamError(f"{summary.failed} records could not be delivered to Kafka")
+
+
+@cli.command()
+def validate(
+    history: Path = typer.Argument(..., help="History folder (date=YYYY-MM-DD partitions)."),
+    suite: str = typer.Option("transactions", help="Suite name in expectations/suites."),
+    report: Path = typer.Option(
+        Path("reports/validation"), help="Folder for data docs, summary, quarantine."
+    ),
+) -> None:
+    """Validate Parquet history with a Great Expectations suite; non-zero exit if it fails."""
+    from expectations.validate import validate_history  # noqa: PLC0415 - GX takes seconds to import
+
+    result = validate_history(history, report, suite)
+    typer.echo(result.one_line(), err=not result.success)
+    typer.echo(
+        f"validate: data docs {result.data_docs}"
+        + (f", quarantine {result.quarantine}" if result.quarantine else "")
+    )
+    if not result.success:
+        raise typer.Exit(1)
+
+
+def _sim_config(
+    customers: int,
+    merchants: int,
+    days: int,
+    start: datetime,
+    seed: int,
+    fraud_scale: float,
+    disable: list[str],
+) -> SimConfig:
+    from app.simulator.model import SimConfig  # noqa: PLC0415 - numpy/scipy only when simulating
+
+    try:
+        return SimConfig(
+            customers=customers, merchants=merchants, days=days, start=start.date(), seed=seed,
+            fraud_scale=fraud_scale, disabled=frozenset(disable),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise FraudstreamError(str(exc)) from exc
 
 
 def main() -> None:

@@ -1,0 +1,68 @@
+"""Parquet transaction history on disk: ``<dir>/date=YYYY-MM-DD/part-0.parquet`` per UTC day."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from app.errors import FraudstreamError
+from app.schema import HISTORY_SCHEMA
+
+PART = "part-0.parquet"
+
+
+def write_history(
+    frame: pd.DataFrame, out: Path, on_written: Callable[[Path], None] = lambda _: None
+) -> list[Path]:
+    """Write one Parquet file per UTC day of event_time (replacing that day's file)."""
+    table = pa.Table.from_pandas(frame, schema=HISTORY_SCHEMA, preserve_index=False)
+    if not frame["event_time"].is_monotonic_increasing:
+        raise ValueError("history must be sorted by event_time before writing")
+    days = frame["event_time"].dt.strftime("%Y-%m-%d").to_numpy()
+    boundaries = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1).tolist(), len(days)]
+    written = []
+    for lo, hi in itertools.pairwise(boundaries):
+        folder = out / f"date={days[lo]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / PART
+        pq.write_table(table.slice(lo, hi - lo), path, compression="zstd")
+        written.append(path)
+        on_written(path)
+    return written
+
+
+@dataclass(frozen=True, order=True)
+class Partition:
+    day: str
+    path: Path
+
+
+def partitions(root: Path) -> list[Partition]:
+    if not root.is_dir():
+        raise FraudstreamError(f"history folder {root} does not exist")
+    found = sorted(
+        Partition(day=p.parent.name.removeprefix("date="), path=p) for p in root.glob("date=*/*.parquet")
+    )
+    if not found:
+        raise FraudstreamError(f"no date=YYYY-MM-DD/*.parquet partitions under {root}")
+    return found
+
+
+def iter_history(root: Path) -> Iterator[tuple[Partition, pd.DataFrame]]:
+    """Each partition as written (no type coercion: validation must see what is on disk)."""
+    for part in partitions(root):
+        yield part, pq.read_table(part.path).to_pandas()
+
+
+def read_history(root: Path) -> pd.DataFrame:
+    """All partitions in the history schema, sorted by event_time."""
+    tables = [pq.read_table(p.path, schema=HISTORY_SCHEMA) for p in partitions(root)]
+    frame = pa.concat_tables(tables).to_pandas()
+    return frame.sort_values(["event_time", "txn_id"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,38 @@
+"""Create the application's topics (idempotent) with the configured partition count."""
+
+from __future__ import annotations
+
+from app.errors import FraudstreamError
+from app.settings import Settings
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [
+        settings.topic_transactions,
+        settings.topic_scores,
+        settings.topic_dlq,
+        settings.topic_feedback,
+        settings.topic_retrain,
+    ]
+
+
+def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Create missing topics; return the ones created."""
+    from kafka import KafkaAdminClient  # noqa: PLC0415 - adapters import their client lazily
+    from kafka.admin import NewTopic  # noqa: PLC0415
+    from kafka.errors import KafkaError  # noqa: PLC0415
+
+    wanted = names or topic_names(settings)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="fraudstream-admin")
+    except KafkaError as exc:
+        raise FraudstreamError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    try:
+        missing = [t for t in wanted if t not in set(admin.list_topics())]
+        if missing:
+            admin.create_topics(
+                [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1) for t in missing]
+            )
+        return missing
+    finally:
+        admin.close()

@@ -1,0 +1,1 @@
+"""Card-transaction simulator (Fraud Detection Handbook model + geo scenarios) and Kafka producer."""

@@ -1,0 +1,95 @@
+"""Simulation as a job: simulate, write partitions with a progress bar, summarise in one line."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from app.errors import FraudstreamError
+from app.history import read_history, write_history
+from app.kafka_admin import ensure_topics
+from app.settings import Settings
+from app.simulator.model import SimConfig, simulate
+from app.simulator.producer import KafkaSink, Pacer, ProduceSummary, produce
+
+
+def simulate_history(config: SimConfig, out: Path, *, show_progress: bool = True) -> str:
+    started = time.perf_counter()
+    with tqdm(total=4 + config.days, desc="simulate", unit="step", disable=not show_progress) as bar:
+
+        def stage(name: str) -> None:
+            bar.set_postfix_str(name)
+            bar.update(1)
+
+        frame = simulate(config, progress=stage)
+        bar.set_postfix_str("writing parquet")
+        files = write_history(frame, out, on_written=lambda _: bar.update(1))
+    frauds = frame.loc[frame["is_fraud"] == 1, "fraud_scenario"].value_counts()
+    mix = ", ".join(f"{name} {count}" for name, count in frauds.items())
+    return (
+        f"simulate: {len(frame)} transactions, {frame['card_id'].nunique()} cards, {len(files)} days "
+        f"-> {out} in {time.perf_counter() - started:.1f}s; fraud rate {frame['is_fraud'].mean():.3%} ({mix})"
+    )
+
+
+def produce_transactions(
+    settings: Settings,
+    *,
+    source: Path | None,
+    rate: float,
+    limit: int | None = None,
+    live: bool = False,
+    duration_s: float | None = None,
+    customers: int = 1_000,
+    seed: int = 0,
+    time_scale: float = 1 / 1440,
+    labels: bool = True,
+) -> ProduceSummary:
+    """Replay ``source`` history (or simulate live traffic) into Kafka; see ``producer.produce``."""
+    if live == (source is not None):
+        raise FraudstreamError("give either --from DIR (replay) or --live")
+    frames: Iterable[pd.DataFrame]
+    if source is not None:
+        history = read_history(source)
+        frames = [history.iloc[:limit] if limit is not None else history]
+    else:
+        today = datetime.now(UTC).date()
+
+        def period(k: int) -> pd.DataFrame:
+            cfg = SimConfig(customers=customers, merchants=2 * customers, days=7, start=today, seed=seed + k)
+            return simulate(cfg)
+
+        frames = (period(k) for k in itertools.count())
+        if limit is not None:
+            frames = _limited(frames, limit)
+    ensure_topics(settings, [settings.topic_transactions, settings.topic_feedback])
+    sink = KafkaSink(settings.kafka_servers)
+    try:
+        return produce(
+            frames,
+            sink,
+            topic=settings.topic_transactions,
+            feedback_topic=settings.topic_feedback,
+            pacer=Pacer(rate),
+            live=live,
+            time_scale=time_scale,
+            labels=labels,
+            duration_s=duration_s,
+        )
+    finally:
+        sink.close()
+
+
+def _limited(frames: Iterable[pd.DataFrame], limit: int) -> Iterator[pd.DataFrame]:
+    left = limit
+    for frame in frames:
+        if left <= 0:
+            return
+        yield frame.iloc[:left]
+        left -= len(frame)
