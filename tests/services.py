@@ -6,6 +6,10 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import pytest
+
+from app.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -21,3 +25,10 @@ def ensure_services_up() -> None:
 def unique(prefix: str) -> str:
     """A name no other test run uses (topics, consumer groups, tables)."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Settings pointing at the real local services, started through scripts/services."""
+    ensure_services_up()
+    return Settings()
