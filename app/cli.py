@@ -50,7 +50,6 @@ for _name, _issue, _summary in (
     ("worker", 4, "Run the Faust stream worker: features, scores, explanations."),
     ("ui", 7, "Serve the analyst review UI."),
     ("drift", 8, "Report feature and score drift with Evidently."),
-    ("demo", 9, "Run the whole system locally with live simulated traffic."),
     ("bench", 10, "Benchmark throughput, latency and explanation cost."),
 ):
     _placeholder(_name, _issue, _summary)
@@ -105,6 +104,23 @@ def produce(
         customers=customers, seed=seed, time_scale=time_scale, labels=labels,
     )  # fmt: skip
     typer.echo(summary.one_line(settings.topic_transactions, settings.topic_feedback))
+    if summary.failed:
+        raise FraudstreamError(f"{summary.failed} records could not be delivered to Kafka")
+
+
+@cli.command()
+def demo(
+    duration: float | None = typer.Option(
+        None, min=1.0, help="Stop after this many seconds (default: Ctrl-C)."
+    ),
+    rate: float = typer.Option(200.0, min=1.0, help="Live transactions per second."),
+    customers: int = typer.Option(1_000, min=10, help="Simulated cards."),
+) -> None:
+    """Run the system locally with live simulated traffic (needs scripts/services up)."""
+    from app.demo import run_demo  # noqa: PLC0415
+    from app.settings import get_settings  # noqa: PLC0415
+
+    summary = run_demo(get_settings(), duration_s=duration, rate=rate, customers=customers, echo=typer.echo)
     if summary.failed:
         raise FraudstreamError(f"{summary.failed} records could not be delivered to Kafka")
 

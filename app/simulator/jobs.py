@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,6 +50,7 @@ def produce_transactions(
     seed: int = 0,
     time_scale: float = 1 / 1440,
     labels: bool = True,
+    on_status: Callable[[ProduceSummary, float], None] | None = None,
 ) -> ProduceSummary:
     """Replay ``source`` history (or simulate live traffic) into Kafka; see ``producer.produce``."""
     if live == (source is not None):
@@ -81,6 +82,7 @@ def produce_transactions(
             time_scale=time_scale,
             labels=labels,
             duration_s=duration_s,
+            on_status=on_status,
         )
     finally:
         sink.close()

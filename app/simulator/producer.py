@@ -37,6 +37,8 @@ class Sink(Protocol):
 @dataclass
 class ProduceSummary:
     transactions: int = 0
+    frauds: int = 0
+    interrupted: bool = False
     cards: set[str] = field(default_factory=set)
     chargebacks_on_time: int = 0
     chargebacks_at_end: int = 0
@@ -90,11 +92,48 @@ def produce(
     labels: bool = True,
     duration_s: float | None = None,
     wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    on_status: Callable[[ProduceSummary, float], None] | None = None,
+    status_every_s: float = 2.0,
 ) -> ProduceSummary:
-    """Send every transaction of ``frames`` (sorted by event_time) and its chargeback when due."""
+    """Send every transaction of ``frames`` (sorted by event_time) and its chargeback when due.
+
+    Ctrl-C (KeyboardInterrupt) stops it cleanly: outstanding sends are flushed and counted.
+    """
     summary = ProduceSummary()
     started = pacer.clock()
-    pending: list[tuple[float, int, dict[str, Any]]] = []  # (due, seq, feedback)
+    pending: list[tuple[float, int, dict[str, Any]]] = []  # chargebacks not yet due: (due, seq, feedback)
+    try:
+        return _produce(
+            frames, sink, summary, pending, started, topic=topic, feedback_topic=feedback_topic, pacer=pacer,
+            live=live, time_scale=time_scale, labels=labels, duration_s=duration_s, wall=wall,
+            on_status=on_status, status_every_s=status_every_s,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        return _finish(
+            summary, sink, pending, feedback_topic, flush_labels=False, seconds=pacer.clock() - started
+        )
+
+
+def _produce(
+    frames: Iterable[pd.DataFrame],
+    sink: Sink,
+    summary: ProduceSummary,
+    pending: list[tuple[float, int, dict[str, Any]]],
+    started: float,
+    *,
+    topic: str,
+    feedback_topic: str,
+    pacer: Pacer,
+    live: bool,
+    time_scale: float,
+    labels: bool,
+    duration_s: float | None,
+    wall: Callable[[], datetime],
+    on_status: Callable[[ProduceSummary, float], None] | None,
+    status_every_s: float,
+) -> ProduceSummary:
+    last_status = started
     seq = itertools.count()
 
     def due_labels(now: float) -> None:
@@ -112,12 +151,16 @@ def produce(
                         seconds=pacer.clock() - started,
                     )  # fmt: skip
                 pacer.wait(started, summary.transactions)
+                if on_status is not None and (now := pacer.clock()) - last_status >= status_every_s:
+                    on_status(summary, now - started)
+                    last_status = now
                 event_time = wall() if live else row["event_time"]
                 txn = {k: row[k] for k in TRANSACTION_FIELDS}
                 txn["event_time"] = event_time
                 sink.send(topic, row["card_id"], encode(txn))
                 summary.transactions += 1
                 summary.cards.add(row["card_id"])
+                summary.frauds += int(row["is_fraud"])
                 if labels and row["is_fraud"] == 1:
                     delay = (row["label_time"] - row["event_time"]).total_seconds()
                     label_time = event_time + pd.Timedelta(seconds=delay * (time_scale if live else 1))

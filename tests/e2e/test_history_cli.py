@@ -80,3 +80,21 @@ def test_bad_inputs_fail_with_one_line(tmp_path: Path) -> None:
     bad_scenario = fraudstream("simulate", "--out", str(tmp_path / "x"), "--disable", "aliens")
     assert bad_scenario.returncode == 1
     assert bad_scenario.stderr.strip() == "fraudstream: error: unknown scenario(s): aliens"
+
+
+def test_demo_runs_bounded_and_streams(settings: Settings, tmp_path: Path) -> None:
+    topic = unique("e2e-demo-tx")
+    env = {
+        "FRAUDSTREAM_TOPIC_TRANSACTIONS": topic,
+        "FRAUDSTREAM_TOPIC_FEEDBACK": unique("e2e-demo-fb"),
+        "FRAUDSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "FRAUDSTREAM_REPORTS_DIR": str(tmp_path / "reports"),
+    }
+    demo = fraudstream("demo", "--duration", "4", "--rate", "100", "--customers", "200", env=env)
+    assert demo.returncode == 0, demo.stderr
+    assert "validate: ok:" in demo.stdout
+    assert (tmp_path / "reports" / "demo" / "validation" / "summary.json").exists()
+    line = next(ln for ln in demo.stdout.splitlines() if ln.startswith("produce: "))
+    sent = int(line.split()[1])
+    assert 300 <= sent <= 420
+    assert len(drain(settings.kafka_servers, topic, expected=sent)) == sent
