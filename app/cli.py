@@ -47,7 +47,6 @@ def _placeholder(name: str, issue: int, summary: str) -> None:
 
 for _name, _issue, _summary in (
     ("train", 5, "Train, evaluate and register an XGBoost model."),
-    ("worker", 4, "Run the Faust stream worker: features, scores, explanations."),
     ("ui", 7, "Serve the analyst review UI."),
     ("drift", 8, "Report feature and score drift with Evidently."),
     ("bench", 10, "Benchmark throughput, latency and explanation cost."),
@@ -106,6 +105,22 @@ def produce(
     typer.echo(summary.one_line(settings.topic_transactions, settings.topic_feedback))
     if summary.failed:
         raise FraudstreamError(f"{summary.failed} records could not be delivered to Kafka")
+
+
+@cli.command()
+def worker(
+    loglevel: str = typer.Option("info", "--loglevel", "-l", help="Faust log level."),
+) -> None:
+    """Run the Faust stream worker: per-card state, features to Feast and the offline log."""
+    from app.settings import get_settings  # noqa: PLC0415
+    from app.worker.faust_app import create_app  # noqa: PLC0415
+
+    from app.kafka_admin import ensure_topics  # noqa: PLC0415
+    from app.worker.faust_app import run_worker  # noqa: PLC0415
+
+    settings = get_settings()
+    ensure_topics(settings)
+    run_worker(create_app(settings), loglevel)
 
 
 @cli.command()

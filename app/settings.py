@@ -41,9 +41,21 @@ class Settings(BaseSettings):
     models_dir: Path = Path("models")
     reports_dir: Path = Path("reports")
 
+    # Feature store (Feast) and the stream's offline feature log
+    feast_config: Literal["sqlite", "postgres"] = "sqlite"
+    feast_dir: Path = Path("data/feast")
+    feature_log_dir: Path = Path("data/feature_log")
+    label_delay_days: int = Field(7, ge=0, description="Merchant fraud rates only use labels this old")
+
     # Worker
     app_id: str = "fraudstream"
     worker_threads: int = Field(1, ge=1, description="OpenMP/XGBoost threads per worker process")
+    lateness_s: float = Field(300.0, ge=0, description="How far behind a card's latest event an event may be")
+    batch_size: int = Field(500, ge=1, description="Micro-batch size of the stream agents")
+    batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a micro-batch")
+    feature_log_flush_rows: int = Field(20_000, ge=1)
+    feature_log_flush_s: float = Field(10.0, gt=0)
+    worker_web_port: int = 6066
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

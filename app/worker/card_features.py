@@ -1,0 +1,123 @@
+"""Turn a micro-batch of raw ``transactions`` messages into card features (no Faust, no I/O).
+
+Per message: decode and validate (bad input -> a dead-letter record with a one-line reason),
+check the event is not later than the allowed lateness for its card, compute the features as of
+the transaction with the shared pure functions, and fold it into the card's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.schema import Transaction
+from features.card import CardState, Txn, card_features, contains, update
+
+MAX_PAYLOAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A consumed message and where it came from."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    key: bytes | None
+    reason: str
+    raw: Raw
+
+    def record(self) -> dict[str, Any]:
+        value = self.raw.value or b""
+        return {
+            "reason": self.reason,
+            "topic": self.raw.topic,
+            "partition": self.raw.partition,
+            "offset": self.raw.offset,
+            "failed_at": datetime.now(UTC).isoformat(),
+            "value": value[:MAX_PAYLOAD].decode("utf-8", errors="replace"),
+            "value_bytes": len(value),
+        }
+
+
+@dataclass
+class BatchResult:
+    features: list[dict[str, Any]] = field(default_factory=list)  # txn_id, card_id, event_time + features
+    transactions: list[Transaction] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    duplicates: int = 0
+    late: int = 0
+
+
+def decode(raw: Raw) -> Transaction | str:
+    """The transaction, or a one-line reason why it cannot be processed."""
+    if raw.value is None:
+        return "empty message (tombstone)"
+    if len(raw.value) > MAX_PAYLOAD:
+        return f"payload too large: {len(raw.value)} bytes (max {MAX_PAYLOAD})"
+    try:
+        txn = Transaction.model_validate_json(raw.value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        kind = "invalid JSON" if first["type"] == "json_invalid" else f"invalid {where}"
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"{kind}: {first['msg']}{more}"
+    if raw.key is not None and raw.key != txn.card_id.encode():
+        return "key does not match card_id: messages must be keyed by card_id"
+    return txn
+
+
+def to_txn(txn: Transaction) -> Txn:
+    return Txn(
+        txn.txn_id, txn.event_time.timestamp(), txn.amount, txn.lat, txn.lon, txn.country, txn.merchant_id
+    )
+
+
+def process_batch(
+    batch: list[Raw], states: MutableMapping[bytes, bytes | None], lateness_s: float
+) -> BatchResult:
+    """Features for every valid transaction of ``batch``, in order; ``states`` is the card table."""
+    result = BatchResult()
+    cache: dict[bytes, CardState] = {}
+    for raw in batch:
+        decoded = decode(raw)
+        if isinstance(decoded, str):
+            result.dead.append(DeadLetter(raw.key, decoded, raw))
+            continue
+        key = decoded.card_id.encode()
+        state = cache.get(key)
+        if state is None:
+            state = cache[key] = CardState.from_bytes(states.get(key))
+        txn = to_txn(decoded)
+        if contains(state, txn.txn_id):
+            result.duplicates += 1
+            continue
+        if state.last is not None and txn.t < state.last.t - lateness_s:
+            behind = state.last.t - txn.t
+            reason = f"late event: {behind:.0f}s behind the card's latest event (lateness {lateness_s:.0f}s)"
+            result.dead.append(DeadLetter(raw.key, reason, raw))
+            result.late += 1
+            continue
+        row: dict[str, Any] = {
+            "txn_id": txn.txn_id,
+            "card_id": decoded.card_id,
+            "event_time": decoded.event_time,
+        }
+        row.update(card_features(state, txn))
+        update(state, txn)
+        result.features.append(row)
+        result.transactions.append(decoded)
+    for key, state in cache.items():
+        states[key] = state.to_bytes()
+    return result

@@ -1,0 +1,257 @@
+"""Card features: the one definition used by the stream worker and by batch backfill.
+
+A card's history is folded event by event through two pure functions:
+
+- ``card_features(state, txn)``: the features of ``txn`` as of its own event_time, from the state
+  of the card's *other* transactions (it includes ``txn`` itself, never anything after it, and
+  never a label);
+- ``update(state, txn)``: the state with ``txn`` added, expired entries dropped.
+
+The stream keeps ``CardState`` per card in a Faust table; the batch path (``features.backfill``)
+runs the same fold over Parquet history sorted by event time, so the two cannot disagree.
+
+Memory is bounded per card: exact recent events for the short windows (24 h plus the allowed
+lateness, at most ``MAX_RECENT``), hourly buckets for the 7 d / 30 d windows (at most 720),
+and capped, expiring sets of countries, merchants and home-location grid cells.
+
+Window semantics: the 10 min, 1 h and 24 h windows are exact over (t - w, t]. The 7 d and 30 d
+windows are hour-aligned: the current UTC hour plus the 167 / 719 hours before it.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import insort
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+HOUR = 3_600.0
+DAY = 86_400.0
+EXACT_WINDOWS = (("10m", 600.0), ("1h", HOUR), ("24h", DAY))
+BUCKET_WINDOWS = (("7d", 7 * 24), ("30d", 30 * 24))  # in hours
+RECENT_KEEP_S = DAY
+MAX_RECENT = 512
+MAX_MERCHANTS = 256
+MAX_COUNTRIES = 64
+MAX_CELLS = 32
+SEEN_TTL_S = 90 * DAY
+HOME_CELL_DEG = 0.5
+MIN_SPEED_INTERVAL_S = 60.0  # speeds use at least a minute, so two swipes in one second are not infinite
+EARTH_RADIUS_KM = 6_371.0088
+
+FEATURE_NAMES: tuple[str, ...] = (
+    *(f"card_{agg}_{w}" for w, _ in (*EXACT_WINDOWS, *BUCKET_WINDOWS) for agg in ("count", "sum", "mean")),
+    "amount",
+    "amount_to_mean_30d",
+    "seconds_since_prev",
+    "km_from_prev",
+    "kmh_from_prev",
+    "km_from_home",
+    "new_country",
+    "new_merchant",
+    "is_night",
+    "is_weekend",
+    "card_prev_txns",
+)
+
+
+class Txn(NamedTuple):
+    """What card features read of a transaction (seconds since the epoch, UTC)."""
+
+    txn_id: str
+    t: float
+    amount: float
+    lat: float
+    lon: float
+    country: str
+    merchant_id: str
+
+
+class Recent(NamedTuple):
+    t: float
+    txn_id: str
+    amount: float
+    lat: float
+    lon: float
+
+
+@dataclass
+class CardState:
+    recent: list[Recent] = field(default_factory=list)  # sorted by (t, txn_id)
+    hours: dict[int, list[float]] = field(default_factory=dict)  # hour -> [count, sum]
+    countries: dict[str, float] = field(default_factory=dict)  # country -> last seen t
+    merchants: dict[str, float] = field(default_factory=dict)  # merchant -> last seen t
+    cells: dict[str, list[float]] = field(default_factory=dict)  # cell -> [count, sum lat, sum lon]
+    last: Recent | None = None  # the latest transaction by event time
+    total: int = 0
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "r": [list(r) for r in self.recent],
+                "h": self.hours,
+                "c": self.countries,
+                "m": self.merchants,
+                "g": self.cells,
+                "l": list(self.last) if self.last else None,
+                "n": self.total,
+            },
+            option=orjson.OPT_NON_STR_KEYS,
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> CardState:
+        if not raw:
+            return cls()
+        d: dict[str, Any] = orjson.loads(raw)
+        return cls(
+            recent=[Recent(*r) for r in d["r"]],
+            hours={int(k): v for k, v in d["h"].items()},
+            countries=d["c"],
+            merchants=d["m"],
+            cells=d["g"],
+            last=Recent(*d["l"]) if d["l"] else None,
+            total=d["n"],
+        )
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _cell(lat: float, lon: float) -> str:
+    return f"{math.floor(lat / HOME_CELL_DEG)}:{math.floor(lon / HOME_CELL_DEG)}"
+
+
+def home(state: CardState) -> tuple[float, float] | None:
+    """Robust home: the centroid of the grid cell holding most of the card's transactions."""
+    if not state.cells:
+        return None
+    _, (n, sum_lat, sum_lon) = max(state.cells.items(), key=lambda kv: (kv[1][0], kv[0]))
+    return sum_lat / n, sum_lon / n
+
+
+def _local_time(t: float, lon: float) -> tuple[int, int]:
+    """(hour, weekday) at the transaction's place, by solar offset from its longitude."""
+    local = t + lon / 15.0 * HOUR
+    days = math.floor(local / DAY)
+    hour = int((local - days * DAY) // HOUR)
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    return hour, weekday
+
+
+def _fresh(seen: dict[str, float], key: str, t: float) -> bool:
+    last = seen.get(key)
+    return last is not None and t - last <= SEEN_TTL_S
+
+
+def card_features(state: CardState, txn: Txn) -> dict[str, float]:
+    """Features of ``txn`` as of its event time; ``state`` must not contain ``txn`` itself."""
+    out: dict[str, float] = {}
+    for name, width in EXACT_WINDOWS:
+        lo = txn.t - width
+        count, total = 1, txn.amount
+        for r in state.recent:
+            if lo < r.t <= txn.t:
+                count += 1
+                total += r.amount
+        out[f"card_count_{name}"], out[f"card_sum_{name}"] = count, total
+        out[f"card_mean_{name}"] = total / count
+    hour = int(txn.t // HOUR)
+    prev_30d = (0.0, 0.0)
+    for name, hours in BUCKET_WINDOWS:
+        count, total = 0.0, 0.0
+        for h, (c, s) in state.hours.items():
+            if hour - hours < h <= hour:
+                count += c
+                total += s
+        if name == "30d":
+            prev_30d = (count, total)
+        out[f"card_count_{name}"], out[f"card_sum_{name}"] = count + 1, total + txn.amount
+        out[f"card_mean_{name}"] = (total + txn.amount) / (count + 1)
+    out["amount"] = txn.amount
+    out["amount_to_mean_30d"] = txn.amount / (prev_30d[1] / prev_30d[0]) if prev_30d[0] else math.nan
+
+    prev = _previous(state, txn)
+    if prev is None:
+        out["seconds_since_prev"] = out["km_from_prev"] = out["kmh_from_prev"] = math.nan
+    else:
+        dt = txn.t - prev.t
+        km = haversine_km(prev.lat, prev.lon, txn.lat, txn.lon)
+        out["seconds_since_prev"] = dt
+        out["km_from_prev"] = km
+        out["kmh_from_prev"] = km / (max(dt, MIN_SPEED_INTERVAL_S) / HOUR)
+    where = home(state)
+    out["km_from_home"] = math.nan if where is None else haversine_km(where[0], where[1], txn.lat, txn.lon)
+    out["new_country"] = 0.0 if _fresh(state.countries, txn.country, txn.t) else 1.0
+    out["new_merchant"] = 0.0 if _fresh(state.merchants, txn.merchant_id, txn.t) else 1.0
+    local_hour, weekday = _local_time(txn.t, txn.lon)
+    out["is_night"] = 1.0 if local_hour < 6 else 0.0
+    out["is_weekend"] = 1.0 if weekday >= 5 else 0.0
+    out["card_prev_txns"] = float(state.total)
+    return out
+
+
+def _previous(state: CardState, txn: Txn) -> Recent | None:
+    """The card's latest transaction before ``txn`` (ties broken by txn_id)."""
+    if state.last is not None and (state.last.t, state.last.txn_id) < (txn.t, txn.txn_id):
+        return state.last
+    for r in reversed(state.recent):  # a late event: look back among the exact recent ones
+        if (r.t, r.txn_id) < (txn.t, txn.txn_id):
+            return r
+    return None
+
+
+def update(state: CardState, txn: Txn) -> CardState:
+    """Add ``txn`` to the state (in place, returned for convenience) and expire old entries."""
+    entry = Recent(txn.t, txn.txn_id, txn.amount, txn.lat, txn.lon)
+    insort(state.recent, entry)
+    latest = max(txn.t, state.last.t if state.last else txn.t)
+    keep_from = latest - RECENT_KEEP_S
+    drop = 0
+    while drop < len(state.recent) and state.recent[drop].t <= keep_from:
+        drop += 1
+    drop = max(drop, len(state.recent) - MAX_RECENT)
+    if drop:
+        del state.recent[:drop]
+
+    hour = int(txn.t // HOUR)
+    bucket = state.hours.setdefault(hour, [0.0, 0.0])
+    bucket[0] += 1
+    bucket[1] += txn.amount
+    oldest = int(latest // HOUR) - BUCKET_WINDOWS[-1][1]
+    for h in [h for h in state.hours if h <= oldest]:
+        del state.hours[h]
+
+    _see(state.countries, txn.country, txn.t, latest, MAX_COUNTRIES)
+    _see(state.merchants, txn.merchant_id, txn.t, latest, MAX_MERCHANTS)
+    cell = state.cells.setdefault(_cell(txn.lat, txn.lon), [0.0, 0.0, 0.0])
+    cell[0] += 1
+    cell[1] += txn.lat
+    cell[2] += txn.lon
+    if len(state.cells) > MAX_CELLS:
+        smallest = min(state.cells.items(), key=lambda kv: (kv[1][0], kv[0]))[0]
+        del state.cells[smallest]
+
+    if state.last is None or (entry.t, entry.txn_id) > (state.last.t, state.last.txn_id):
+        state.last = entry
+    state.total += 1
+    return state
+
+
+def _see(seen: dict[str, float], key: str, t: float, latest: float, cap: int) -> None:
+    seen[key] = max(t, seen.get(key, t))
+    for k in [k for k, last in seen.items() if latest - last > SEEN_TTL_S]:
+        del seen[k]
+    if len(seen) > cap:
+        del seen[min(seen.items(), key=lambda kv: (kv[1], kv[0]))[0]]
+
+
+def contains(state: CardState, txn_id: str) -> bool:
+    """Whether ``txn_id`` is among the exact recent events (a redelivery within 24 h)."""
+    return any(r.txn_id == txn_id for r in state.recent)

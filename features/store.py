@@ -1,0 +1,88 @@
+"""The Feast feature store: definitions (built from settings, never at import) and access."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.settings import Settings
+from features.card import FEATURE_NAMES
+from features.merchant import MERCHANT_FEATURES
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+REPO = Path(__file__).resolve().parent / "repo"
+CARD_VIEW = "card_features"
+MERCHANT_VIEW = "merchant_features"
+
+
+def export_env(settings: Settings) -> None:
+    """feature_store.yaml reads the same FRAUDSTREAM_* variables; make them match the settings."""
+    values = {
+        "FRAUDSTREAM_FEAST_DIR": str(settings.feast_dir.resolve()),
+        "FRAUDSTREAM_PG_HOST": settings.pg_host,
+        "FRAUDSTREAM_PG_PORT": str(settings.pg_port),
+        "FRAUDSTREAM_PG_USER": settings.pg_user,
+        "FRAUDSTREAM_PG_DB": settings.pg_db,
+        "FRAUDSTREAM_PG_SSLMODE": settings.pg_sslmode,
+        "FRAUDSTREAM_PG_PASSWORD": settings.pg_password.get_secret_value() if settings.pg_password else "",
+    }
+    os.environ.update(values)
+
+
+def definitions(settings: Settings) -> list[Any]:
+    from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType  # noqa: PLC0415
+    from feast.data_format import ParquetFormat  # noqa: PLC0415
+    from feast.types import Float64  # noqa: PLC0415
+
+    card = Entity(name="card", join_keys=["card_id"], value_type=ValueType.STRING)
+    merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueType.STRING)
+    card_log = FileSource(
+        name="card_features_log",
+        path=str((settings.feature_log_dir / CARD_VIEW).resolve()),
+        timestamp_field="event_time",
+        file_format=ParquetFormat(),
+    )
+    card_push = PushSource(name="card_features_push", batch_source=card_log)
+    card_view = FeatureView(
+        name=CARD_VIEW,
+        entities=[card],
+        ttl=timedelta(days=30),
+        schema=[Field(name=n, dtype=Float64) for n in FEATURE_NAMES],
+        source=card_push,
+        online=True,
+        description="Per-card velocity and geo features, computed by the stream worker at each transaction.",
+    )
+    merchant_source = FileSource(
+        name="merchant_features_daily",
+        path=str((settings.feast_dir / "merchant_features.parquet").resolve()),
+        timestamp_field="event_timestamp",
+        file_format=ParquetFormat(),
+    )
+    merchant_view = FeatureView(
+        name=MERCHANT_VIEW,
+        entities=[merchant],
+        ttl=timedelta(days=2),
+        schema=[Field(name=n, dtype=Float64) for n in MERCHANT_FEATURES],
+        source=merchant_source,
+        online=True,
+        description="Per-merchant volume and fraud rate, built daily in batch, shifted by the label delay.",
+    )
+    return [card, merchant, card_push, card_view, merchant_view]
+
+
+def feature_store(settings: Settings, *, apply: bool = True) -> FeatureStore:
+    from feast import FeatureStore  # noqa: PLC0415 - Feast takes seconds to import
+
+    export_env(settings)
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    yaml = REPO / (
+        "feature_store.postgres.yaml" if settings.feast_config == "postgres" else "feature_store.yaml"
+    )
+    store = FeatureStore(repo_path=str(REPO), fs_yaml_file=yaml)
+    if apply:
+        store.apply(definitions(settings))
+    return store
