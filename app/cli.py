@@ -68,7 +68,7 @@ def simulate(
     ),
 ) -> None:
     """Simulate card-transaction history as date-partitioned Parquet."""
-    from app.simulator.jobs import simulate_history  # noqa: PLC0415 - keep --help fast
+    from app.simulator.jobs import simulate_history
 
     config = _sim_config(customers, merchants, days, start, seed, fraud_scale, disable)
     summary = simulate_history(config, out)
@@ -94,8 +94,8 @@ def produce(
     labels: bool = typer.Option(True, help="Also send chargebacks to the feedback topic when due."),
 ) -> None:
     """Replay history (or live simulated traffic) into the transactions topic, keyed by card_id."""
-    from app.settings import get_settings  # noqa: PLC0415
-    from app.simulator.jobs import produce_transactions  # noqa: PLC0415
+    from app.settings import get_settings
+    from app.simulator.jobs import produce_transactions
 
     settings = get_settings()
     summary = produce_transactions(
@@ -112,11 +112,12 @@ def worker(
     loglevel: str = typer.Option("info", "--loglevel", "-l", help="Faust log level."),
 ) -> None:
     """Run the Faust stream worker: per-card state, features to Feast and the offline log."""
-    from app.settings import get_settings  # noqa: PLC0415
-    from app.worker.faust_app import create_app  # noqa: PLC0415
-
-    from app.kafka_admin import ensure_topics  # noqa: PLC0415
-    from app.worker.faust_app import run_worker  # noqa: PLC0415
+    from app.kafka_admin import ensure_topics
+    from app.settings import get_settings
+    from app.worker.faust_app import (
+        create_app,
+        run_worker,
+    )
 
     settings = get_settings()
     ensure_topics(settings)
@@ -132,8 +133,8 @@ def demo(
     customers: int = typer.Option(1_000, min=10, help="Simulated cards."),
 ) -> None:
     """Run the system locally with live simulated traffic (needs scripts/services up)."""
-    from app.demo import run_demo  # noqa: PLC0415
-    from app.settings import get_settings  # noqa: PLC0415
+    from app.demo import run_demo
+    from app.settings import get_settings
 
     summary = run_demo(get_settings(), duration_s=duration, rate=rate, customers=customers, echo=typer.echo)
     if summary.failed:
@@ -149,7 +150,7 @@ def validate(
     ),
 ) -> None:
     """Validate Parquet history with a Great Expectations suite; non-zero exit if it fails."""
-    from expectations.validate import validate_history  # noqa: PLC0415 - GX takes seconds to import
+    from expectations.validate import validate_history
 
     result = validate_history(history, report, suite)
     typer.echo(result.one_line(), err=not result.success)
@@ -170,7 +171,7 @@ def _sim_config(
     fraud_scale: float,
     disable: list[str],
 ) -> SimConfig:
-    from app.simulator.model import SimConfig  # noqa: PLC0415 - numpy/scipy only when simulating
+    from app.simulator.model import SimConfig
 
     try:
         return SimConfig(

@@ -13,7 +13,7 @@ KEYS = ("txn_id", "card_id", "event_time")
 def epoch_seconds(times: pd.Series) -> np.ndarray:
     """UTC timestamps as float seconds since the epoch, exactly as ``datetime.timestamp()`` gives."""
     micros = times.dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64").to_numpy()
-    return micros / 1e6
+    return np.asarray(micros / 1e6, dtype=np.float64)
 
 
 def card_feature_frame(history: pd.DataFrame) -> pd.DataFrame:

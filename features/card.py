@@ -155,7 +155,7 @@ def card_features(state: CardState, txn: Txn) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, width in EXACT_WINDOWS:
         lo = txn.t - width
-        count, total = 1, txn.amount
+        count, total = 1.0, txn.amount
         for r in state.recent:
             if lo < r.t <= txn.t:
                 count += 1
@@ -165,7 +165,7 @@ def card_features(state: CardState, txn: Txn) -> dict[str, float]:
     hour = int(txn.t // HOUR)
     prev_30d = (0.0, 0.0)
     for name, hours in BUCKET_WINDOWS:
-        count, total = 0.0, 0.0
+        count, total = 0.0, 0.0  # of the card's other transactions
         for h, (c, s) in state.hours.items():
             if hour - hours < h <= hour:
                 count += c

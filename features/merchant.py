@@ -19,7 +19,7 @@ MERCHANT_FEATURES: tuple[str, ...] = (
 
 
 def _day_index(times: pd.Series, origin: pd.Timestamp) -> np.ndarray:
-    return ((times - origin) // pd.Timedelta(days=1)).to_numpy().astype(np.int64)
+    return np.asarray(((times - origin) // pd.Timedelta(days=1)).to_numpy(), dtype=np.int64)
 
 
 def merchant_daily_features(history: pd.DataFrame, label_delay_days: int) -> pd.DataFrame:

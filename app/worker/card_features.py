@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.pan import mask_pans
 from app.schema import Transaction
 from features.card import CardState, Txn, card_features, contains, update
 
@@ -33,9 +34,14 @@ class Raw:
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """What could not be processed, kept with its reason; card numbers in it are masked."""
+
     key: bytes | None
     reason: str
     raw: Raw
+
+    def masked_key(self) -> bytes | None:
+        return mask_pans(self.key.decode("utf-8", errors="replace")).encode() if self.key else self.key
 
     def record(self) -> dict[str, Any]:
         value = self.raw.value or b""
@@ -45,8 +51,9 @@ class DeadLetter:
             "partition": self.raw.partition,
             "offset": self.raw.offset,
             "failed_at": datetime.now(UTC).isoformat(),
-            "value": value[:MAX_PAYLOAD].decode("utf-8", errors="replace"),
+            "value": mask_pans(value[:MAX_PAYLOAD].decode("utf-8", errors="replace")),
             "value_bytes": len(value),
+            "truncated": len(value) > MAX_PAYLOAD,
         }
 
 

@@ -83,7 +83,7 @@ def create_app(settings: Settings) -> faust.App:
             result = process_batch(batch, states, settings.lateness_s)
             for dead in result.dead:
                 log.warning("worker: dead letter: %s", dead.reason)
-                await dlq.send(key=dead.key, value=orjson.dumps(dead.record()))
+                await dlq.send(key=dead.masked_key(), value=orjson.dumps(dead.record()))
             while "online" not in sinks:  # the first batch can arrive before the store is open
                 await app.sleep(0.1)
             sinks["online"].write(result.features)
@@ -107,7 +107,7 @@ def create_app(settings: Settings) -> faust.App:
             sinks["log"].add([])
 
     @app.on_before_shutdown.connect
-    async def flush_on_stop(app: faust.App, **_: Any) -> None:
+    async def flush_on_stop(_sender: Any, /, *_args: Any, **_kwargs: Any) -> None:
         if "log" in sinks:
             sinks["log"].flush()
             log.info("worker: feature log flushed (%d rows)", sinks["log"].written)

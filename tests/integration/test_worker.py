@@ -1,0 +1,160 @@
+"""The Faust worker on the real broker: stream/batch parity, Feast online features, dead letters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from app.history import read_history, write_history
+from app.schema import encode
+from app.settings import Settings
+from app.simulator.jobs import produce_transactions
+from app.simulator.model import SimConfig, simulate
+from features.backfill import card_feature_frame
+from features.card import FEATURE_NAMES
+from features.store import CARD_VIEW, feature_store
+from tests.kafka_helpers import drain, produce_json
+from tests.services import ROOT, unique
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    log: Path
+
+    def feature_log(self) -> pd.DataFrame:
+        root = self.settings.feature_log_dir / CARD_VIEW
+        if not root.exists():
+            return pd.DataFrame(columns=["txn_id"])
+        return ds.dataset(root, format="parquet", partitioning="hive").to_table().to_pandas()
+
+    def wait_for_rows(self, n: int, timeout_s: float = 120) -> pd.DataFrame:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            frame = self.feature_log()
+            if len(frame) >= n:
+                return frame
+            time.sleep(1)
+        raise AssertionError(
+            f"feature log has {len(self.feature_log())} of {n} rows:\n{self.log.read_text()[-3000:]}"
+        )
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    tmp = tmp_path_factory.mktemp("worker")
+    app_id = unique("it-worker")
+    env = {
+        "FRAUDSTREAM_APP_ID": app_id,
+        "FRAUDSTREAM_TOPIC_TRANSACTIONS": f"{app_id}-tx",
+        "FRAUDSTREAM_TOPIC_DLQ": f"{app_id}-dlq",
+        "FRAUDSTREAM_TOPIC_SCORES": f"{app_id}-scores",
+        "FRAUDSTREAM_TOPIC_FEEDBACK": f"{app_id}-fb",
+        "FRAUDSTREAM_TOPIC_RETRAIN": f"{app_id}-retrain",
+        "FRAUDSTREAM_DATA_DIR": str(tmp / "data"),
+        "FRAUDSTREAM_FEAST_DIR": str(tmp / "feast"),
+        "FRAUDSTREAM_FEATURE_LOG_DIR": str(tmp / "log"),
+        "FRAUDSTREAM_FEATURE_LOG_FLUSH_S": "1",
+    }
+    log = tmp / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from app.cli import main; main()", "worker"],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + 120
+        while b"feature store ready" not in log.read_bytes():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        worker_settings = Settings(**{k.removeprefix("FRAUDSTREAM_").lower(): v for k, v in env.items()})
+        try:
+            yield Worker(worker_settings, log)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_stream_features_equal_batch_backfill(worker: Worker, tmp_path: Path) -> None:
+    history_dir = tmp_path / "history"
+    write_history(simulate(SimConfig(customers=250, merchants=500, days=7, seed=17)), history_dir)
+    history = read_history(history_dir)
+    summary = produce_transactions(worker.settings, source=history_dir, rate=0, labels=False)
+    assert summary.transactions == len(history)
+
+    stream = worker.wait_for_rows(len(history)).set_index("txn_id")
+    assert stream.index.is_unique, "every transaction's features are logged exactly once"
+    batch = card_feature_frame(history).set_index("txn_id")
+    stream = stream.loc[batch.index]
+    for name in FEATURE_NAMES:
+        np.testing.assert_allclose(
+            stream[name].to_numpy(float), batch[name].to_numpy(float), rtol=1e-9, atol=1e-9,
+            equal_nan=True, err_msg=f"stream and batch disagree on {name}",
+        )  # fmt: skip
+
+    # the online store serves each card's features as of its latest transaction
+    store = feature_store(worker.settings, apply=False)
+    latest = batch.reset_index().sort_values("event_time").drop_duplicates("card_id", keep="last")
+    cards = latest.sample(5, random_state=0)
+    online = store.get_online_features(
+        features=[f"{CARD_VIEW}:{n}" for n in FEATURE_NAMES],
+        entity_rows=[{"card_id": c} for c in cards["card_id"]],
+    ).to_df()
+    for name in ("card_count_24h", "card_sum_30d", "km_from_prev", "card_prev_txns"):
+        np.testing.assert_allclose(online[name].to_numpy(float), cards[name].to_numpy(float), equal_nan=True)
+
+
+def test_bad_messages_go_to_the_dlq_and_the_worker_keeps_going(worker: Worker) -> None:
+    s = worker.settings
+    before = len(worker.feature_log())
+    good = {"txn_id": unique("ok"), "event_time": "2026-03-02T12:00:00+00:00", "card_id": "card-dlq-1",
+            "merchant_id": "m1", "amount": 12.5, "currency": "EUR", "mcc": "5411", "channel": "ecommerce",
+            "lat": 48.1, "lon": 11.5, "country": "DE"}  # fmt: skip
+    poison: list[tuple[str, object]] = [
+        ("card-dlq-2", {**good, "card_id": "card-dlq-2", "amount": -3}),
+        ("card-dlq-3", {**good, "card_id": "card-dlq-3", "mcc": None}),
+        ("4111111111111111", {**good, "card_id": "4111111111111111"}),
+    ]
+    produce_json(s.kafka_servers, s.topic_transactions, poison)  # type: ignore[arg-type]
+    from kafka import KafkaProducer
+
+    raw = KafkaProducer(bootstrap_servers=s.kafka_servers)
+    raw.send(s.topic_transactions, key=b"card-dlq-4", value=b"\x00\xffnot json at all")
+    raw.send(s.topic_transactions, key=b"card-dlq-5", value=b"{" * 100_000)
+    raw.send(s.topic_transactions, key=b"card-dlq-1", value=encode(good))
+    raw.flush()
+    raw.close()
+
+    dead = drain(s.kafka_servers, s.topic_dlq, expected=5, timeout_s=60)
+    reasons = sorted(orjson.loads(r.value)["reason"] for r in dead)
+    assert len(reasons) == 5, reasons
+    assert any(r.startswith("invalid amount") for r in reasons)
+    assert any(r.startswith("invalid mcc") for r in reasons)
+    assert any("card number" in r for r in reasons)
+    assert any(r.startswith("invalid JSON") for r in reasons)
+    assert any(r.startswith("payload too large") for r in reasons)
+    assert not any(b"4111111111111111" in (r.key or b"") + r.value for r in dead), (
+        "PANs are masked in the DLQ"
+    )
+    assert any(b"411111******1111" in r.value for r in dead)
+
+    after = worker.wait_for_rows(before + 1, timeout_s=60)
+    assert good["txn_id"] in set(after["txn_id"]), "the good message after the poison ones was processed"

@@ -1,0 +1,208 @@
+"""Card features: known values, no look-ahead, bounded state, and the worker's batch service."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from app.schema import encode
+from app.simulator.model import SimConfig, simulate
+from app.worker.card_features import Raw, process_batch
+from features.backfill import card_feature_frame
+from features.card import (
+    FEATURE_NAMES,
+    MAX_MERCHANTS,
+    MAX_RECENT,
+    CardState,
+    Txn,
+    card_features,
+    haversine_km,
+    update,
+)
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC).timestamp()  # a Monday, noon UTC
+
+
+def txn(i: int, dt: float, amount: float = 10.0, lat: float = 48.85, lon: float = 2.35, **kw: str) -> Txn:
+    return Txn(f"t{i:04d}", T0 + dt, amount, lat, lon, kw.get("country", "FR"), kw.get("merchant", "m1"))
+
+
+def fold(txns: list[Txn]) -> list[dict[str, float]]:
+    state, out = CardState(), []
+    for t in txns:
+        out.append(card_features(state, t))
+        update(state, t)
+    return out
+
+
+def test_haversine_known_distance() -> None:
+    assert haversine_km(48.8566, 2.3522, 51.5074, -0.1278) == pytest.approx(343.5, abs=1.0)  # Paris-London
+    assert haversine_km(1.0, 2.0, 1.0, 2.0) == 0.0
+
+
+def test_windows_speed_and_flags_by_hand() -> None:
+    first = txn(0, 0, 20.0)
+    second = txn(1, 300, 40.0, merchant="m2")  # 5 minutes later, same place
+    third = txn(2, 3_600, 30.0, lat=40.4168, lon=-3.7038, country="ES")  # Madrid, 1 h after the first
+    f = fold([first, second, third])
+
+    assert f[0]["card_count_10m"] == 1 and f[0]["card_sum_10m"] == 20.0
+    assert math.isnan(f[0]["seconds_since_prev"]) and math.isnan(f[0]["amount_to_mean_30d"])
+    assert f[0]["new_country"] == 1.0 and f[0]["card_prev_txns"] == 0
+
+    assert f[1]["card_count_10m"] == 2 and f[1]["card_sum_10m"] == 60.0 and f[1]["card_mean_10m"] == 30.0
+    assert f[1]["seconds_since_prev"] == 300 and f[1]["km_from_prev"] == 0.0
+    assert f[1]["amount_to_mean_30d"] == 2.0
+    assert f[1]["new_merchant"] == 1.0 and f[1]["new_country"] == 0.0
+
+    # the 1 h window is (t - 3600, t]: the first transaction, exactly 1 h earlier, is out
+    assert f[2]["card_count_1h"] == 2 and f[2]["card_sum_1h"] == 70.0
+    assert f[2]["card_count_24h"] == 3 and f[2]["card_count_30d"] == 3
+    km = haversine_km(48.85, 2.35, 40.4168, -3.7038)
+    assert f[2]["km_from_prev"] == pytest.approx(km)
+    assert f[2]["kmh_from_prev"] == pytest.approx(km / (3_300 / 3_600))
+    assert f[2]["km_from_home"] == pytest.approx(km)
+    assert f[2]["new_country"] == 1.0 and f[2]["card_prev_txns"] == 2
+    assert f[2]["is_weekend"] == 0.0 and f[2]["is_night"] == 0.0
+
+
+def test_speed_floor_and_local_night() -> None:
+    a = txn(0, 0)
+    b = txn(1, 1, lat=48.95)  # one second later, ~11 km away
+    f = fold([a, b])
+    assert f[1]["kmh_from_prev"] == pytest.approx(f[1]["km_from_prev"] * 60), "speeds use at least a minute"
+    night = fold([txn(0, -10 * 3_600, lon=2.35)])[0]  # 02:00 UTC, ~02:09 solar time in Paris
+    assert night["is_night"] == 1.0
+    tokyo = fold([txn(0, 0, lat=35.68, lon=139.69, country="JP")])[0]  # noon UTC is ~21:18 in Tokyo
+    assert tokyo["is_night"] == 0.0
+
+
+def test_home_is_robust_to_one_trip() -> None:
+    txns = [txn(i, i * 86_400.0) for i in range(10)] + [txn(10, 10 * 86_400.0, lat=40.71, lon=-74.0)]
+    txns.append(txn(11, 11 * 86_400.0))
+    f = fold(txns)
+    assert f[10]["km_from_home"] > 5_000
+    assert f[11]["km_from_home"] < 1.0, "one trip abroad does not move the home"
+
+
+def test_thirty_day_window_is_hour_aligned_and_expires() -> None:
+    f = fold([txn(0, 0), txn(1, 29 * 86_400.0), txn(2, 31 * 86_400.0)])
+    assert f[1]["card_count_30d"] == 2
+    assert f[2]["card_count_30d"] == 2, "the first transaction left the 30-day window"
+    assert f[2]["card_count_7d"] == 2
+
+
+@pytest.fixture(scope="module")
+def history() -> pd.DataFrame:
+    return simulate(SimConfig(customers=150, merchants=300, days=21, seed=9))
+
+
+def test_no_look_ahead(history: pd.DataFrame) -> None:
+    """Changing, adding or removing anything after t never changes a feature at t."""
+    cut = history["event_time"].min() + pd.Timedelta(days=12)
+    before = card_feature_frame(history).set_index("txn_id")
+    future = history["event_time"] > cut
+    changed = history.copy()
+    rng = np.random.default_rng(0)
+    changed.loc[future, "amount"] = rng.uniform(1, 5_000, future.sum()).round(2)
+    changed.loc[future, ["lat", "lon", "country"]] = [35.68, 139.69, "JP"]
+    changed = changed.drop(changed[future].sample(frac=0.3, random_state=1).index)
+    extra = history[future].sample(50, random_state=2).assign(txn_id=lambda d: d["txn_id"] + "-x")
+    changed = pd.concat([changed, extra]).sort_values("event_time")
+    after = card_feature_frame(changed).set_index("txn_id")
+    past = history.loc[~future, "txn_id"]
+    pd.testing.assert_frame_equal(before.loc[past], after.loc[past])
+    assert not before.loc[history.loc[future, "txn_id"].iloc[:100]].equals(
+        after.reindex(history.loc[future, "txn_id"].iloc[:100])
+    )
+
+
+def test_features_never_read_labels(history: pd.DataFrame) -> None:
+    relabelled = history.assign(is_fraud=1 - history["is_fraud"], fraud_scenario="none", label_time=pd.NaT)
+    pd.testing.assert_frame_equal(card_feature_frame(history), card_feature_frame(relabelled))
+
+
+def test_state_stays_bounded_and_survives_serialisation() -> None:
+    state = CardState()
+    for i in range(5_000):  # a bot: 5,000 transactions a minute apart at new merchants
+        update(state, txn(i, i * 60.0, merchant=f"m{i}"))
+    assert len(state.recent) <= MAX_RECENT
+    assert len(state.merchants) <= MAX_MERCHANTS
+    assert len(state.hours) <= 30 * 24 + 1
+    again = CardState.from_bytes(state.to_bytes())
+    probe = txn(9_999, 5_000 * 60.0)
+    assert card_features(again, probe) == card_features(state, probe)
+    assert len(state.to_bytes()) < 64 * 1024
+
+
+def _raw(record: dict[str, object] | bytes, key: bytes | None = None) -> Raw:
+    value = record if isinstance(record, bytes) else encode(record)
+    return Raw(key=key, value=value, topic="transactions", partition=0, offset=1)
+
+
+def test_batch_service_matches_backfill_and_dead_letters_bad_input(history: pd.DataFrame) -> None:
+    sample = history.iloc[:400]
+    good = [
+        _raw({k: r[k] for k in sample.columns[:11]}, r["card_id"].encode()) for r in sample.to_dict("records")
+    ]
+    valid = sample.iloc[0].to_dict()
+    bad = [
+        _raw(b"{not json"),
+        _raw({**{k: valid[k] for k in sample.columns[:11]}, "amount": "lots"}),
+        _raw({k: valid[k] for k in list(sample.columns[:11]) if k != "merchant_id"}),
+        _raw({**{k: valid[k] for k in sample.columns[:11]}, "card_id": "4111-1111-1111-1111"}),
+        _raw(b"x" * 70_000),
+        _raw({k: valid[k] for k in sample.columns[:11]}, b"another-card"),
+        Raw(key=b"k", value=None),
+    ]
+    table: dict[bytes, bytes | None] = {}
+    result = process_batch(good[:200] + bad + good[200:], table, lateness_s=300)
+
+    reasons = [d.reason for d in result.dead]
+    assert len(reasons) == 7
+    assert reasons[0].startswith("invalid JSON")
+    assert reasons[1].startswith("invalid amount")
+    assert reasons[2].startswith("invalid merchant_id: Field required")
+    assert "looks like a card number" in reasons[3]
+    assert reasons[4].startswith("payload too large")
+    assert reasons[5].startswith("key does not match card_id")
+    assert reasons[6] == "empty message (tombstone)"
+    assert all("\n" not in r for r in reasons)
+    record = result.dead[0].record()
+    assert record["value"] == "{not json" and record["offset"] == 1
+
+    stream = pd.DataFrame(result.features).set_index("txn_id")
+    batch = card_feature_frame(sample).set_index("txn_id").loc[stream.index]
+    for name in FEATURE_NAMES:
+        np.testing.assert_allclose(stream[name], batch[name], rtol=1e-12, equal_nan=True, err_msg=name)
+    assert set(table) == {c.encode() for c in sample["card_id"]}
+
+
+def test_late_events_go_to_the_dlq_and_duplicates_are_not_counted_twice() -> None:
+    base = {"card_id": "card-1", "merchant_id": "m1", "amount": 5.0, "currency": "EUR", "mcc": "5411",
+            "channel": "card_present", "lat": 48.0, "lon": 2.0, "country": "FR"}  # fmt: skip
+    t = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    first = _raw({**base, "txn_id": "a", "event_time": t}, b"card-1")
+    late_ok = _raw({**base, "txn_id": "b", "event_time": t - pd.Timedelta(seconds=200)}, b"card-1")
+    too_late = _raw({**base, "txn_id": "c", "event_time": t - pd.Timedelta(seconds=400)}, b"card-1")
+    table: dict[bytes, bytes | None] = {}
+    result = process_batch([first, late_ok, too_late, first], table, lateness_s=300)
+    assert [f["txn_id"] for f in result.features] == ["a", "b"]
+    assert result.features[1]["card_count_10m"] == 1, "a late event sees only what happened before it"
+    assert result.late == 1 and result.duplicates == 1
+    assert result.dead[0].reason == "late event: 400s behind the card's latest event (lateness 300s)"
+    assert orjson.loads(result.dead[0].record()["value"])["txn_id"] == "c"
+
+
+def test_pans_are_found_and_masked() -> None:
+    from app.pan import find_pans, mask_pans
+
+    text = '{"card_id": "4111 1111 1111 1111", "other": "4111111111111112", "id": "tx-000000001234"}'
+    assert find_pans(text) == ["4111 1111 1111 1111"]  # the second fails Luhn, the third is too short
+    assert mask_pans(text) == text.replace("4111 1111 1111 1111", "411111******1111")
+    assert mask_pans("5500-0000-0000-0004") == "550000******0004"
