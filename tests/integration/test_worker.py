@@ -16,6 +16,7 @@ import orjson
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+from kafka import KafkaProducer
 
 from app.history import read_history, write_history
 from app.schema import encode
@@ -134,8 +135,6 @@ def test_bad_messages_go_to_the_dlq_and_the_worker_keeps_going(worker: Worker) -
         ("4111111111111111", {**good, "card_id": "4111111111111111"}),
     ]
     produce_json(s.kafka_servers, s.topic_transactions, poison)  # type: ignore[arg-type]
-    from kafka import KafkaProducer
-
     raw = KafkaProducer(bootstrap_servers=s.kafka_servers)
     raw.send(s.topic_transactions, key=b"card-dlq-4", value=b"\x00\xffnot json at all")
     raw.send(s.topic_transactions, key=b"card-dlq-5", value=b"{" * 100_000)

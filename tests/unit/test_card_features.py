@@ -10,6 +10,7 @@ import orjson
 import pandas as pd
 import pytest
 
+from app.pan import find_pans, mask_pans
 from app.schema import encode
 from app.simulator.model import SimConfig, simulate
 from app.worker.card_features import Raw, process_batch
@@ -51,24 +52,35 @@ def test_windows_speed_and_flags_by_hand() -> None:
     third = txn(2, 3_600, 30.0, lat=40.4168, lon=-3.7038, country="ES")  # Madrid, 1 h after the first
     f = fold([first, second, third])
 
-    assert f[0]["card_count_10m"] == 1 and f[0]["card_sum_10m"] == 20.0
-    assert math.isnan(f[0]["seconds_since_prev"]) and math.isnan(f[0]["amount_to_mean_30d"])
-    assert f[0]["new_country"] == 1.0 and f[0]["card_prev_txns"] == 0
+    assert f[0]["card_count_10m"] == 1
+    assert f[0]["card_sum_10m"] == 20.0
+    assert math.isnan(f[0]["seconds_since_prev"])
+    assert math.isnan(f[0]["amount_to_mean_30d"])
+    assert f[0]["new_country"] == 1.0
+    assert f[0]["card_prev_txns"] == 0
 
-    assert f[1]["card_count_10m"] == 2 and f[1]["card_sum_10m"] == 60.0 and f[1]["card_mean_10m"] == 30.0
-    assert f[1]["seconds_since_prev"] == 300 and f[1]["km_from_prev"] == 0.0
+    assert f[1]["card_count_10m"] == 2
+    assert f[1]["card_sum_10m"] == 60.0
+    assert f[1]["card_mean_10m"] == 30.0
+    assert f[1]["seconds_since_prev"] == 300
+    assert f[1]["km_from_prev"] == 0.0
     assert f[1]["amount_to_mean_30d"] == 2.0
-    assert f[1]["new_merchant"] == 1.0 and f[1]["new_country"] == 0.0
+    assert f[1]["new_merchant"] == 1.0
+    assert f[1]["new_country"] == 0.0
 
     # the 1 h window is (t - 3600, t]: the first transaction, exactly 1 h earlier, is out
-    assert f[2]["card_count_1h"] == 2 and f[2]["card_sum_1h"] == 70.0
-    assert f[2]["card_count_24h"] == 3 and f[2]["card_count_30d"] == 3
+    assert f[2]["card_count_1h"] == 2
+    assert f[2]["card_sum_1h"] == 70.0
+    assert f[2]["card_count_24h"] == 3
+    assert f[2]["card_count_30d"] == 3
     km = haversine_km(48.85, 2.35, 40.4168, -3.7038)
     assert f[2]["km_from_prev"] == pytest.approx(km)
     assert f[2]["kmh_from_prev"] == pytest.approx(km / (3_300 / 3_600))
     assert f[2]["km_from_home"] == pytest.approx(km)
-    assert f[2]["new_country"] == 1.0 and f[2]["card_prev_txns"] == 2
-    assert f[2]["is_weekend"] == 0.0 and f[2]["is_night"] == 0.0
+    assert f[2]["new_country"] == 1.0
+    assert f[2]["card_prev_txns"] == 2
+    assert f[2]["is_weekend"] == 0.0
+    assert f[2]["is_night"] == 0.0
 
 
 def test_speed_floor_and_local_night() -> None:
@@ -174,7 +186,8 @@ def test_batch_service_matches_backfill_and_dead_letters_bad_input(history: pd.D
     assert reasons[6] == "empty message (tombstone)"
     assert all("\n" not in r for r in reasons)
     record = result.dead[0].record()
-    assert record["value"] == "{not json" and record["offset"] == 1
+    assert record["value"] == "{not json"
+    assert record["offset"] == 1
 
     stream = pd.DataFrame(result.features).set_index("txn_id")
     batch = card_feature_frame(sample).set_index("txn_id").loc[stream.index]
@@ -194,14 +207,13 @@ def test_late_events_go_to_the_dlq_and_duplicates_are_not_counted_twice() -> Non
     result = process_batch([first, late_ok, too_late, first], table, lateness_s=300)
     assert [f["txn_id"] for f in result.features] == ["a", "b"]
     assert result.features[1]["card_count_10m"] == 1, "a late event sees only what happened before it"
-    assert result.late == 1 and result.duplicates == 1
+    assert result.late == 1
+    assert result.duplicates == 1
     assert result.dead[0].reason == "late event: 400s behind the card's latest event (lateness 300s)"
     assert orjson.loads(result.dead[0].record()["value"])["txn_id"] == "c"
 
 
 def test_pans_are_found_and_masked() -> None:
-    from app.pan import find_pans, mask_pans
-
     text = '{"card_id": "4111 1111 1111 1111", "other": "4111111111111112", "id": "tx-000000001234"}'
     assert find_pans(text) == ["4111 1111 1111 1111"]  # the second fails Luhn, the third is too short
     assert mask_pans(text) == text.replace("4111 1111 1111 1111", "411111******1111")
