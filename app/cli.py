@@ -49,7 +49,6 @@ for _name, _issue, _summary in (
     ("train", 5, "Train, evaluate and register an XGBoost model."),
     ("ui", 7, "Serve the analyst review UI."),
     ("drift", 8, "Report feature and score drift with Evidently."),
-    ("bench", 10, "Benchmark throughput, latency and explanation cost."),
 ):
     _placeholder(_name, _issue, _summary)
 
@@ -122,6 +121,41 @@ def worker(
     settings = get_settings()
     ensure_topics(settings)
     run_worker(create_app(settings), loglevel)
+
+
+@cli.command()
+def features(
+    history: Path = typer.Option(..., "--history", help="History folder (date partitions) with labels."),
+    until: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="Cut-off day (UTC, exclusive)."),
+) -> None:
+    """Build the daily merchant features from history and materialise them to the online store."""
+    from app.settings import get_settings
+    from features.jobs import build_merchant_features
+
+    typer.echo(build_merchant_features(get_settings(), history, until))
+
+
+@cli.command()
+def bench(
+    out: Path = typer.Option(Path("reports/bench/features.json"), help="Where to write the JSON results."),
+    suite: str = typer.Option("features", help="features (issue #4); pipeline arrives with issue #10."),
+    customers: int = typer.Option(2_000, min=10, help="Simulated cards."),
+    days: int = typer.Option(14, min=1, help="Simulated days of traffic."),
+) -> None:
+    """Benchmark throughput and latency; writes JSON (needs scripts/services up)."""
+    if suite != "features":
+        _not_implemented(f"bench --suite {suite}", 10)
+    from app.bench import run_features_bench
+    from app.settings import get_settings
+
+    result = run_features_bench(get_settings(), out, customers, days)
+    agent = result["agent"].get("steady_events_per_s", result["agent"].get("error"))
+    read = result["feast"]["read_one_card_ms"]
+    typer.echo(
+        f"bench: feature service {result['feature_service']['events_per_s']:,} ev/s; "
+        f"agent via Kafka {agent} ev/s; "
+        f"Feast online read p50 {read['p50']} ms p99 {read['p99']} ms -> {out}"
+    )
 
 
 @cli.command()

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a micro-batch")
     feature_log_flush_rows: int = Field(20_000, ge=1)
     feature_log_flush_s: float = Field(10.0, gt=0)
+    online_flush_s: float = Field(0.5, gt=0, description="Coalescing interval of Feast online writes")
     worker_web_port: int = 6066
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

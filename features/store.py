@@ -86,3 +86,17 @@ def feature_store(settings: Settings, *, apply: bool = True) -> FeatureStore:
     if apply:
         store.apply(definitions(settings))
     return store
+
+
+def close_store(store: FeatureStore) -> None:
+    """Release the online store's connections (Feast has no synchronous close, and its Postgres
+    online store keeps one connection or pool open for the store's lifetime)."""
+    online = store._get_provider().online_store
+    for attr in ("_conn", "_conn_pool"):
+        conn = getattr(online, attr, None)
+        if conn is not None:
+            conn.close()
+            setattr(online, attr, None)
+    engine = getattr(store._registry, "engine", None)
+    if engine is not None:
+        engine.dispose()

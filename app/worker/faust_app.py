@@ -47,6 +47,8 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         datadir=str(datadir),
         producer_acks=-1,
+        producer_linger=0.005,  # batch changelog and DLQ sends instead of one request per message
+        producer_max_batch_size=512 * 1024,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
     )
@@ -60,12 +62,15 @@ def create_app(settings: Settings) -> faust.App:
         partitions=settings.topic_partitions,
         use_partitioner=True,  # changelog partition by key, as the producers partition transactions
     )
+    # Table writes queue in the producer buffer; Faust pauses the stream while it holds more than
+    # max_messages (default 100, i.e. less than one micro-batch of card states).
+    app.producer.buffer.max_messages = 4 * settings.batch_size
     counters = Counters()
     sinks: dict[str, Any] = {}
 
     @app.task
     async def open_sinks() -> None:
-        sinks["online"] = OnlineFeatures(feature_store(settings))
+        sinks["online"] = OnlineFeatures(feature_store(settings), settings.online_flush_s)
         sinks["log"] = FeatureLog(
             settings.feature_log_dir,
             settings.app_id,
@@ -110,7 +115,11 @@ def create_app(settings: Settings) -> faust.App:
     async def flush_on_stop(_sender: Any, /, *_args: Any, **_kwargs: Any) -> None:
         if "log" in sinks:
             sinks["log"].flush()
-            log.info("worker: feature log flushed (%d rows)", sinks["log"].written)
+            sinks["online"].close()
+            log.info(
+                "worker: feature log flushed (%d rows), %d online writes (%d failed)",
+                sinks["log"].written, sinks["online"].written, sinks["online"].errors,
+            )  # fmt: skip
 
     return app
 

@@ -7,7 +7,9 @@ which rewrites the whole Parquet file on every call.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.card import FEATURE_NAMES
-from features.store import CARD_VIEW
+from features.store import CARD_VIEW, close_store
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+
+log = logging.getLogger("fraudstream.worker")
 
 LOG_SCHEMA = pa.schema(
     [
@@ -65,14 +69,51 @@ class FeatureLog:
 
 
 class OnlineFeatures:
-    """Micro-batched writes of the latest card features to the Feast online store."""
+    """Latest card features to the Feast online store, coalesced per card, off the agent's path.
 
-    def __init__(self, store: FeatureStore) -> None:
+    The agent hands over each micro-batch; a background thread writes, every ``flush_s``, the
+    newest row per card received since its last write. Feast's online write costs ~0.5 ms a row,
+    so writing every event inline would cap the agent at ~2,000 events/s; coalescing writes a busy
+    card once per interval. Online freshness lags by at most ``flush_s`` plus one write.
+    """
+
+    def __init__(self, store: FeatureStore, flush_s: float = 0.5) -> None:
         self.store = store
+        self.flush_s = flush_s
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.written = 0
+        self.errors = 0
+        self.thread = threading.Thread(target=self._run, name="feast-online-writer", daemon=True)
+        self.thread.start()
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        frame = pd.DataFrame(rows)
-        latest = frame.sort_values("event_time").drop_duplicates("card_id", keep="last")
-        self.store.write_to_online_store(CARD_VIEW, latest.drop(columns=["txn_id"]))
+        with self.lock:
+            for row in rows:
+                current = self.pending.get(row["card_id"])
+                if current is None or current["event_time"] <= row["event_time"]:
+                    self.pending[row["card_id"]] = row
+
+    def flush(self) -> int:
+        with self.lock:
+            rows, self.pending = list(self.pending.values()), {}
+        if rows:
+            frame = pd.DataFrame(rows).drop(columns=["txn_id"])
+            try:
+                self.store.write_to_online_store(CARD_VIEW, frame)
+                self.written += len(rows)
+            except Exception:  # keep the worker alive; the next write of the card repairs it
+                self.errors += 1
+                log.exception("feast online write of %d rows failed", len(rows))
+        return len(rows)
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(self.flush_s):
+            self.flush()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+        self.flush()
+        close_store(self.store)

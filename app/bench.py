@@ -1,0 +1,165 @@
+"""``fraudstream bench``: measured numbers, written as JSON (never a pass/fail test).
+
+Suite ``features`` (issue #4): the card-feature service alone (in process), Feast online write and
+read latency, and the feature agent end to end through the local Kafka (a worker process
+consuming a pre-filled topic). The full pipeline suite (scores, SHAP, sinks) arrives with #10.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.dataset as ds
+
+from app.schema import TRANSACTION_FIELDS, encode
+from app.settings import Settings
+from app.simulator.model import SimConfig, simulate
+from app.worker.card_features import Raw, process_batch
+from features.backfill import card_feature_frame
+from features.card import FEATURE_NAMES
+from features.store import CARD_VIEW, feature_store
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    arr = np.asarray(ms)
+    return {f"p{p}": round(float(np.percentile(arr, p)), 3) for p in (50, 95, 99)} | {
+        "max": round(float(arr.max()), 3)
+    }
+
+
+def bench_feature_service(config: SimConfig, batch_size: int) -> dict[str, Any]:
+    history = simulate(config)
+    raws = [
+        Raw(r["card_id"].encode(), encode({k: r[k] for k in TRANSACTION_FIELDS}))
+        for r in history[list(TRANSACTION_FIELDS)].to_dict("records")
+    ]
+    table: dict[bytes, bytes | None] = {}
+    started = time.perf_counter()
+    for i in range(0, len(raws), batch_size):
+        process_batch(raws[i : i + batch_size], table, lateness_s=300)
+    seconds = time.perf_counter() - started
+    return {
+        "events": len(raws),
+        "batch_size": batch_size,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(len(raws) / seconds),
+        "what": "decode + validate + features + state (de)serialisation, one process, no Kafka",
+    }
+
+
+def bench_feast(settings: Settings, config: SimConfig) -> dict[str, Any]:
+    store = feature_store(settings)
+    features = card_feature_frame(simulate(config))
+    latest = features.drop_duplicates("card_id", keep="last").drop(columns=["txn_id"])
+    writes = []
+    for lo in range(0, min(len(latest), 2_000), 100):
+        started = time.perf_counter()
+        store.write_to_online_store(CARD_VIEW, latest.iloc[lo : lo + 100])
+        writes.append((time.perf_counter() - started) * 1000)
+    refs = [f"{CARD_VIEW}:{n}" for n in FEATURE_NAMES]
+    card = latest["card_id"].iloc[0]
+    reads = []
+    for i in range(520):
+        started = time.perf_counter()
+        store.get_online_features(features=refs, entity_rows=[{"card_id": card}]).to_dict()
+        if i >= 20:  # warm-up
+            reads.append((time.perf_counter() - started) * 1000)
+    return {
+        "online_store": settings.feast_config,
+        "write_100_rows_ms": _percentiles(writes),
+        "read_one_card_ms": _percentiles(reads) | {"reads": len(reads), "features": len(refs)},
+    }
+
+
+def bench_agent(config: SimConfig, workdir: Path) -> dict[str, Any]:
+    """A worker process drains a topic pre-filled with the simulated history."""
+    from app.kafka_admin import ensure_topics  # noqa: PLC0415
+    from app.simulator.producer import KafkaSink, Pacer, produce  # noqa: PLC0415
+
+    run = f"bench-{int(time.time())}"
+    env = {
+        "FRAUDSTREAM_APP_ID": run,
+        "FRAUDSTREAM_TOPIC_TRANSACTIONS": f"{run}-tx",
+        "FRAUDSTREAM_TOPIC_DLQ": f"{run}-dlq",
+        "FRAUDSTREAM_DATA_DIR": str(workdir / "data"),
+        "FRAUDSTREAM_FEAST_DIR": str(workdir / "feast"),
+        "FRAUDSTREAM_FEATURE_LOG_DIR": str(workdir / "log"),
+        "FRAUDSTREAM_FEATURE_LOG_FLUSH_S": "1",
+    }
+    bench_settings = Settings.model_validate(
+        {k.removeprefix("FRAUDSTREAM_").lower(): v for k, v in env.items()}
+    )
+    ensure_topics(bench_settings, [bench_settings.topic_transactions, bench_settings.topic_dlq])
+    history = simulate(config)
+    sink = KafkaSink(bench_settings.kafka_servers)
+    produce([history], sink, topic=bench_settings.topic_transactions, feedback_topic="unused",
+            pacer=Pacer(0), labels=False)  # fmt: skip
+    sink.close()
+
+    log_path = workdir / "worker.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from app.cli import main; main()", "worker", "-l", "warning"],
+            env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            started = time.perf_counter()
+            first = done = None
+            root = bench_settings.feature_log_dir / CARD_VIEW
+            while time.perf_counter() - started < 600 and proc.poll() is None:
+                rows = ds.dataset(root, format="parquet").count_rows() if root.exists() else 0
+                if rows and first is None:
+                    first = (time.perf_counter(), rows)
+                if rows >= len(history):
+                    done = time.perf_counter()
+                    break
+                time.sleep(0.5)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    if first is None or done is None:
+        return {"error": f"worker did not finish; see {log_path}"}
+    steady = (len(history) - first[1]) / max(done - first[0], 1e-9)
+    return {
+        "events": len(history),
+        "cards": int(history["card_id"].nunique()),
+        "batch_size": bench_settings.batch_size,
+        "steady_events_per_s": round(steady),
+        "what": "worker process: consume from Kafka, features, card-state changelog, offline log, "
+        "coalesced Feast online writes; measured from the first logged row to the last",
+    }
+
+
+def run_features_bench(settings: Settings, out: Path, customers: int, days: int) -> dict[str, Any]:
+    config = SimConfig(customers=customers, merchants=2 * customers, days=days, seed=1)
+    with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp:
+        feast_settings = Settings(feast_dir=Path(tmp) / "feast", feature_log_dir=Path(tmp) / "log")
+        result = {
+            "suite": "features",
+            "machine": machine(),
+            "settings": {"customers": customers, "days": days, "lateness_s": settings.lateness_s},
+            "feature_service": bench_feature_service(config, settings.batch_size),
+            "feast": bench_feast(feast_settings, SimConfig(customers=2_000, merchants=4_000, days=2, seed=2)),
+            "agent": bench_agent(config, Path(tmp)),
+        }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result

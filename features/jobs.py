@@ -1,0 +1,43 @@
+"""Batch feature jobs: build the daily merchant features and materialise them online."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from app.errors import FraudstreamError
+from app.history import read_history
+from app.settings import Settings
+from features.merchant import merchant_daily_features
+from features.store import MERCHANT_VIEW, feature_store
+
+
+def build_merchant_features(settings: Settings, history_dir: Path, until: datetime | None = None) -> str:
+    """Daily merchant features from history (labels known as of each day) -> Parquet -> online store."""
+    history = read_history(history_dir)
+    if until is not None:
+        cutoff = pd.Timestamp(until).tz_localize(UTC) if until.tzinfo is None else pd.Timestamp(until)
+        history = history[history["event_time"] < cutoff]
+        # a label not known yet at the cut-off does not exist for this run
+        unknown = history["label_time"] >= cutoff
+        history.loc[unknown, "is_fraud"] = 0
+    if history.empty:
+        raise FraudstreamError(f"no transactions in {history_dir} before the cut-off")
+    frame = merchant_daily_features(history, settings.label_delay_days)
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.feast_dir / "merchant_features.parquet"
+    frame.to_parquet(path, index=False)
+    store = feature_store(settings)
+    latest = frame["event_timestamp"].max()
+    store.materialize(
+        start_date=(latest - pd.Timedelta(days=1)).to_pydatetime(),
+        end_date=(latest + pd.Timedelta(seconds=1)).to_pydatetime(),
+        feature_views=[MERCHANT_VIEW],
+    )
+    day = frame["event_timestamp"] == latest
+    return (
+        f"features: {len(frame)} merchant-day rows ({frame['merchant_id'].nunique()} merchants) -> {path}; "
+        f"{int(day.sum())} merchants materialised online for {latest.date()}"
+    )
