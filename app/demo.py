@@ -1,21 +1,31 @@
 """``fraudstream demo``: the whole system, locally, with live simulated traffic.
 
-What runs today (each later issue adds its part: worker, scoring, UI, trainer):
-simulate a month of history -> validate it with Great Expectations -> stream live transactions
-and chargebacks into Kafka with a one-line live status, until --duration or Ctrl-C.
+What runs today (later issues add scoring, UI and trainer): simulate a month of history ->
+validate it with Great Expectations -> build the merchant features into Feast -> start the stream
+worker -> stream live transactions and chargebacks into Kafka with a one-line live status
+(txn/s sent, features computed, dead letters), until --duration or Ctrl-C; then stop the worker.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from app.errors import FraudstreamError
 from app.settings import Settings
 from app.simulator.jobs import produce_transactions, simulate_history
 from app.simulator.model import SimConfig
 from app.simulator.producer import ProduceSummary
+from features.store import CARD_VIEW
+
+WORKER_READY = b"feature store ready"
 
 
 def run_demo(
@@ -28,38 +38,93 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> ProduceSummary:
     from expectations.validate import validate_history  # noqa: PLC0415 - GX import is slow
+    from features.jobs import build_merchant_features  # noqa: PLC0415 - Feast import is slow
 
     workdir = settings.data_dir / "demo"
     history = workdir / "history"
     start = (datetime.now(UTC) - timedelta(days=history_days)).date()
     config = SimConfig(customers=customers, merchants=2 * customers, days=history_days, start=start, seed=42)
-    echo(f"demo: 1/3 simulating {history_days} days of history for {customers} cards -> {history}")
+    echo(f"demo: 1/5 simulating {history_days} days of history for {customers} cards -> {history}")
     echo(simulate_history(config, history, show_progress=False))
 
     report = settings.reports_dir / "demo" / "validation"
-    echo(f"demo: 2/3 validating it with Great Expectations -> {report}")
+    echo(f"demo: 2/5 validating it with Great Expectations -> {report}")
     result = validate_history(history, report)
     echo(result.one_line())
     if not result.success:
         raise FraudstreamError(f"simulated history failed validation; see {report}")
 
-    until = f"for {duration_s:.0f}s" if duration_s else "until Ctrl-C"
-    echo(
-        f"demo: 3/3 streaming live transactions at {rate:.0f} txn/s to {settings.topic_transactions} {until}"
-    )
-    summary = produce_transactions(
-        settings, source=None, live=True, rate=rate, duration_s=duration_s, customers=customers, seed=42,
-        on_status=_status_line,
-    )  # fmt: skip
-    sys.stderr.write("\n")
+    echo("demo: 3/5 building merchant features and materialising them to the Feast online store")
+    echo(build_merchant_features(settings, history))
+
+    log = workdir / "worker.log"
+    echo(f"demo: 4/5 starting the stream worker (log: {log})")
+    with running_worker(log) as worker_log:
+        until = f"for {duration_s:.0f}s" if duration_s else "until Ctrl-C"
+        echo(
+            f"demo: 5/5 streaming live transactions at {rate:.0f} txn/s "
+            f"to {settings.topic_transactions} {until}"
+        )
+        status = StatusLine(settings.feature_log_dir / CARD_VIEW, worker_log)
+        summary = produce_transactions(
+            settings, source=None, live=True, rate=rate, duration_s=duration_s, customers=customers, seed=42,
+            on_status=status,
+        )  # fmt: skip
+        sys.stderr.write("\n")
     echo(summary.one_line(settings.topic_transactions, settings.topic_feedback))
+    echo(f"demo: worker stopped; card features logged under {settings.feature_log_dir / CARD_VIEW}")
     return summary
 
 
-def _status_line(summary: ProduceSummary, elapsed: float) -> None:
-    rate = summary.transactions / elapsed if elapsed else 0.0
-    sys.stderr.write(
-        f"\rdemo: {elapsed:6.0f}s  {rate:7,.0f} txn/s  {summary.transactions:9,} sent  "
-        f"{summary.frauds:6,} fraudulent  {summary.chargebacks_on_time:6,} chargebacks"
-    )
-    sys.stderr.flush()
+@contextmanager
+def running_worker(log: Path, ready_timeout_s: float = 180) -> Iterator[Path]:
+    """``fraudstream worker`` as a child process (same settings via the environment)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from app.cli import main; main()", "worker"],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={"FRAUDSTREAM_FEATURE_LOG_FLUSH_S": "2", **os.environ},
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + ready_timeout_s
+            while WORKER_READY not in log.read_bytes():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    last = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+                    raise FraudstreamError(f"the stream worker did not start: {last[0][:200]} (log: {log})")
+                time.sleep(0.5)
+            yield log
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+class StatusLine:
+    """The live one-line status: what was sent, what the worker computed, what it rejected."""
+
+    def __init__(self, feature_log: Path, worker_log: Path) -> None:
+        self.feature_log, self.worker_log = feature_log, worker_log
+        self.baseline = self.features_logged()  # the log keeps earlier runs' rows
+
+    def features_logged(self) -> int:
+        import pyarrow.dataset as ds  # noqa: PLC0415
+
+        if not self.feature_log.exists():
+            return 0
+        return int(ds.dataset(self.feature_log, format="parquet").count_rows())
+
+    def dead_letters(self) -> int:
+        return self.worker_log.read_bytes().count(b"dead letter:")
+
+    def __call__(self, summary: ProduceSummary, elapsed: float) -> None:
+        rate = summary.transactions / elapsed if elapsed else 0.0
+        sys.stderr.write(
+            f"\rdemo: {elapsed:5.0f}s {rate:6,.0f} txn/s {summary.transactions:8,} sent "
+            f"{summary.frauds:5,} fraudulent {summary.chargebacks_on_time:5,} chargebacks | worker: "
+            f"{self.features_logged() - self.baseline:8,} featurised {self.dead_letters():4,} dead letters"
+        )
+        sys.stderr.flush()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from app.history import partitions
@@ -89,12 +90,20 @@ def test_demo_runs_bounded_and_streams(settings: Settings, tmp_path: Path) -> No
         "FRAUDSTREAM_TOPIC_FEEDBACK": unique("e2e-demo-fb"),
         "FRAUDSTREAM_DATA_DIR": str(tmp_path / "data"),
         "FRAUDSTREAM_REPORTS_DIR": str(tmp_path / "reports"),
+        "FRAUDSTREAM_FEAST_DIR": str(tmp_path / "feast"),
+        "FRAUDSTREAM_FEATURE_LOG_DIR": str(tmp_path / "log"),
+        "FRAUDSTREAM_APP_ID": unique("e2e-demo"),
+        "FRAUDSTREAM_TOPIC_DLQ": unique("e2e-demo-dlq"),
     }
-    demo = fraudstream("demo", "--duration", "4", "--rate", "100", "--customers", "200", env=env)
+    demo = fraudstream("demo", "--duration", "6", "--rate", "100", "--customers", "200", env=env)
     assert demo.returncode == 0, demo.stderr
     assert "validate: ok:" in demo.stdout
     assert (tmp_path / "reports" / "demo" / "validation" / "summary.json").exists()
     line = next(ln for ln in demo.stdout.splitlines() if ln.startswith("produce: "))
     sent = int(line.split()[1])
-    assert 300 <= sent <= 420
+    assert 500 <= sent <= 620
     assert len(drain(settings.kafka_servers, topic, expected=sent)) == sent
+    assert "merchants materialised online" in demo.stdout
+    assert "worker stopped" in demo.stdout
+    featurised = ds.dataset(tmp_path / "log" / "card_features", format="parquet").count_rows()
+    assert 0 < featurised <= sent, "the demo's worker computed features for the live traffic"
