@@ -46,7 +46,6 @@ def _placeholder(name: str, issue: int, summary: str) -> None:
 
 
 for _name, _issue, _summary in (
-    ("train", 5, "Train, evaluate and register an XGBoost model."),
     ("ui", 7, "Serve the analyst review UI."),
     ("drift", 8, "Report feature and score drift with Evidently."),
 ):
@@ -133,6 +132,60 @@ def features(
     from features.jobs import build_merchant_features
 
     typer.echo(build_merchant_features(get_settings(), history, until))
+
+
+@cli.command()
+def train(
+    history: Path = typer.Option(..., "--history", help="History folder (date partitions) with labels."),
+    until: datetime | None = typer.Option(
+        None, formats=["%Y-%m-%d"], help="Cut-off (UTC day, exclusive); default: the end of the history."
+    ),
+    report: Path | None = typer.Option(
+        None, help="Folder for the validation data docs (default reports/training)."
+    ),
+    seed: int = typer.Option(0, help="Random seed (training is deterministic for a seed)."),
+) -> None:
+    """Validate history, build the point-in-time training set, train, evaluate, register, maybe promote."""
+    from app.settings import get_settings
+    from training.jobs import train_job
+
+    typer.echo(train_job(get_settings(), history, until=until, seed=seed, report=report))
+
+
+models_cli = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
+cli.add_typer(models_cli, name="models")
+
+
+@models_cli.command("list")
+def models_list() -> None:
+    """List registered model versions, newest first."""
+    from app.settings import get_settings
+    from training.registry import Registry
+
+    for m in Registry(get_settings().pg_conninfo(reveal=True)).list():
+        typer.echo(
+            f"{m.version}  {m.status:9}  AP {m.metrics.get('average_precision')}  "
+            f"AUC {m.metrics.get('roc_auc')}  parent {m.parent or '-'}  {m.artefact_dir}"
+        )
+
+
+@models_cli.command("promote")
+def models_promote(version: str = typer.Argument(..., help="Version to make champion.")) -> None:
+    """Make a version the champion (the current champion is retired)."""
+    from app.settings import get_settings
+    from training.registry import Registry
+
+    Registry(get_settings().pg_conninfo(reveal=True)).promote(version)
+    typer.echo(f"models: {version} is champion")
+
+
+@models_cli.command("rollback")
+def models_rollback() -> None:
+    """Re-promote the previous champion."""
+    from app.settings import get_settings
+    from training.registry import Registry
+
+    typer.echo(f"models: rolled back to {Registry(get_settings().pg_conninfo(reveal=True)).rollback()}")
 
 
 @cli.command()

@@ -25,11 +25,13 @@ def write_history(
     table = pa.Table.from_pandas(frame, schema=HISTORY_SCHEMA, preserve_index=False)
     if not frame["event_time"].is_monotonic_increasing:
         raise ValueError("history must be sorted by event_time before writing")
-    days = frame["event_time"].dt.strftime("%Y-%m-%d").to_numpy()
-    boundaries = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1).tolist(), len(days)]
+    micros = frame["event_time"].astype("datetime64[us, UTC]").astype("int64").to_numpy()
+    day_index = micros // 86_400_000_000
+    boundaries = [0, *(np.flatnonzero(np.diff(day_index)) + 1).tolist(), len(day_index)]
+    days = {int(d): str(np.datetime64(int(d), "D")) for d in np.unique(day_index)}
     written = []
     for lo, hi in itertools.pairwise(boundaries):
-        folder = out / f"date={days[lo]}"
+        folder = out / f"date={days[int(day_index[lo])]}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / PART
         pq.write_table(table.slice(lo, hi - lo), path, compression="zstd")

@@ -1,0 +1,103 @@
+"""Training end to end on real PostgreSQL: point-in-time set, registry, promotion, rollback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from app.errors import FraudstreamError
+from app.history import partitions, read_history, write_history
+from app.settings import Settings
+from app.simulator.model import SimConfig, simulate
+from tests.services import unique
+from training.dataset import LABEL, Periods, build_training_frame
+from training.jobs import load_model, train_job
+from training.registry import Registry
+
+
+@pytest.fixture
+def isolated(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Settings with a fresh database (so the registry starts empty) and private folders."""
+    db = unique("it_train").replace("-", "_")
+    admin = settings.model_copy(update={"pg_db": "postgres"}).pg_conninfo(reveal=True)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'create database "{db}"')
+    try:
+        yield settings.model_copy(
+            update={"pg_db": db, "models_dir": tmp_path / "models", "feast_dir": tmp_path / "feast",
+                    "feature_log_dir": tmp_path / "log", "reports_dir": tmp_path / "reports"}
+        )  # fmt: skip
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{db}" with (force)')
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("history")
+    write_history(simulate(SimConfig(customers=400, merchants=800, days=45, seed=13)), root)
+    return root
+
+
+def test_training_set_never_sees_labels_from_after_the_cutoff(isolated: Settings, history: Path) -> None:
+    frame_history = read_history(history)
+    periods = Periods.make(frame_history, None, 7, isolated.label_delay_days, 7)
+    frame = build_training_frame(isolated, frame_history, periods)
+    assert len(frame) == len(frame_history), "no entity row is dropped by the point-in-time join"
+    by_id = frame_history.set_index("txn_id")
+    train = frame[frame["split"].isin(["train", "valid"])]
+    late = (by_id.loc[train["txn_id"], "label_time"] > periods.label_known_for_train).to_numpy()
+    fraud = by_id.loc[train["txn_id"], "is_fraud"].to_numpy() == 1
+    assert (fraud & late).any(), "the simulation has chargebacks that arrive after the cut-off"
+    assert (train[LABEL].to_numpy()[fraud & late] == 0).all(), "a label known after the cut-off leaked"
+    assert (train["event_time"] < periods.train_end).all()
+    test = frame[frame["split"] == "test"]
+    assert (test["event_time"] >= periods.test_start).all()
+    assert np.isfinite(frame["card_count_24h"]).all()
+
+
+def test_train_registers_promotes_and_keeps_a_worse_candidate(isolated: Settings, history: Path) -> None:
+    first = train_job(isolated, history, seed=0)
+    assert "promoted to champion (no champion yet)" in first
+    registry = Registry(isolated.pg_conninfo(reveal=True))
+    champion = registry.champion()
+    assert champion is not None
+    booster, meta = load_model(Path(champion.artefact_dir))
+    assert meta["features"] == list(booster.feature_names or [])
+    assert meta["validation"]["success"] is True
+    assert meta["metrics"]["roc_auc"] > 0.75
+    assert set(json.loads((Path(champion.artefact_dir) / "metadata.json").read_text())) >= {
+        "params", "periods", "versions", "git_commit", "data",
+    }  # fmt: skip
+
+    second = train_job(isolated, history, seed=0)  # same data, same seed: the same AP, not better
+    assert "kept as candidate" in second
+    versions = registry.list()
+    assert [m.status for m in versions] == ["candidate", "champion"]
+    assert versions[0].parent == champion.version
+
+    registry.promote(versions[0].version)
+    assert registry.champion().version == versions[0].version  # type: ignore[union-attr]
+    assert registry.rollback() == champion.version
+    assert registry.champion().version == champion.version  # type: ignore[union-attr]
+    with pytest.raises(FraudstreamError, match="no model version"):
+        registry.promote("v-nope")
+
+
+def test_invalid_history_trains_nothing(isolated: Settings, history: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    write_history(read_history(history), broken)
+    target = partitions(broken)[3].path
+    frame = pq.read_table(target).to_pandas()
+    frame.loc[frame.index[:5], "amount"] = -1.0
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), target)
+    with pytest.raises(FraudstreamError, match="history failed validation, no model trained"):
+        train_job(isolated, broken)
+    assert not isolated.models_dir.exists() or not any(isolated.models_dir.iterdir())

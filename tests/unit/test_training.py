@@ -1,0 +1,105 @@
+"""Training: leakage, determinism, SHAP additivity after reload, monotone behaviour, promotion, metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from training.dataset import LABEL, MODEL_FEATURES, Periods, known_labels
+from training.jobs import promotion_decision
+from training.metrics import card_precision_at_k, recall_at_fpr
+from training.train import INCREASING, fit, predict
+
+T0 = pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def synthetic(n: int = 6_000, seed: int = 0) -> pd.DataFrame:
+    """A training frame whose label depends on speed and amount ratio (enough to learn something)."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({name: rng.normal(size=n) for name in MODEL_FEATURES})
+    frame["kmh_from_prev"] = rng.exponential(50, n)
+    frame["amount_to_mean_30d"] = rng.lognormal(0, 0.5, n)
+    logit = -6 + 0.01 * frame["kmh_from_prev"] + 1.5 * frame["amount_to_mean_30d"]
+    frame[LABEL] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame["split"] = np.where(
+        np.arange(n) < 0.7 * n, "train", np.where(np.arange(n) < 0.85 * n, "valid", "test")
+    )
+    frame["event_time"] = T0 + pd.to_timedelta(np.arange(n) * 60, unit="s")
+    frame["card_id"] = [f"c{i % 300}" for i in range(n)]
+    return frame
+
+
+def test_a_label_known_after_the_cutoff_is_not_known() -> None:
+    history = pd.DataFrame(
+        {
+            "is_fraud": [1, 1, 0],
+            "label_time": [T0 + pd.Timedelta(days=1), T0 + pd.Timedelta(days=9), T0 + pd.Timedelta(days=2)],
+        }
+    )
+    assert known_labels(history, T0 + pd.Timedelta(days=5)).tolist() == [1, 0, 0]
+
+
+def test_periods_follow_the_handbook_protocol() -> None:
+    history = pd.DataFrame({"event_time": pd.date_range(T0, periods=60 * 24, freq="h")})
+    p = Periods.make(history, None, test_days=7, delay_days=7, valid_days=7)
+    assert p.cutoff == T0 + pd.Timedelta(days=60)
+    assert p.test_start == p.cutoff - pd.Timedelta(days=7)
+    assert p.train_end == p.test_start - pd.Timedelta(days=7), "a label-delay gap between train and test"
+    assert p.label_known_for_train == p.test_start
+    assert p.valid_start < p.train_end
+
+
+def test_training_is_deterministic_for_a_seed() -> None:
+    frame = synthetic()
+    a, b = fit(frame, seed=3, max_rounds=60), fit(frame, seed=3, max_rounds=60)
+    test = frame[frame["split"] == "test"]
+    np.testing.assert_array_equal(predict(a.booster, test), predict(b.booster, test))
+    assert a.params == b.params
+
+
+def test_shap_values_add_up_to_the_margin_after_reload(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    frame = synthetic()
+    fitted = fit(frame, seed=0, max_rounds=60)
+    path = tmp_path / "model.ubj"
+    fitted.booster.save_model(str(path))
+    booster = xgb.Booster()
+    booster.load_model(str(path))
+    test = frame[frame["split"] == "test"]
+    dm = xgb.DMatrix(test[list(MODEL_FEATURES)].to_numpy(np.float32), feature_names=list(MODEL_FEATURES))
+    contribs = booster.predict(dm, pred_contribs=True)
+    margin = booster.predict(dm, output_margin=True)
+    np.testing.assert_allclose(contribs.sum(axis=1), margin, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(predict(booster, test), predict(fitted.booster, test))
+
+
+@pytest.mark.parametrize("feature", INCREASING)
+def test_a_more_anomalous_transaction_never_scores_lower(feature: str) -> None:
+    frame = synthetic()
+    fitted = fit(frame, seed=0, max_rounds=60)
+    test = frame[frame["split"] == "test"].copy()
+    before = predict(fitted.booster, test)
+    test[feature] = test[feature] + 10 * test[feature].abs() + 1  # strictly more of it, whatever the sign
+    after = predict(fitted.booster, test)
+    assert (after >= before - 1e-9).all()
+
+
+def test_promotion_rule() -> None:
+    assert promotion_decision(0.5, None, None)[0] is True
+    assert promotion_decision(0.61, 0.60, "v1") == (
+        True, "promoted to champion (AP 0.61 > v1 0.6 on the same holdout)",
+    )  # fmt: skip
+    assert promotion_decision(0.60, 0.60, "v1")[0] is False, "a tie keeps the champion"
+    assert promotion_decision(0.40, 0.60, "v1")[0] is False
+
+
+def test_recall_at_fpr_and_card_precision() -> None:
+    y = np.array([0] * 98 + [1, 1])
+    score = np.concatenate([np.linspace(0, 0.5, 98), [0.9, 0.45]])
+    recall, threshold = recall_at_fpr(y, score, max_fpr=0.01)
+    assert recall == 0.5
+    assert threshold == 0.9
+    test = pd.DataFrame({"event_time": [T0] * 4, "card_id": ["a", "a", "b", "c"], "label": [0, 1, 0, 0]})
+    assert card_precision_at_k(test, np.array([0.1, 0.2, 0.9, 0.3]), k=2) == 0.0
+    assert card_precision_at_k(test, np.array([0.1, 0.95, 0.9, 0.3]), k=2) == 0.5

@@ -1,0 +1,131 @@
+"""``fraudstream train`` as a typed job: validate -> training set -> fit -> evaluate -> register."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import xgboost as xgb
+
+from app.errors import FraudstreamError
+from app.history import read_history
+from app.settings import Settings
+from training.dataset import MODEL_FEATURES, Periods, build_training_frame
+from training.metrics import evaluate
+from training.registry import Registry
+from training.train import fit, predict
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=5
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def load_model(artefact_dir: Path) -> tuple[xgb.Booster, dict[str, Any]]:
+    meta = json.loads((artefact_dir / "metadata.json").read_text())
+    booster = xgb.Booster()
+    booster.load_model(str(artefact_dir / "model.ubj"))
+    if list(booster.feature_names or []) != meta["features"]:
+        raise FraudstreamError(f"model in {artefact_dir} does not match its metadata's feature order")
+    return booster, meta
+
+
+def promotion_decision(
+    candidate_ap: float, champion_ap: float | None, champion: str | None
+) -> tuple[bool, str]:
+    """A candidate becomes champion only if it beats the champion on the same holdout (or none exists)."""
+    if champion_ap is None:
+        return True, "promoted to champion (no champion yet)"
+    if candidate_ap > champion_ap:
+        return (
+            True,
+            f"promoted to champion (AP {candidate_ap} > {champion} {champion_ap} on the same holdout)",
+        )
+    return (
+        False,
+        f"kept as candidate (AP {candidate_ap} <= champion {champion} {champion_ap} on the same holdout)",
+    )
+
+
+def train_job(
+    settings: Settings, history_dir: Path, *, until: datetime | None = None, seed: int = 0,
+    test_days: int = 7, valid_days: int = 7, report: Path | None = None,
+) -> str:  # fmt: skip
+    from expectations.validate import validate_history  # noqa: PLC0415 - GX import is slow
+
+    started = datetime.now(UTC)
+    report = report or settings.reports_dir / "training"
+    gx = validate_history(history_dir, report / "validation")
+    if not gx.success:
+        raise FraudstreamError(f"history failed validation, no model trained: {gx.one_line()}")
+    history = read_history(history_dir)
+    cutoff = pd.Timestamp(until, tz="UTC") if until is not None and until.tzinfo is None else until
+    periods = Periods.make(
+        history, pd.Timestamp(cutoff) if cutoff else None, test_days, settings.label_delay_days, valid_days
+    )
+    frame = build_training_frame(settings, history, periods)
+    threads = os.cpu_count() or 1
+    fitted = fit(frame, seed=seed, threads=threads)
+    test = frame[frame["split"] == "test"]
+    metrics = evaluate(test, predict(fitted.booster, test))
+
+    registry = Registry(settings.pg_conninfo(reveal=True))
+    registry.migrate()
+    champion = registry.champion()
+    champion_metrics = None
+    if champion is not None:
+        booster, _ = load_model(Path(champion.artefact_dir))
+        champion_metrics = evaluate(test, predict(booster, test))
+
+    version = started.strftime("v%Y%m%d-%H%M%S")
+    folder = settings.models_dir / version
+    folder.mkdir(parents=True, exist_ok=True)
+    fitted.booster.save_model(str(folder / "model.ubj"))
+    meta = {
+        "version": version,
+        "features": list(MODEL_FEATURES),
+        "params": fitted.params,
+        "search": fitted.search,
+        "valid_average_precision": round(fitted.valid_average_precision, 4),
+        "metrics": metrics,
+        "champion_metrics_on_same_holdout": champion_metrics,
+        "periods": {k: str(v) for k, v in periods.__dict__.items()},
+        "data": {
+            "rows": len(frame),
+            "from": str(history["event_time"].min()),
+            "to": str(history["event_time"].max()),
+        },
+        "validation": {"success": gx.success, "summary": gx.one_line(), "data_docs": gx.data_docs},
+        "versions": {"xgboost": xgb.__version__, "pandas": pd.__version__},
+        "git_commit": git_commit(),
+        "seed": seed,
+        "trained_in_s": round((datetime.now(UTC) - started).total_seconds(), 1),
+    }
+    (folder / "metadata.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    registry.register(
+        version, metrics, fitted.params, str(folder.resolve()), history["event_time"].min(),
+        periods.cutoff, champion.version if champion else None, str(meta["git_commit"]),
+    )  # fmt: skip
+    promote, verdict = promotion_decision(
+        float(metrics["average_precision"]),  # type: ignore[arg-type]
+        None if champion_metrics is None else float(champion_metrics["average_precision"]),  # type: ignore[arg-type]
+        champion.version if champion else None,
+    )
+    if promote:
+        registry.promote(version)
+    return (
+        f"train: {version} on {periods.describe()}: test AUC {metrics['roc_auc']}, "
+        f"AP {metrics['average_precision']}, "
+        f"card P@100 {metrics['card_precision_at_100']}, recall@1%FPR {metrics['recall_at_1pct_fpr']}; "
+        f"{verdict}; {meta['trained_in_s']}s -> {folder}"
+    )

@@ -1,0 +1,114 @@
+"""Model registry in PostgreSQL: versions, metrics, status and lineage; artefacts live on disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from app.errors import FraudstreamError
+
+SCHEMA = """
+create table if not exists model_registry (
+    version       text primary key,
+    created_at    timestamptz not null default now(),
+    status        text not null check (status in ('candidate', 'champion', 'retired')),
+    metrics       jsonb not null,
+    params        jsonb not null,
+    artefact_dir  text not null,
+    data_from     timestamptz not null,
+    data_to       timestamptz not null,
+    parent        text references model_registry (version),
+    git_commit    text,
+    promoted_at   timestamptz
+);
+create unique index if not exists one_champion on model_registry (status) where status = 'champion';
+"""
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    version: str
+    created_at: datetime
+    status: str
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    artefact_dir: str
+    parent: str | None
+    promoted_at: datetime | None
+
+
+class Registry:
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        try:
+            return psycopg.connect(self.conninfo, row_factory=dict_row, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise FraudstreamError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
+
+    def migrate(self) -> None:
+        with self._connect() as conn:
+            conn.execute(SCHEMA)
+
+    def register(  # noqa: PLR0917 - one row of the registry, column by column
+        self, version: str, metrics: dict[str, Any], params: dict[str, Any], artefact_dir: str,
+        data_from: datetime, data_to: datetime, parent: str | None, git_commit: str,
+    ) -> None:  # fmt: skip
+        with self._connect() as conn:
+            conn.execute(
+                "insert into model_registry (version, status, metrics, params, artefact_dir, data_from,"
+                " data_to, parent, git_commit) values (%s, 'candidate', %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    version,
+                    Jsonb(metrics),
+                    Jsonb(params),
+                    artefact_dir,
+                    data_from,
+                    data_to,
+                    parent,
+                    git_commit,
+                ),
+            )
+
+    def list(self) -> list[ModelRow]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "select version, created_at, status, metrics, params, artefact_dir, parent, promoted_at"
+                " from model_registry order by created_at desc, version desc"
+            ).fetchall()
+        return [ModelRow(**r) for r in rows]
+
+    def champion(self) -> ModelRow | None:
+        return next((m for m in self.list() if m.status == "champion"), None)
+
+    def promote(self, version: str) -> None:
+        """Make ``version`` the champion; the previous champion is retired (one transaction)."""
+        with self._connect() as conn, conn.transaction():
+            found = conn.execute(
+                "select status from model_registry where version = %s for update", (version,)
+            )
+            if found.fetchone() is None:
+                raise FraudstreamError(f"no model version {version!r} in the registry")
+            conn.execute("update model_registry set status = 'retired' where status = 'champion'")
+            conn.execute(
+                "update model_registry set status = 'champion', promoted_at = now() where version = %s",
+                (version,),
+            )
+
+    def rollback(self) -> str:
+        """Re-promote the most recently retired champion; return its version."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "select version from model_registry where status = 'retired' and promoted_at is not null"
+                " order by promoted_at desc limit 1"
+            ).fetchone()
+        if row is None:
+            raise FraudstreamError("no earlier champion to roll back to")
+        self.promote(row["version"])
+        return str(row["version"])
