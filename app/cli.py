@@ -7,7 +7,7 @@ whose issue has not landed yet says so and exits 2.
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -144,12 +144,26 @@ def train(
         None, help="Folder for the validation data docs (default reports/training)."
     ),
     seed: int = typer.Option(0, help="Random seed (training is deterministic for a seed)."),
+    schedule: str | None = typer.Option(
+        None, help='Cron expression, e.g. "0 2 * * *": run on schedule and on retrain requests, forever.'
+    ),
 ) -> None:
     """Validate history, build the point-in-time training set, train, evaluate, register, maybe promote."""
     from app.settings import get_settings
     from training.jobs import train_job
 
-    typer.echo(train_job(get_settings(), history, until=until, seed=seed, report=report))
+    settings = get_settings()
+    if schedule is None:
+        typer.echo(train_job(settings, history, until=until, seed=seed, report=report))
+        return
+    import logging
+
+    from training.schedule import KafkaRequests, next_run, run_schedule
+
+    next_run(schedule, datetime.now(UTC))  # an invalid expression fails here, in one line
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    requests = KafkaRequests(settings.kafka_servers, settings.topic_retrain, f"{settings.app_id}-trainer")
+    run_schedule(schedule, lambda _reason: train_job(settings, history, seed=seed, report=report), requests)
 
 
 models_cli = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)

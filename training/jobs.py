@@ -18,6 +18,7 @@ from app.settings import Settings
 from training.dataset import MODEL_FEATURES, Periods, build_training_frame
 from training.metrics import evaluate
 from training.registry import Registry
+from training.report import write_report
 from training.train import fit, predict
 
 
@@ -112,6 +113,10 @@ def train_job(
         "trained_in_s": round((datetime.now(UTC) - started).total_seconds(), 1),
     }
     (folder / "metadata.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    report_path = write_report(
+        report / version, version, metrics=metrics, test=test, score=predict(fitted.booster, test),
+        booster=fitted.booster, meta=meta,
+    )  # fmt: skip
     registry.register(
         version, metrics, fitted.params, str(folder.resolve()), history["event_time"].min(),
         periods.cutoff, champion.version if champion else None, str(meta["git_commit"]),
@@ -127,5 +132,5 @@ def train_job(
         f"train: {version} on {periods.describe()}: test AUC {metrics['roc_auc']}, "
         f"AP {metrics['average_precision']}, "
         f"card P@100 {metrics['card_precision_at_100']}, recall@1%FPR {metrics['recall_at_1pct_fpr']}; "
-        f"{verdict}; {meta['trained_in_s']}s -> {folder}"
+        f"{verdict}; {meta['trained_in_s']}s -> {folder}, report {report_path}"
     )

@@ -66,6 +66,14 @@ def test_training_set_never_sees_labels_from_after_the_cutoff(isolated: Settings
 def test_train_registers_promotes_and_keeps_a_worse_candidate(isolated: Settings, history: Path) -> None:
     first = train_job(isolated, history, seed=0)
     assert "promoted to champion (no champion yet)" in first
+    report = Path(first.rsplit("report ", 1)[1])
+    assert report.exists()
+    assert "| roc_auc |" in report.read_text()
+    assert {p.name for p in report.parent.glob("*.png")} == {
+        "pr_curve.png",
+        "calibration.png",
+        "shap_summary.png",
+    }
     registry = Registry(isolated.pg_conninfo(reveal=True))
     champion = registry.champion()
     assert champion is not None

@@ -1,0 +1,91 @@
+"""The model report: Markdown with a metrics table and PNG plots (PR curve, calibration, SHAP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+
+mpl.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import precision_recall_curve
+
+from training.dataset import MODEL_FEATURES
+
+SHAP_SAMPLE = 2_000
+
+
+def write_report(
+    folder: Path, version: str, *, metrics: dict[str, Any], test: pd.DataFrame, score: np.ndarray,
+    booster: xgb.Booster, meta: dict[str, Any],
+) -> Path:  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    y = test["label"].to_numpy()
+
+    precision, recall, _ = precision_recall_curve(y, score)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(recall, precision)
+    ax.set(xlabel="recall", ylabel="precision", title=f"PR curve (AP {metrics['average_precision']})")
+    fig.tight_layout()
+    fig.savefig(folder / "pr_curve.png", dpi=110)
+    plt.close(fig)
+
+    prob_true, prob_pred = calibration_curve(y, score, n_bins=10, strategy="quantile")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(prob_pred, prob_true, marker="o")
+    ax.plot([0, max(prob_pred.max(), 1e-3)], [0, max(prob_pred.max(), 1e-3)], linestyle="--", color="grey")
+    ax.set(xlabel="mean predicted probability", ylabel="observed fraud rate", title="Calibration (test)")
+    fig.tight_layout()
+    fig.savefig(folder / "calibration.png", dpi=110)
+    plt.close(fig)
+
+    sample = test.sample(min(SHAP_SAMPLE, len(test)), random_state=0)
+    x = sample[list(MODEL_FEATURES)].to_numpy(np.float32)
+    contribs = booster.predict(xgb.DMatrix(x, feature_names=list(MODEL_FEATURES)), pred_contribs=True)[:, :-1]
+    mean_abs = pd.Series(np.abs(contribs).mean(axis=0), index=list(MODEL_FEATURES)).sort_values(
+        ascending=False
+    )
+    top = mean_abs.head(15)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.barh(top.index, top.to_numpy())
+    ax.set(xlabel="mean |SHAP value| (log-odds)", title="Global feature importance (TreeSHAP)")
+    fig.tight_layout()
+    fig.savefig(folder / "shap_summary.png", dpi=110)
+    plt.close(fig)
+
+    rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, dict))
+    scenarios = "\n".join(f"| {k} | {v} |" for k, v in metrics["recall_by_scenario_at_1pct_fpr"].items())
+    features = "\n".join(f"| {name} | {value:.4f} |" for name, value in mean_abs.head(10).items())
+    text = f"""# Model {version}
+
+Periods: {meta["periods"]}
+
+| metric (test holdout) | value |
+|---|---|
+{rows}
+
+| scenario | recall at 1% FPR |
+|---|---|
+{scenarios}
+
+Champion on the same holdout: {meta.get("champion_metrics_on_same_holdout") or "none"}
+
+![PR curve](pr_curve.png) ![calibration](calibration.png)
+
+## Top features (mean |SHAP|, {len(sample)} test transactions)
+
+| feature | mean abs SHAP |
+|---|---|
+{features}
+
+![SHAP summary](shap_summary.png)
+"""
+    path = folder / "report.md"
+    path.write_text(text)
+    return path
