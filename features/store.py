@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +21,10 @@ CARD_VIEW = "card_features"
 MERCHANT_VIEW = "merchant_features"
 
 
-def export_env(settings: Settings) -> None:
-    """feature_store.yaml reads the same FRAUDSTREAM_* variables; make them match the settings."""
+@contextmanager
+def yaml_env(settings: Settings) -> Iterator[None]:
+    """feature_store.yaml reads the same FRAUDSTREAM_* variables: set them from the settings while
+    Feast loads its config, then restore the environment (no leak into later settings objects)."""
     values = {
         "FRAUDSTREAM_FEAST_DIR": str(settings.feast_dir.resolve()),
         "FRAUDSTREAM_PG_HOST": settings.pg_host,
@@ -30,7 +34,16 @@ def export_env(settings: Settings) -> None:
         "FRAUDSTREAM_PG_SSLMODE": settings.pg_sslmode,
         "FRAUDSTREAM_PG_PASSWORD": settings.pg_password.get_secret_value() if settings.pg_password else "",
     }
+    saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def definitions(settings: Settings) -> list[Any]:
@@ -77,12 +90,12 @@ def definitions(settings: Settings) -> list[Any]:
 def feature_store(settings: Settings, *, apply: bool = True) -> FeatureStore:
     from feast import FeatureStore  # noqa: PLC0415 - Feast takes seconds to import
 
-    export_env(settings)
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     yaml = REPO / (
         "feature_store.postgres.yaml" if settings.feast_config == "postgres" else "feature_store.yaml"
     )
-    store = FeatureStore(repo_path=str(REPO), fs_yaml_file=yaml)
+    with yaml_env(settings):
+        store = FeatureStore(repo_path=str(REPO), fs_yaml_file=yaml)
     if apply:
         store.apply(definitions(settings))
     return store

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
 from app.settings import Settings
+from features.store import yaml_env
 
 
 def test_defaults_point_at_the_local_services(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,3 +36,11 @@ def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUDSTREAM_PG_SSLMODE", "sometimes")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_the_feast_config_environment_does_not_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FRAUDSTREAM_PG_DB", raising=False)
+    with yaml_env(Settings(pg_db="elsewhere")):
+        assert os.environ["FRAUDSTREAM_PG_DB"] == "elsewhere"
+    assert "FRAUDSTREAM_PG_DB" not in os.environ
+    assert Settings().pg_db == "fraudstream"
