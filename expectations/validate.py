@@ -154,8 +154,18 @@ def _gx_run(data: pd.DataFrame, suite_json: dict[str, Any], project: Path) -> An
 
 
 def validate_history(root: Path, report: Path, suite_name: str = "transactions") -> ValidationSummary:
-    suite_json = load_suite(suite_name)
     data, quarantine, partitions = load_for_validation(root)
+    return validate_frame(data, report, suite_name, partitions=partitions, schema_quarantine=quarantine)
+
+
+def validate_frame(
+    data: pd.DataFrame, report: Path, suite_name: str, *, partitions: int = 1,
+    schema_quarantine: pd.DataFrame | None = None,
+) -> ValidationSummary:  # fmt: skip
+    """Run a suite over a DataFrame: data docs, summary.json and the quarantine of failing rows."""
+    suite_json = load_suite(suite_name)
+    quarantine = schema_quarantine if schema_quarantine is not None else pd.DataFrame()
+    data = data.reset_index(drop=True)
     report.mkdir(parents=True, exist_ok=True)
     validation, docs_url = _gx_run(data, suite_json, report)
 
@@ -190,7 +200,7 @@ def validate_history(root: Path, report: Path, suite_name: str = "transactions")
     if reasons:
         rows = data.loc[sorted(reasons)].copy()
         rows["_reason"] = ["; ".join(reasons[i]) for i in sorted(reasons)]
-        rows["_partition"] = rows["partition_date"]
+        rows["_partition"] = rows.get("partition_date", "")
         quarantine = pd.concat([quarantine, rows], ignore_index=True)
     summary.quarantined_rows = len(quarantine)
     if len(quarantine):

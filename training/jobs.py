@@ -62,7 +62,7 @@ def train_job(
     settings: Settings, history_dir: Path, *, until: datetime | None = None, seed: int = 0,
     test_days: int = 7, valid_days: int = 7, report: Path | None = None,
 ) -> str:  # fmt: skip
-    from expectations.validate import validate_history  # noqa: PLC0415 - GX import is slow
+    from expectations.validate import validate_frame, validate_history  # noqa: PLC0415 - GX import is slow
 
     started = datetime.now(UTC)
     report = report or settings.reports_dir / "training"
@@ -75,6 +75,9 @@ def train_job(
         history, pd.Timestamp(cutoff) if cutoff else None, test_days, settings.label_delay_days, valid_days
     )
     frame = build_training_frame(settings, history, periods)
+    checked = validate_frame(frame, report / "training_set", "training_set")
+    if not checked.success:
+        raise FraudstreamError(f"training set failed validation, no model trained: {checked.one_line()}")
     threads = os.cpu_count() or 1
     fitted = fit(frame, seed=seed, threads=threads)
     test = frame[frame["split"] == "test"]
@@ -107,6 +110,7 @@ def train_job(
             "to": str(history["event_time"].max()),
         },
         "validation": {"success": gx.success, "summary": gx.one_line(), "data_docs": gx.data_docs},
+        "training_set_validation": {"success": checked.success, "summary": checked.one_line()},
         "versions": {"xgboost": xgb.__version__, "pandas": pd.__version__},
         "git_commit": git_commit(),
         "seed": seed,

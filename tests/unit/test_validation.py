@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +16,9 @@ from app.errors import FraudstreamError
 from app.history import partitions, write_history
 from app.schema import HISTORY_SCHEMA
 from app.simulator.model import SimConfig, simulate
-from expectations.validate import validate_history
+from expectations.validate import validate_frame, validate_history
+from features.backfill import card_feature_frame
+from features.merchant import MERCHANT_FEATURES
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +109,29 @@ def test_corrupted_copies_fail_clearly_and_quarantine_rows(
 def test_unknown_suite_is_a_one_line_error(clean: Path, tmp_path: Path) -> None:
     with pytest.raises(FraudstreamError, match="unknown suite 'nope'"):
         validate_history(clean, tmp_path, "nope")
+
+
+def _training_like_frame() -> pd.DataFrame:
+    history = simulate(SimConfig(customers=300, merchants=600, days=10, seed=12))
+    frame = card_feature_frame(history)
+    for name in MERCHANT_FEATURES:
+        frame[name] = np.nan
+    frame["channel_ecommerce"] = 0.0
+    frame["channel_atm"] = 0.0
+    frame["label"] = history.set_index("txn_id").loc[frame["txn_id"], "is_fraud"].to_numpy()
+    frame["split"] = "train"
+    return frame
+
+
+def test_training_set_suite_passes_real_features_and_fails_corrupted_ones(tmp_path: Path) -> None:
+    frame = _training_like_frame()
+    assert validate_frame(frame, tmp_path / "ok", "training_set").success
+    broken = frame.copy()
+    broken.loc[broken.index[:3], "label"] = 2
+    broken.loc[broken.index[3:5], "km_from_prev"] = -1.0
+    summary = validate_frame(broken, tmp_path / "bad", "training_set")
+    assert not summary.success
+    line = summary.one_line()
+    assert "label: binary label (3 rows)" in line
+    assert "km_from_prev" in line
+    assert summary.quarantined_rows == 5
