@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from app.schema import TRANSACTION_FIELDS, encode
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
 from app.worker.card_features import Raw, process_batch
+from app.worker.process import isolated_env, running_worker, settings_for
 from features.backfill import card_feature_frame
 from features.card import FEATURE_NAMES
 from features.store import CARD_VIEW, feature_store
@@ -94,47 +93,28 @@ def bench_agent(config: SimConfig, workdir: Path) -> dict[str, Any]:
     from app.kafka_admin import ensure_topics  # noqa: PLC0415
     from app.simulator.producer import KafkaSink, Pacer, produce  # noqa: PLC0415
 
-    run = f"bench-{int(time.time())}"
-    env = {
-        "FRAUDSTREAM_APP_ID": run,
-        "FRAUDSTREAM_TOPIC_TRANSACTIONS": f"{run}-tx",
-        "FRAUDSTREAM_TOPIC_DLQ": f"{run}-dlq",
-        "FRAUDSTREAM_DATA_DIR": str(workdir / "data"),
-        "FRAUDSTREAM_FEAST_DIR": str(workdir / "feast"),
-        "FRAUDSTREAM_FEATURE_LOG_DIR": str(workdir / "log"),
-        "FRAUDSTREAM_FEATURE_LOG_FLUSH_S": "1",
-    }
-    bench_settings = Settings.model_validate(
-        {k.removeprefix("FRAUDSTREAM_").lower(): v for k, v in env.items()}
-    )
+    env = isolated_env(f"bench-{int(time.time())}", workdir)
+    bench_settings = settings_for(env)
     ensure_topics(bench_settings, [bench_settings.topic_transactions, bench_settings.topic_dlq])
     history = simulate(config)
-    sink = KafkaSink(bench_settings.kafka_servers)
-    produce([history], sink, topic=bench_settings.topic_transactions, feedback_topic="unused",
-            pacer=Pacer(0), labels=False)  # fmt: skip
-    sink.close()
-
+    first = done = None
+    root = bench_settings.feature_log_dir / CARD_VIEW
     log_path = workdir / "worker.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from app.cli import main; main()", "worker", "-l", "warning"],
-            env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            started = time.perf_counter()
-            first = done = None
-            root = bench_settings.feature_log_dir / CARD_VIEW
-            while time.perf_counter() - started < 600 and proc.poll() is None:
-                rows = ds.dataset(root, format="parquet").count_rows() if root.exists() else 0
-                if rows and first is None:
-                    first = (time.perf_counter(), rows)
-                if rows >= len(history):
-                    done = time.perf_counter()
-                    break
-                time.sleep(0.5)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+    with running_worker(log_path, env) as proc:
+        # the topic is filled once the worker is up: it consumes as fast as it can from there
+        sink = KafkaSink(bench_settings.kafka_servers)
+        produce([history], sink, topic=bench_settings.topic_transactions, feedback_topic="unused",
+                pacer=Pacer(0), labels=False)  # fmt: skip
+        sink.close()
+        started = time.perf_counter()
+        while time.perf_counter() - started < 600 and proc.poll() is None:
+            rows = ds.dataset(root, format="parquet").count_rows() if root.exists() else 0
+            if rows and first is None:
+                first = (time.perf_counter(), rows)
+            if rows >= len(history):
+                done = time.perf_counter()
+                break
+            time.sleep(0.5)
     if first is None or done is None:
         return {"error": f"worker did not finish; see {log_path}"}
     steady = (len(history) - first[1]) / max(done - first[0], 1e-9)
@@ -144,7 +124,8 @@ def bench_agent(config: SimConfig, workdir: Path) -> dict[str, Any]:
         "batch_size": bench_settings.batch_size,
         "steady_events_per_s": round(steady),
         "what": "worker process: consume from Kafka, features, card-state changelog, offline log, "
-        "coalesced Feast online writes; measured from the first logged row to the last",
+        "coalesced Feast online writes; measured from the first logged row to the last "
+        "(the topic is filled at ~6,000/s while the worker runs)",
     }
 
 

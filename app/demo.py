@@ -8,13 +8,8 @@ worker -> stream live transactions and chargebacks into Kafka with a one-line li
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,9 +18,8 @@ from app.settings import Settings
 from app.simulator.jobs import produce_transactions, simulate_history
 from app.simulator.model import SimConfig
 from app.simulator.producer import ProduceSummary
+from app.worker.process import running_worker
 from features.store import CARD_VIEW
-
-WORKER_READY = b"feature store ready"
 
 
 def run_demo(
@@ -59,13 +53,13 @@ def run_demo(
 
     log = workdir / "worker.log"
     echo(f"demo: 4/5 starting the stream worker (log: {log})")
-    with running_worker(log) as worker_log:
+    with running_worker(log):
         until = f"for {duration_s:.0f}s" if duration_s else "until Ctrl-C"
         echo(
             f"demo: 5/5 streaming live transactions at {rate:.0f} txn/s "
             f"to {settings.topic_transactions} {until}"
         )
-        status = StatusLine(settings.feature_log_dir / CARD_VIEW, worker_log)
+        status = StatusLine(settings.feature_log_dir / CARD_VIEW, log)
         summary = produce_transactions(
             settings, source=None, live=True, rate=rate, duration_s=duration_s, customers=customers, seed=42,
             on_status=status,
@@ -74,33 +68,6 @@ def run_demo(
     echo(summary.one_line(settings.topic_transactions, settings.topic_feedback))
     echo(f"demo: worker stopped; card features logged under {settings.feature_log_dir / CARD_VIEW}")
     return summary
-
-
-@contextmanager
-def running_worker(log: Path, ready_timeout_s: float = 180) -> Iterator[Path]:
-    """``fraudstream worker`` as a child process (same settings via the environment)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from app.cli import main; main()", "worker"],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={"FRAUDSTREAM_FEATURE_LOG_FLUSH_S": "2", **os.environ},
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + ready_timeout_s
-            while WORKER_READY not in log.read_bytes():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    last = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-                    raise FraudstreamError(f"the stream worker did not start: {last[0][:200]} (log: {log})")
-                time.sleep(0.5)
-            yield log
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
 
 
 class StatusLine:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +19,12 @@ from app.schema import encode
 from app.settings import Settings
 from app.simulator.jobs import produce_transactions
 from app.simulator.model import SimConfig, simulate
+from app.worker.process import isolated_env, running_worker, settings_for
 from features.backfill import card_feature_frame
 from features.card import FEATURE_NAMES
 from features.store import CARD_VIEW, feature_store
 from tests.kafka_helpers import drain, produce_json
-from tests.services import ROOT, unique
+from tests.services import unique
 
 
 @dataclass
@@ -56,42 +53,10 @@ class Worker:
 @pytest.fixture(scope="module")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("worker")
-    app_id = unique("it-worker")
-    env = {
-        "FRAUDSTREAM_APP_ID": app_id,
-        "FRAUDSTREAM_TOPIC_TRANSACTIONS": f"{app_id}-tx",
-        "FRAUDSTREAM_TOPIC_DLQ": f"{app_id}-dlq",
-        "FRAUDSTREAM_TOPIC_SCORES": f"{app_id}-scores",
-        "FRAUDSTREAM_TOPIC_FEEDBACK": f"{app_id}-fb",
-        "FRAUDSTREAM_TOPIC_RETRAIN": f"{app_id}-retrain",
-        "FRAUDSTREAM_DATA_DIR": str(tmp / "data"),
-        "FRAUDSTREAM_FEAST_DIR": str(tmp / "feast"),
-        "FRAUDSTREAM_FEATURE_LOG_DIR": str(tmp / "log"),
-        "FRAUDSTREAM_FEATURE_LOG_FLUSH_S": "1",
-    }
+    env = isolated_env(unique("it-worker"), tmp)
     log = tmp / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from app.cli import main; main()", "worker"],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        deadline = time.monotonic() + 120
-        while b"feature store ready" not in log.read_bytes():
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
-        worker_settings = Settings(**{k.removeprefix("FRAUDSTREAM_").lower(): v for k, v in env.items()})
-        try:
-            yield Worker(worker_settings, log)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_worker(log, env):
+        yield Worker(settings_for(env), log)
 
 
 def test_stream_features_equal_batch_backfill(worker: Worker, tmp_path: Path) -> None:

@@ -1,0 +1,67 @@
+"""Run ``fraudstream worker`` as a child process: for the demo, the benchmark and the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from app.errors import FraudstreamError
+from app.settings import Settings
+
+READY = b"feature store ready"
+
+
+def isolated_env(name: str, workdir: Path) -> dict[str, str]:
+    """Environment for a worker with its own app id, topics and folders (nothing shared)."""
+    return {
+        "FRAUDSTREAM_APP_ID": name,
+        "FRAUDSTREAM_TOPIC_TRANSACTIONS": f"{name}-tx",
+        "FRAUDSTREAM_TOPIC_DLQ": f"{name}-dlq",
+        "FRAUDSTREAM_TOPIC_SCORES": f"{name}-scores",
+        "FRAUDSTREAM_TOPIC_FEEDBACK": f"{name}-fb",
+        "FRAUDSTREAM_TOPIC_RETRAIN": f"{name}-retrain",
+        "FRAUDSTREAM_DATA_DIR": str(workdir / "data"),
+        "FRAUDSTREAM_FEAST_DIR": str(workdir / "feast"),
+        "FRAUDSTREAM_FEATURE_LOG_DIR": str(workdir / "log"),
+        "FRAUDSTREAM_FEATURE_LOG_FLUSH_S": "1",
+    }
+
+
+def settings_for(env: Mapping[str, str]) -> Settings:
+    """The settings a process started with ``env`` sees (over this process's environment)."""
+    return Settings.model_validate({k.removeprefix("FRAUDSTREAM_").lower(): v for k, v in env.items()})
+
+
+@contextmanager
+def running_worker(
+    log: Path, env: Mapping[str, str] | None = None, *, loglevel: str = "info", ready_timeout_s: float = 180
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start the worker, wait until its feature store is ready, stop it (SIGTERM) on exit."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from app.cli import main; main()", "worker", "-l", loglevel],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={"FRAUDSTREAM_FEATURE_LOG_FLUSH_S": "2", **os.environ, **(env or {})},
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + ready_timeout_s
+            while READY not in log.read_bytes():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    last = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+                    raise FraudstreamError(f"the stream worker did not start: {last[0][:200]} (log: {log})")
+                time.sleep(0.5)
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
