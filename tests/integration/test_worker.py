@@ -76,16 +76,23 @@ def test_stream_features_equal_batch_backfill(worker: Worker, tmp_path: Path) ->
             equal_nan=True, err_msg=f"stream and batch disagree on {name}",
         )  # fmt: skip
 
-    # the online store serves each card's features as of its latest transaction
+    # the online store serves each card's features as of its latest transaction; its writer runs
+    # in the background (coalesced every FRAUDSTREAM_ONLINE_FLUSH_S), so it may trail the log
     store = feature_store(worker.settings, apply=False)
     latest = batch.reset_index().sort_values("event_time").drop_duplicates("card_id", keep="last")
     cards = latest.sample(5, random_state=0)
-    online = store.get_online_features(
-        features=[f"{CARD_VIEW}:{n}" for n in FEATURE_NAMES],
-        entity_rows=[{"card_id": c} for c in cards["card_id"]],
-    ).to_df()
-    for name in ("card_count_24h", "card_sum_30d", "km_from_prev", "card_prev_txns"):
-        np.testing.assert_allclose(online[name].to_numpy(float), cards[name].to_numpy(float), equal_nan=True)
+    names = ["card_count_24h", "card_sum_30d", "km_from_prev", "card_prev_txns"]
+    deadline = time.monotonic() + 60
+    while True:
+        online = store.get_online_features(
+            features=[f"{CARD_VIEW}:{n}" for n in names],
+            entity_rows=[{"card_id": c} for c in cards["card_id"]],
+        ).to_df()
+        fresh = np.allclose(online[names].to_numpy(float), cards[names].to_numpy(float), equal_nan=True)
+        if fresh or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    np.testing.assert_allclose(online[names].to_numpy(float), cards[names].to_numpy(float), equal_nan=True)
 
 
 def test_bad_messages_go_to_the_dlq_and_the_worker_keeps_going(worker: Worker) -> None:
