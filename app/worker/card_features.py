@@ -97,6 +97,7 @@ def process_batch(
     """Features for every valid transaction of ``batch``, in order; ``states`` is the card table."""
     result = BatchResult()
     cache: dict[bytes, CardState] = {}
+    changed: set[bytes] = set()
     for raw in batch:
         decoded = decode(raw)
         if isinstance(decoded, str):
@@ -123,8 +124,9 @@ def process_batch(
         }
         row.update(card_features(state, txn))
         update(state, txn)
+        changed.add(key)
         result.features.append(row)
         result.transactions.append(decoded)
-    for key, state in cache.items():
-        states[key] = state.to_bytes()
+    for key in changed:  # each write is a changelog message: only cards that moved
+        states[key] = cache[key].to_bytes()
     return result

@@ -9,7 +9,7 @@ offline log, and sends what it cannot process to the dead-letter topic with the 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -30,7 +30,6 @@ class Counters:
     late: int = 0
     duplicates: int = 0
     batches: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 def create_app(settings: Settings) -> faust.App:
