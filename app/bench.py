@@ -53,7 +53,7 @@ def bench_feature_service(config: SimConfig, batch_size: int) -> dict[str, Any]:
     table: dict[bytes, bytes | None] = {}
     started = time.perf_counter()
     for i in range(0, len(raws), batch_size):
-        process_batch(raws[i : i + batch_size], table, lateness_s=300)
+        table.update(process_batch(raws[i : i + batch_size], table, lateness_s=300).states)
     seconds = time.perf_counter() - started
     return {
         "events": len(raws),

@@ -109,15 +109,16 @@ def produce(
 def worker(
     loglevel: str = typer.Option("info", "--loglevel", "-l", help="Faust log level."),
 ) -> None:
-    """Run the Faust stream worker: per-card state, features to Feast and the offline log."""
+    """Run the Faust stream worker: card features, champion scores with SHAP reasons, decisions."""
     from app.kafka_admin import ensure_topics
+    from app.scoring import pin_threads
     from app.settings import get_settings
-    from app.worker.faust_app import (
-        create_app,
-        run_worker,
-    )
 
     settings = get_settings()
+    pin_threads(settings.worker_threads)
+
+    from app.worker.faust_app import create_app, run_worker
+
     ensure_topics(settings)
     run_worker(create_app(settings), loglevel)
 

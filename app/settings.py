@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,7 +58,25 @@ class Settings(BaseSettings):
     online_flush_s: float = Field(0.5, gt=0, description="Coalescing interval of Feast online writes")
     worker_web_port: int = 6066
 
+    # Scoring (champion model, decisions, explanations)
+    scoring: bool = Field(True, description="Score transactions (false: features only)")
+    review_threshold: float = Field(0.5, ge=0, le=1, description="Score from which a decision is review")
+    decline_threshold: float = Field(0.9, ge=0, le=1, description="Score from which a decision is decline")
+    explain_all: bool = Field(False, description="Explain approved decisions too (flagged ones always are)")
+    reason_count: int = Field(5, ge=1, description="Reason codes per decision (top-k by |SHAP|)")
+    amount_limit: float | None = Field(10_000.0, gt=0, description="Hard limit: above it, decline")
+    model_poll_s: float = Field(5.0, gt=0, description="How often workers look for a new champion")
+    shadow_model: str | None = Field(None, description="Registry version scored beside the champion")
+    merchant_cache_s: float = Field(300.0, ge=0, description="Merchant feature cache in the worker")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="XGBoost predict and TreeSHAP device")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Settings:
+        if self.decline_threshold < self.review_threshold:
+            raise ValueError("decline_threshold must not be below review_threshold")
+        return self
 
     @property
     def kafka_servers(self) -> list[str]:

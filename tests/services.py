@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from app.settings import Settings
@@ -32,3 +35,17 @@ def settings() -> Settings:
     """Settings pointing at the real local services, started through scripts/services."""
     ensure_services_up()
     return Settings()
+
+
+@contextmanager
+def fresh_database(settings: Settings, prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the local server (dropped afterwards); yields its name."""
+    db = unique(prefix).replace("-", "_")
+    admin = settings.model_copy(update={"pg_db": "postgres"}).pg_conninfo(reveal=True)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'create database "{db}"')
+    try:
+        yield db
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{db}" with (force)')

@@ -27,11 +27,10 @@ import pandas as pd
 from app.errors import FraudstreamError
 from app.settings import Settings
 from features.backfill import card_feature_frame
-from features.card import FEATURE_NAMES
 from features.merchant import MERCHANT_FEATURES, merchant_daily_features
+from features.model_input import MODEL_FEATURES, ONE_HOT_CHANNELS
 
-CHANNEL_FEATURES = ("channel_ecommerce", "channel_atm")
-MODEL_FEATURES: tuple[str, ...] = (*FEATURE_NAMES, *MERCHANT_FEATURES, *CHANNEL_FEATURES)
+__all__ = ["LABEL", "MODEL_FEATURES", "Periods", "build_training_frame", "known_labels"]
 LABEL = "label"
 PIT_CHUNK = 200_000
 
@@ -119,8 +118,8 @@ def build_training_frame(settings: Settings, history: pd.DataFrame, periods: Per
     cards = card_feature_frame(history).set_index("txn_id").loc[history["txn_id"]].reset_index()
     merchants = merchant_features_pit(settings, history, daily)
     frame = pd.concat([cards, merchants], axis=1)
-    frame["channel_ecommerce"] = (history["channel"] == "ecommerce").astype(np.float64).to_numpy()
-    frame["channel_atm"] = (history["channel"] == "atm").astype(np.float64).to_numpy()
+    for channel in ONE_HOT_CHANNELS:  # as features.model_input.channel_features, vectorised
+        frame[f"channel_{channel}"] = (history["channel"] == channel).astype(np.float64).to_numpy()
     frame["merchant_id"] = history["merchant_id"].to_numpy()
     frame["fraud_scenario"] = history["fraud_scenario"].to_numpy()
     t = frame["event_time"]

@@ -85,7 +85,18 @@ class Registry:
         return [ModelRow(**r) for r in rows]
 
     def champion(self) -> ModelRow | None:
-        return next((m for m in self.list() if m.status == "champion"), None)
+        return self.get(status="champion")
+
+    def get(self, version: str | None = None, *, status: str | None = None) -> ModelRow | None:
+        """One row by version or by status (cheap: the workers poll it)."""
+        with self._connect() as conn:
+            found = conn.execute(
+                "select version, created_at, status, metrics, params, artefact_dir, parent, promoted_at"
+                " from model_registry where (%s::text is null or version = %s)"
+                " and (%s::text is null or status = %s) limit 1",
+                (version, version, status, status),
+            ).fetchone()
+        return None if found is None else ModelRow(**found)
 
     def promote(self, version: str) -> None:
         """Make ``version`` the champion; the previous champion is retired (one transaction)."""

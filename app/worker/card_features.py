@@ -7,7 +7,7 @@ the transaction with the shared pure functions, and fold it into the card's stat
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,7 @@ class Raw:
     topic: str = ""
     partition: int = -1
     offset: int = -1
+    timestamp: float | None = None  # produce (or log-append) time, seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class DeadLetter:
 class BatchResult:
     features: list[dict[str, Any]] = field(default_factory=list)  # txn_id, card_id, event_time + features
     transactions: list[Transaction] = field(default_factory=list)
+    produced_at: list[float | None] = field(default_factory=list)
+    states: dict[bytes, bytes] = field(default_factory=dict)  # changed card states, to write back
     dead: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
     late: int = 0
@@ -91,10 +94,13 @@ def to_txn(txn: Transaction) -> Txn:
     )
 
 
-def process_batch(
-    batch: list[Raw], states: MutableMapping[bytes, bytes | None], lateness_s: float
-) -> BatchResult:
-    """Features for every valid transaction of ``batch``, in order; ``states`` is the card table."""
+def process_batch(batch: list[Raw], states: Mapping[bytes, bytes | None], lateness_s: float) -> BatchResult:
+    """Features for every valid transaction of ``batch``, in order; ``states`` is the card table.
+
+    The card states the batch changed come back in ``result.states``: the caller writes them to
+    the table only after the batch's decisions are persisted, so a crash in between replays the
+    batch from the old states (same features, same decisions, idempotent sinks).
+    """
     result = BatchResult()
     cache: dict[bytes, CardState] = {}
     changed: set[bytes] = set()
@@ -127,6 +133,6 @@ def process_batch(
         changed.add(key)
         result.features.append(row)
         result.transactions.append(decoded)
-    for key in changed:  # each write is a changelog message: only cards that moved
-        states[key] = cache[key].to_bytes()
+        result.produced_at.append(raw.timestamp)
+    result.states = {key: cache[key].to_bytes() for key in changed}  # only cards that moved
     return result

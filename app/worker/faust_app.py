@@ -2,15 +2,22 @@
 
 ``create_app(settings)`` builds everything (nothing happens at import). The card agent consumes
 ``transactions`` (keyed by card_id), keeps card state in the ``card-state`` table (changelogged,
-partitioned like the source by the same key partitioner), writes features to Feast and the
+partitioned like the source by the same key partitioner), scores each transaction with the
+champion (decisions to PostgreSQL, events to ``fraud-scores``), writes features to Feast and the
 offline log, and sends what it cannot process to the dead-letter topic with the reason.
+
+Order within a batch (at-least-once, nothing lost, nothing duplicated in PostgreSQL):
+features -> decisions persisted (retried until PostgreSQL answers) -> score events -> card states
+written to the table -> batch acknowledged (Faust commits offsets of acknowledged messages only).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import faust
 import orjson
@@ -20,16 +27,102 @@ from app.worker.card_features import Raw, process_batch
 from app.worker.sinks import FeatureLog, OnlineFeatures
 from features.store import feature_store
 
+if TYPE_CHECKING:
+    from app.scoring.service import Scorer
+
 log = logging.getLogger("fraudstream.worker")
 
 
 @dataclass
 class Counters:
     processed: int = 0
+    scored: int = 0
+    flagged: int = 0
     dead: int = 0
     late: int = 0
     duplicates: int = 0
     batches: int = 0
+
+    def line(self) -> str:
+        return (
+            f"worker: {self.processed} processed, {self.scored} scored ({self.flagged} flagged), "
+            f"{self.dead} dead letters ({self.late} late), {self.duplicates} duplicates, "
+            f"{self.batches} batches"
+        )
+
+
+@dataclass
+class Pipeline:
+    """What one micro-batch goes through; the sinks open in the background when the worker starts."""
+
+    settings: Settings
+    states: MutableMapping[bytes, bytes | None]
+    dlq: Any
+    scores: Any
+    counters: Counters = field(default_factory=Counters)
+    scorer: Scorer | None = None
+    online: OnlineFeatures | None = None
+    feature_log: FeatureLog | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def open(self) -> None:
+        s = self.settings
+        if s.scoring:
+            self.scorer = await asyncio.to_thread(build_scorer, s)
+        self.online = OnlineFeatures(feature_store(s), s.online_flush_s)
+        self.feature_log = FeatureLog(
+            s.feature_log_dir, s.app_id, s.feature_log_flush_rows, s.feature_log_flush_s
+        )
+        self.ready.set()
+        log.info("worker: feature store ready (%s)", s.feast_config)
+
+    async def handle(self, batch: Sequence[Raw]) -> None:
+        result = process_batch(list(batch), self.states, self.settings.lateness_s)
+        for dead in result.dead:
+            log.warning("worker: dead letter: %s", dead.reason)
+            await self.dlq.send(key=dead.masked_key(), value=orjson.dumps(dead.record()))
+        await self.ready.wait()  # the first batch can arrive before the sinks are open
+        if self.scorer is not None and result.features:
+            await self._score(self.scorer, result.features, result.transactions, result.produced_at)
+        for key, value in result.states.items():  # each write is a changelog message
+            self.states[key] = value
+        assert self.online is not None
+        assert self.feature_log is not None
+        self.online.write(result.features)
+        self.feature_log.add(result.features)
+        c = self.counters
+        c.processed += len(result.features)
+        c.dead += len(result.dead)
+        c.late += result.late
+        c.duplicates += result.duplicates
+        c.batches += 1
+
+    async def _score(self, scorer: Scorer, *batch: Any) -> None:
+        while scorer.champion.current is None:  # hold the batch, unacknowledged, until a model exists
+            log.warning("worker: no champion model yet (run fraudstream train); waiting")
+            await asyncio.sleep(self.settings.model_poll_s)
+            await asyncio.to_thread(scorer.refresh)
+        decisions = await asyncio.to_thread(scorer.score, *batch)
+        for d in decisions:
+            await self.scores.send(key=d.txn.card_id.encode(), value=orjson.dumps(d.event()))
+        self.counters.scored += len(decisions)
+        self.counters.flagged += sum(d.flagged for d in decisions)
+
+    async def refresh(self) -> None:
+        if self.scorer is not None:
+            await asyncio.to_thread(self.scorer.refresh)
+
+    def close(self) -> None:
+        if self.feature_log is not None and self.online is not None:
+            self.feature_log.flush()
+            self.online.close()
+            log.info(
+                "worker: feature log flushed (%d rows), %d online writes (%d failed)",
+                self.feature_log.written, self.online.written, self.online.errors,
+            )  # fmt: skip
+        if self.scorer is not None:
+            self.scorer.store.close()
+            log.info("worker: stage times %s", self.scorer.times.as_dict())
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -46,13 +139,13 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         datadir=str(datadir),
         producer_acks=-1,
-        producer_linger=0.005,  # batch changelog and DLQ sends instead of one request per message
+        producer_linger=0.005,  # batch changelog, score and DLQ sends instead of one request per message
         producer_max_batch_size=512 * 1024,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
     )
-    source = app.topic(settings.topic_transactions, key_serializer="raw", value_serializer="raw")
-    dlq = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw")
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    source = app.topic(settings.topic_transactions, **raw)
     states = app.Table(
         "card-state",
         default=lambda: None,
@@ -61,66 +154,71 @@ def create_app(settings: Settings) -> faust.App:
         partitions=settings.topic_partitions,
         use_partitioner=True,  # changelog partition by key, as the producers partition transactions
     )
-    # Table writes queue in the producer buffer; Faust pauses the stream while it holds more than
-    # max_messages (default 100, i.e. less than one micro-batch of card states).
+    # Table writes and score events queue in the producer buffer; Faust pauses the stream while it
+    # holds more than max_messages (default 100, i.e. less than one micro-batch).
     app.producer.buffer.max_messages = 4 * settings.batch_size
-    counters = Counters()
-    sinks: dict[str, Any] = {}
+    dlq, scores = app.topic(settings.topic_dlq, **raw), app.topic(settings.topic_scores, **raw)
+    pipeline = Pipeline(settings, states, dlq, scores)
 
     @app.task
     async def open_sinks() -> None:
-        sinks["online"] = OnlineFeatures(feature_store(settings), settings.online_flush_s)
-        sinks["log"] = FeatureLog(
-            settings.feature_log_dir,
-            settings.app_id,
-            settings.feature_log_flush_rows,
-            settings.feature_log_flush_s,
-        )
-        log.info("worker: feature store ready (%s)", settings.feast_config)
+        await pipeline.open()
 
     @app.agent(source)
     async def card_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            batch = [
-                Raw(e.key, e.value, e.message.topic, e.message.partition, e.message.offset) for e in events
-            ]
-            result = process_batch(batch, states, settings.lateness_s)
-            for dead in result.dead:
-                log.warning("worker: dead letter: %s", dead.reason)
-                await dlq.send(key=dead.masked_key(), value=orjson.dumps(dead.record()))
-            while "online" not in sinks:  # the first batch can arrive before the store is open
-                await app.sleep(0.1)
-            sinks["online"].write(result.features)
-            sinks["log"].add(result.features)
-            counters.processed += len(result.features)
-            counters.dead += len(result.dead)
-            counters.late += result.late
-            counters.duplicates += result.duplicates
-            counters.batches += 1
+            await pipeline.handle([raw_of(e) for e in events])
 
     @app.timer(interval=10.0)
     async def report() -> None:
-        log.info(
-            "worker: %d processed, %d dead letters (%d late), %d duplicates, %d batches",
-            counters.processed, counters.dead, counters.late, counters.duplicates, counters.batches,
-        )  # fmt: skip
+        log.info(pipeline.counters.line())
+
+    @app.timer(interval=settings.model_poll_s)
+    async def reload_model() -> None:
+        await pipeline.refresh()
 
     @app.timer(interval=1.0)
     async def flush_log() -> None:
-        if "log" in sinks:
-            sinks["log"].add([])
+        if pipeline.feature_log is not None:
+            pipeline.feature_log.add([])
 
     @app.on_before_shutdown.connect
     async def flush_on_stop(_sender: Any, /, *_args: Any, **_kwargs: Any) -> None:
-        if "log" in sinks:
-            sinks["log"].flush()
-            sinks["online"].close()
-            log.info(
-                "worker: feature log flushed (%d rows), %d online writes (%d failed)",
-                sinks["log"].written, sinks["online"].written, sinks["online"].errors,
-            )  # fmt: skip
+        pipeline.close()
 
     return app
+
+
+def raw_of(event: Any) -> Raw:
+    m = event.message
+    return Raw(event.key, event.value, m.topic, m.partition, m.offset, m.timestamp)
+
+
+def build_scorer(settings: Settings) -> Scorer:
+    """Wire the scoring service: registry champion, Feast merchant reads, PostgreSQL decisions."""
+    from app.scoring.champion import Champion  # noqa: PLC0415 - xgboost import only when scoring
+    from app.scoring.decide import Policy  # noqa: PLC0415
+    from app.scoring.merchants import MerchantCache, feast_lookup  # noqa: PLC0415
+    from app.scoring.service import Scorer  # noqa: PLC0415
+    from app.scoring.store import DecisionStore, migrate  # noqa: PLC0415
+    from training.registry import Registry  # noqa: PLC0415
+
+    conninfo = settings.pg_conninfo(reveal=True)
+    registry = Registry(conninfo)
+    registry.migrate()
+    migrate(conninfo)
+    champion = Champion(
+        registry.champion, registry.get, threads=settings.worker_threads, device=settings.device,
+        shadow_version=settings.shadow_model,
+    )  # fmt: skip
+    policy = Policy(
+        settings.review_threshold, settings.decline_threshold, settings.explain_all, settings.reason_count
+    )
+    # a store of its own for reads: the online writer thread uses the other one
+    merchants = MerchantCache(feast_lookup(feature_store(settings, apply=False)), settings.merchant_cache_s)
+    scorer = Scorer(champion, merchants, DecisionStore(conninfo), policy, settings.amount_limit)
+    scorer.refresh()
+    return scorer
 
 
 def run_worker(app: faust.App, loglevel: str = "info") -> None:

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +15,7 @@ from app.errors import FraudstreamError
 from app.history import partitions, read_history, write_history
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
-from tests.services import unique
+from tests.services import fresh_database
 from training.dataset import LABEL, Periods, build_training_frame
 from training.jobs import load_model, train_job
 from training.registry import Registry
@@ -25,18 +24,11 @@ from training.registry import Registry
 @pytest.fixture
 def isolated(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     """Settings with a fresh database (so the registry starts empty) and private folders."""
-    db = unique("it_train").replace("-", "_")
-    admin = settings.model_copy(update={"pg_db": "postgres"}).pg_conninfo(reveal=True)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'create database "{db}"')
-    try:
+    with fresh_database(settings, "it_train") as db:
         yield settings.model_copy(
             update={"pg_db": db, "models_dir": tmp_path / "models", "feast_dir": tmp_path / "feast",
                     "feature_log_dir": tmp_path / "log", "reports_dir": tmp_path / "reports"}
         )  # fmt: skip
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{db}" with (force)')
 
 
 @pytest.fixture(scope="module")

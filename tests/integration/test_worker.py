@@ -53,7 +53,7 @@ class Worker:
 @pytest.fixture(scope="module")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("worker")
-    env = isolated_env(unique("it-worker"), tmp)
+    env = {**isolated_env(unique("it-worker"), tmp), "FRAUDSTREAM_SCORING": "false"}  # features only
     log = tmp / "worker.log"
     with running_worker(log, env):
         yield Worker(settings_for(env), log)

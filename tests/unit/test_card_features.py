@@ -193,7 +193,8 @@ def test_batch_service_matches_backfill_and_dead_letters_bad_input(history: pd.D
     batch = card_feature_frame(sample).set_index("txn_id").loc[stream.index]
     for name in FEATURE_NAMES:
         np.testing.assert_allclose(stream[name], batch[name], rtol=1e-12, equal_nan=True, err_msg=name)
-    assert set(table) == {c.encode() for c in sample["card_id"]}
+    assert set(result.states) == {c.encode() for c in sample["card_id"]}
+    assert table == {}, "the service returns changed states; the caller writes them back"
 
 
 def test_late_events_go_to_the_dlq_and_duplicates_are_not_counted_twice() -> None:

@@ -1,0 +1,186 @@
+"""Decisions in PostgreSQL: the append-only decision audit, alerts, and the block list.
+
+Writes are batched (COPY into a session-local staging table, then one INSERT ... ON CONFLICT
+(txn_id) DO NOTHING per table) and idempotent on txn_id: a replayed or redelivered batch never
+duplicates an audit row or an alert. ``decisions`` refuses UPDATE and DELETE (trigger).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.rows import dict_row
+
+from app.scoring.decide import Decision
+from app.scoring.rules import Rules
+
+log = logging.getLogger("fraudstream.scoring")
+
+SCHEMA = """
+create table if not exists decisions (
+    txn_id          text primary key,
+    card_id         text not null,
+    merchant_id     text not null,
+    event_time      timestamptz not null,
+    amount          double precision not null,
+    txn             jsonb not null,
+    scored_at       timestamptz not null,
+    recorded_at     timestamptz not null default now(),
+    model_version   text not null,
+    score           double precision not null,
+    decision        text not null check (decision in ('approve', 'review', 'decline')),
+    thresholds      jsonb not null,
+    features        jsonb not null,
+    shap            jsonb,
+    expected_value  double precision,
+    reasons         jsonb not null,
+    rules           jsonb not null,
+    latency_ms      double precision,
+    shadow_version  text,
+    shadow_score    double precision
+);
+create index if not exists decisions_scored_at on decisions (scored_at);
+create index if not exists decisions_card on decisions (card_id, event_time);
+create or replace function decisions_append_only() returns trigger language plpgsql as $$
+begin
+    raise exception 'decisions is an append-only audit: % refused', tg_op;
+end $$;
+create or replace trigger decisions_append_only before update or delete on decisions
+    for each row execute function decisions_append_only();
+
+create table if not exists alerts (
+    txn_id          text primary key references decisions (txn_id),
+    created_at      timestamptz not null default now(),
+    card_id         text not null,
+    event_time      timestamptz not null,
+    amount          double precision not null,
+    score           double precision not null,
+    decision        text not null check (decision in ('review', 'decline')),
+    model_version   text not null,
+    status          text not null default 'open' check (status in ('open', 'fraud', 'legit')),
+    closed_at       timestamptz,
+    closed_by       text
+);
+create index if not exists alerts_open on alerts (status, score desc);
+
+create table if not exists block_list (
+    kind        text not null check (kind in ('card', 'merchant')),
+    value       text not null,
+    reason      text not null default '',
+    created_at  timestamptz not null default now(),
+    primary key (kind, value)
+);
+"""
+
+COLUMNS = (
+    "txn_id", "card_id", "merchant_id", "event_time", "amount", "txn", "scored_at", "model_version",
+    "score", "decision", "thresholds", "features", "shap", "expected_value", "reasons", "rules",
+    "latency_ms", "shadow_version", "shadow_score",
+)  # fmt: skip
+_COLS = ", ".join(COLUMNS)  # constants only: no value is ever formatted into SQL
+WRITE = f"""
+insert into decisions ({_COLS}) select {_COLS} from decision_stage order by txn_id
+    on conflict (txn_id) do nothing;
+insert into alerts (txn_id, card_id, event_time, amount, score, decision, model_version)
+    select txn_id, card_id, event_time, amount, score, decision, model_version from decision_stage
+    where decision <> 'approve' order by txn_id
+    on conflict (txn_id) do nothing;
+"""  # noqa: S608
+
+STAGE = f"create temp table if not exists decision_stage as select {_COLS} from decisions with no data"  # noqa: S608
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def row(d: Decision) -> tuple[Any, ...]:
+    t = d.txn
+    return (
+        t.txn_id, t.card_id, t.merchant_id, t.event_time, t.amount, t.model_dump_json(), d.scored_at,
+        d.model_version, d.score, d.decision, _json(d.thresholds), _json(d.features), _json(d.shap),
+        d.expected_value, _json(d.reasons), _json(d.rules), d.latency_ms, d.shadow_version, d.shadow_score,
+    )  # fmt: skip
+
+
+def migrate(conninfo: str) -> None:
+    with psycopg.connect(conninfo, connect_timeout=10) as conn:
+        conn.execute(SCHEMA)
+
+
+class DecisionStore:
+    """One connection, reopened on failure; ``write`` retries with backoff until it succeeds."""
+
+    def __init__(self, conninfo: str, *, max_backoff_s: float = 5.0) -> None:
+        self.conninfo = conninfo
+        self.max_backoff_s = max_backoff_s
+        self.conn: psycopg.Connection[Any] | None = None
+        self.written = 0
+        self.failures = 0
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.conninfo, connect_timeout=5)
+            self.conn.execute(STAGE)
+            self.conn.commit()
+        return self.conn
+
+    def write_once(self, decisions: Sequence[Decision]) -> None:
+        conn = self._connection()
+        with conn.transaction():
+            conn.execute("truncate decision_stage")
+            with conn.cursor().copy(f"copy decision_stage ({_COLS}) from stdin") as copy:
+                for d in decisions:
+                    copy.write_row(row(d))
+            conn.execute(WRITE)
+
+    def write(self, decisions: Sequence[Decision]) -> None:
+        """Persist a batch, retrying with exponential backoff for as long as it takes.
+
+        The worker acknowledges a batch's messages only after this returns, so while PostgreSQL is
+        down the worker holds its offsets (and a process killed meanwhile re-reads the batch).
+        """
+        if not decisions:
+            return
+        backoff = 0.1
+        while True:
+            try:
+                self.write_once(decisions)
+            except psycopg.Error as exc:
+                self.failures += 1
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("scoring: decision write failed (%s); retrying in %.1fs", first[:200], backoff)
+                self.close()
+                time.sleep(backoff)
+                backoff = min(self.max_backoff_s, backoff * 2)
+            else:
+                self.written += len(decisions)
+                return
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            finally:
+                self.conn = None
+
+
+def load_rules(conninfo: str, amount_limit: float | None) -> Rules:
+    """The block list as it is now (own connection: it is refreshed beside the writes)."""
+    with psycopg.connect(conninfo, connect_timeout=5) as conn:
+        rows = conn.execute("select kind, value from block_list").fetchall()
+    return Rules(
+        blocked_cards=frozenset(v for k, v in rows if k == "card"),
+        blocked_merchants=frozenset(v for k, v in rows if k == "merchant"),
+        amount_limit=amount_limit,
+    )
+
+
+def fetch_decision(conninfo: str, txn_id: str) -> dict[str, Any] | None:
+    with psycopg.connect(conninfo, row_factory=dict_row, connect_timeout=10) as conn:
+        return conn.execute("select * from decisions where txn_id = %s", (txn_id,)).fetchone()

@@ -1,0 +1,255 @@
+"""Scoring on the real broker and PostgreSQL: a champion trained by the trainer scores the stream.
+
+One worker scores a simulated slice plus a crafted impossible-travel transaction; the tests then
+check the decisions, alerts and fraud-scores events, replay the audit's SHAP values, replay the
+whole input through a second worker (no duplicates), switch champions without a restart (and refuse
+a corrupt one), and apply the block list.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from app.history import read_history, write_history
+from app.schema import TRANSACTION_FIELDS
+from app.scoring.decide import replay
+from app.scoring.model import Model
+from app.settings import Settings
+from app.simulator.model import SimConfig, simulate
+from app.worker.process import isolated_env, running_worker, settings_for
+from features.jobs import build_merchant_features
+from tests.kafka_helpers import drain, produce_json
+from tests.services import fresh_database, unique
+from training.jobs import train_job
+from training.registry import Registry
+
+HELSINKI = (60.17, 24.94)
+COUNTERS = re.compile(
+    r"worker: (\d+) processed, (\d+) scored \(\d+ flagged\), (\d+) dead letters \(\d+ late\), (\d+) dup"
+)
+
+
+@dataclass
+class Scoring:
+    settings: Settings
+    env: dict[str, str]
+    log: Path
+    history: pd.DataFrame
+    sent: list[dict[str, Any]]
+    crafted: str  # txn_id of the impossible-travel transaction
+
+    def sql(self, query: str, *params: Any) -> list[dict[str, Any]]:
+        with psycopg.connect(self.settings.pg_conninfo(reveal=True), row_factory=dict_row) as conn:
+            return conn.execute(query, params).fetchall()
+
+    def wait_for_decisions(self, n: int, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while (count := self.sql("select count(*) as n from decisions")[0]["n"]) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} of {n} decisions:\n{self.log.read_text()[-3000:]}")
+            time.sleep(1)
+
+
+def record(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: row[k] for k in TRANSACTION_FIELDS}
+    out["event_time"] = pd.Timestamp(row["event_time"]).isoformat()
+    return out
+
+
+def send(s: Settings, records: list[dict[str, Any]]) -> None:
+    produce_json(s.kafka_servers, s.topic_transactions, [(r["card_id"], r) for r in records])
+
+
+@pytest.fixture(scope="module")
+def scoring(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scoring]:
+    tmp = tmp_path_factory.mktemp("scoring")
+    with fresh_database(settings, "it_scoring") as db:
+        env = {**isolated_env(unique("it-score"), tmp), "FRAUDSTREAM_PG_DB": db,
+               "FRAUDSTREAM_MODELS_DIR": str(tmp / "models"), "FRAUDSTREAM_REPORTS_DIR": str(tmp / "reports"),
+               "FRAUDSTREAM_MODEL_POLL_S": "1", "FRAUDSTREAM_REVIEW_THRESHOLD": "0.2"}  # fmt: skip
+        s = settings_for(env)
+        history_dir = tmp / "history"
+        write_history(
+            simulate(SimConfig(customers=400, merchants=800, days=45, seed=21, fraud_scale=4)), history_dir
+        )
+        history = read_history(history_dir)
+        train_job(s, history_dir, seed=0)
+        build_merchant_features(s, history_dir)
+
+        # a card's own history, then a purchase in Helsinki ten minutes after its last in-person one
+        in_person = history[(history["channel"] == "card_present") & (history["fraud_scenario"] == "none")]
+        last = in_person[in_person["lon"] < 5].sort_values("event_time").iloc[-1]  # a card west of Helsinki
+        card_rows = history[
+            (history["card_id"] == last["card_id"]) & (history["event_time"] <= last["event_time"])
+        ]
+        crafted = {**record(last.to_dict()), "txn_id": "crafted-travel-1", "lat": HELSINKI[0],
+                   "lon": HELSINKI[1], "country": "FI", "merchant_id": "m-helsinki-1",
+                   "event_time": (last["event_time"] + timedelta(minutes=10)).isoformat()}  # fmt: skip
+        day = history["event_time"].max().normalize()
+        others = history[(history["event_time"] >= day) & (history["card_id"] != last["card_id"])]
+        sent = [record(r) for r in card_rows.sort_values("event_time").to_dict("records")]
+        sent += [record(r) for r in others.sort_values("event_time").to_dict("records")] + [crafted]
+        log = tmp / "worker.log"
+        with running_worker(log, env):
+            send(s, sent)
+            yield Scoring(s, env, log, history, sent, "crafted-travel-1")
+
+
+def test_every_transaction_gets_one_decision_event_and_audit_row(scoring: Scoring) -> None:
+    s = scoring.settings
+    scoring.wait_for_decisions(len(scoring.sent))
+    rows = scoring.sql("select txn_id, decision, score, model_version, shap, reasons from decisions")
+    assert sorted(r["txn_id"] for r in rows) == sorted(r["txn_id"] for r in scoring.sent)
+    champion = Registry(s.pg_conninfo(reveal=True)).champion()
+    assert champion is not None
+    assert {r["model_version"] for r in rows} == {champion.version}
+    flagged = {r["txn_id"] for r in rows if r["decision"] != "approve"}
+    assert flagged, "the slice holds fraud the model flags"
+    assert all(r["shap"] is not None and r["reasons"] for r in rows if r["txn_id"] in flagged)
+    alerts = scoring.sql("select txn_id, status from alerts")
+    assert {a["txn_id"] for a in alerts} == flagged
+    assert {a["status"] for a in alerts} == {"open"}
+
+    events = drain(s.kafka_servers, s.topic_scores, expected=len(scoring.sent), timeout_s=60)
+    payloads = [orjson.loads(e.value) for e in events]
+    assert sorted(p["txn_id"] for p in payloads) == sorted(r["txn_id"] for r in scoring.sent)
+    event = next(p for p in payloads if p["txn_id"] == scoring.crafted)
+    contract = {"txn_id", "card_id", "event_time", "scored_at", "score", "decision", "model_version",
+                "reasons", "latency_ms"}  # fmt: skip
+    assert set(event) >= contract
+    assert all(e.key == p["card_id"].encode() for e, p in zip(events, payloads, strict=True))
+    assert 0 <= event["latency_ms"] < 60_000
+
+
+def test_impossible_travel_is_flagged_with_a_geo_reason(scoring: Scoring) -> None:
+    scoring.wait_for_decisions(len(scoring.sent))
+    (row,) = scoring.sql("select * from decisions where txn_id = %s", scoring.crafted)
+    assert row["decision"] in {"review", "decline"}, (row["score"], row["reasons"])
+    legit = scoring.sql("select score from decisions where txn_id <> %s", scoring.crafted)
+    share_below = sum(r["score"] < row["score"] for r in legit) / len(legit)
+    assert share_below > 0.98, "the impossible journey scores above nearly all of the day's traffic"
+    top = [r["feature"] for r in row["reasons"][:3]]
+    assert {"kmh_from_prev", "km_from_prev", "km_from_home", "new_country"} & set(top), row["reasons"]
+    speed = next(
+        r for r in row["reasons"] if r["feature"] in {"kmh_from_prev", "km_from_prev", "km_from_home"}
+    )
+    assert speed["text"].endswith(("km/h", "km"))
+    assert row["features"]["kmh_from_prev"] > 5_000
+
+
+def test_audit_replay_reproduces_the_stored_shap_values(scoring: Scoring) -> None:
+    scoring.wait_for_decisions(len(scoring.sent))
+    rows = scoring.sql("select * from decisions where shap is not null order by txn_id limit 20")
+    assert rows
+    registry = Registry(scoring.settings.pg_conninfo(reveal=True))
+    for row in rows:
+        found = registry.get(row["model_version"])
+        assert found is not None
+        model = Model.load(Path(found.artefact_dir), found.version)
+        shap, expected = replay(model, row["features"])
+        assert shap == pytest.approx(row["shap"], abs=1e-6)
+        assert expected == pytest.approx(row["expected_value"], abs=1e-6)
+        assert sum(shap.values()) + expected == pytest.approx(
+            model.margin(_vector(model, row["features"]))[0], abs=1e-4
+        )
+    with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+        scoring.sql("update decisions set score = 0 where txn_id = %s", rows[0]["txn_id"])
+
+
+def _vector(model: Model, features: dict[str, float | None]) -> Any:
+    import numpy as np  # noqa: PLC0415
+
+    return np.array([[np.nan if features[n] is None else features[n] for n in model.features]], np.float32)
+
+
+def test_replaying_the_input_never_duplicates_audit_rows_or_alerts(scoring: Scoring, tmp_path: Path) -> None:
+    scoring.wait_for_decisions(len(scoring.sent))
+    before = scoring.sql("select (select count(*) from decisions) as d, (select count(*) from alerts) as a")[
+        0
+    ]
+    send(scoring.settings, scoring.sent)  # the same messages again, to the same worker
+    # and a second worker with no card state (another app id) re-reads and re-scores the topic
+    env = {**scoring.env, "FRAUDSTREAM_APP_ID": unique("it-score-replay")}
+    log = tmp_path / "replay.log"
+    n = len(scoring.sent)
+    with running_worker(log, env):
+        deadline = time.monotonic() + 120
+        while True:  # every message accounted for: scored once, then a duplicate or too late
+            counts = [tuple(map(int, m)) for m in COUNTERS.findall(log.read_text())]
+            if counts and counts[-1][0] == counts[-1][1] == n and sum(counts[-1][1:]) == 2 * n:
+                break
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+    after = scoring.sql("select (select count(*) from decisions) as d, (select count(*) from alerts) as a")[0]
+    assert after == before
+    dupes = scoring.sql("select txn_id from decisions group by txn_id having count(*) > 1")
+    assert dupes == []
+
+
+def test_a_promoted_champion_is_used_without_restart_and_a_corrupt_one_is_refused(scoring: Scoring) -> None:
+    s = scoring.settings
+    scoring.wait_for_decisions(len(scoring.sent))
+    registry = Registry(s.pg_conninfo(reveal=True))
+    old = registry.champion()
+    assert old is not None
+
+    def register_copy(version: str, corrupt: bool = False) -> None:
+        folder = s.models_dir / version
+        shutil.copytree(old.artefact_dir, folder)
+        if corrupt:
+            (folder / "model.ubj").write_bytes(b"\x00 not a model")
+        registry.register(version, old.metrics, old.params, str(folder), pd.Timestamp("2026-01-01", tz="UTC"),
+                          pd.Timestamp("2026-02-01", tz="UTC"), old.version, "test")  # fmt: skip
+        registry.promote(version)
+
+    def score_new(prefix: str) -> str:
+        txn = {**scoring.sent[-2], "txn_id": unique(prefix)}
+        send(s, [txn])
+        deadline = time.monotonic() + 60
+        while not (
+            rows := scoring.sql("select model_version from decisions where txn_id = %s", txn["txn_id"])
+        ):
+            assert time.monotonic() < deadline, scoring.log.read_text()[-3000:]
+            time.sleep(0.5)
+        return str(rows[0]["model_version"])
+
+    register_copy("v-hot-reload")
+    time.sleep(3)  # FRAUDSTREAM_MODEL_POLL_S=1
+    assert score_new("after-promote") == "v-hot-reload"
+    register_copy("v-corrupt", corrupt=True)
+    time.sleep(3)
+    assert score_new("after-corrupt") == "v-hot-reload", "a corrupt champion never replaces the working one"
+    assert b"champion v-corrupt refused" in scoring.log.read_bytes()
+    registry.promote(old.version)
+
+
+def test_block_list_declines_with_the_rule_as_reason(scoring: Scoring) -> None:
+    scoring.wait_for_decisions(len(scoring.sent))
+    card = scoring.sent[-2]["card_id"]
+    scoring.sql(
+        "insert into block_list (kind, value, reason) values ('card', %s, 'test') returning value", card
+    )
+    time.sleep(3)
+    txn = {**scoring.sent[-2], "txn_id": unique("blocked")}
+    send(scoring.settings, [txn])
+    deadline = time.monotonic() + 60
+    while not (
+        rows := scoring.sql("select decision, reasons from decisions where txn_id = %s", txn["txn_id"])
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert rows[0]["decision"] == "decline"
+    assert rows[0]["reasons"][0]["feature"] == "rule:blocked_card"
