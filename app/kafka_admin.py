@@ -36,3 +36,15 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
         return missing
     finally:
         admin.close()
+
+
+def committed(settings: Settings, group: str, topic: str) -> int:
+    """Sum of ``group``'s committed offsets on ``topic`` (0: the group never consumed it)."""
+    from kafka import KafkaAdminClient  # noqa: PLC0415
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="fraudstream-admin")
+    try:
+        offsets = admin.list_consumer_group_offsets(group)
+    finally:
+        admin.close()
+    return sum(max(0, meta.offset) for tp, meta in offsets.items() if tp.topic == topic)

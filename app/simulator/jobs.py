@@ -63,7 +63,11 @@ def produce_transactions(
         today = datetime.now(UTC).date()
 
         def period(k: int) -> pd.DataFrame:
-            cfg = SimConfig(customers=customers, merchants=2 * customers, days=7, start=today, seed=seed + k)
+            # the world of a history simulated with ``seed`` (same cards, homes, merchants), new traffic
+            cfg = SimConfig(
+                customers=customers, merchants=2 * customers, days=7, start=today, seed=seed + 1 + k,
+                world_seed=seed,
+            )  # fmt: skip
             return simulate(cfg)
 
         frames = (period(k) for k in itertools.count())

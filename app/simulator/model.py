@@ -100,6 +100,9 @@ class SimConfig:
     # Multiplies every per-day scenario intensity (0 gives a fraud-free history but scenario 1)
     fraud_scale: float = 1.0
     disabled: frozenset[str] = field(default_factory=frozenset)
+    # The world (cards' homes, merchants) from its own seed: live traffic continues a history's
+    # world with new transactions. None: the world comes from ``seed`` like everything else.
+    world_seed: int | None = None
     # Labels: chargebacks arrive days to weeks later; genuine labels after the feedback delay
     chargeback_median_days: float = 7.0
     chargeback_max_days: float = 60.0
@@ -380,7 +383,7 @@ def simulate(cfg: SimConfig, progress: Callable[[str], None] = lambda _: None) -
     """The whole history as a DataFrame in the history schema, sorted by event_time."""
     rng = np.random.default_rng(cfg.seed)
     progress("profiles")
-    world = build_world(cfg, rng)
+    world = build_world(cfg, rng if cfg.world_seed is None else np.random.default_rng(cfg.world_seed))
     progress("transactions")
     tx = genuine_transactions(cfg, world, rng)
     progress("fraud scenarios")

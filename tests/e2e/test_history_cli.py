@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from app.history import partitions
 from app.settings import Settings
+from tests.e2e.cli import fraudstream
 from tests.kafka_helpers import drain
 from tests.services import unique
-
-
-def fraudstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from app.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "GX_ANALYTICS_ENABLED": "False", **(env or {})},
-        timeout=300,
-    )
 
 
 def test_simulate_validate_produce(settings: Settings, tmp_path: Path) -> None:
@@ -81,29 +67,3 @@ def test_bad_inputs_fail_with_one_line(tmp_path: Path) -> None:
     bad_scenario = fraudstream("simulate", "--out", str(tmp_path / "x"), "--disable", "aliens")
     assert bad_scenario.returncode == 1
     assert bad_scenario.stderr.strip() == "fraudstream: error: unknown scenario(s): aliens"
-
-
-def test_demo_runs_bounded_and_streams(settings: Settings, tmp_path: Path) -> None:
-    topic = unique("e2e-demo-tx")
-    env = {
-        "FRAUDSTREAM_TOPIC_TRANSACTIONS": topic,
-        "FRAUDSTREAM_TOPIC_FEEDBACK": unique("e2e-demo-fb"),
-        "FRAUDSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "FRAUDSTREAM_REPORTS_DIR": str(tmp_path / "reports"),
-        "FRAUDSTREAM_FEAST_DIR": str(tmp_path / "feast"),
-        "FRAUDSTREAM_FEATURE_LOG_DIR": str(tmp_path / "log"),
-        "FRAUDSTREAM_APP_ID": unique("e2e-demo"),
-        "FRAUDSTREAM_TOPIC_DLQ": unique("e2e-demo-dlq"),
-    }
-    demo = fraudstream("demo", "--duration", "6", "--rate", "100", "--customers", "200", env=env)
-    assert demo.returncode == 0, demo.stderr
-    assert "validate: ok:" in demo.stdout
-    assert (tmp_path / "reports" / "demo" / "validation" / "summary.json").exists()
-    line = next(ln for ln in demo.stdout.splitlines() if ln.startswith("produce: "))
-    sent = int(line.split()[1])
-    assert 500 <= sent <= 620
-    assert len(drain(settings.kafka_servers, topic, expected=sent)) == sent
-    assert "merchants materialised online" in demo.stdout
-    assert "worker stopped" in demo.stdout
-    featurised = ds.dataset(tmp_path / "log" / "card_features", format="parquet").count_rows()
-    assert 0 < featurised <= sent, "the demo's worker computed features for the live traffic"

@@ -150,3 +150,22 @@ def test_fraud_scale_and_disabled_scenarios() -> None:
     assert doubled["is_fraud"].mean() > 1.5 * simulate(base)["is_fraud"].mean()
     with pytest.raises(ValueError, match="unknown scenario"):
         SimConfig(disabled=frozenset({"alien_invasion"}))
+
+
+def test_live_traffic_continues_the_world_of_its_history() -> None:
+    history = simulate(SimConfig(customers=60, merchants=120, days=5, seed=5))
+    live = simulate(SimConfig(customers=60, merchants=120, days=5, seed=6, world_seed=5))
+    other = simulate(SimConfig(customers=60, merchants=120, days=5, seed=6))
+
+    def places(frame: pd.DataFrame) -> pd.DataFrame:
+        home = frame[frame["fraud_scenario"] == "none"].drop_duplicates("merchant_id")
+        return home.set_index("merchant_id")[["lat", "lon", "mcc"]].sort_index()
+
+    shared = places(history).index.intersection(places(live).index)
+    assert len(shared) > 30
+    pd.testing.assert_frame_equal(places(history).loc[shared], places(live).loc[shared])
+    assert not set(history["txn_id"]) & set(live["txn_id"]), "new transactions, same world"
+    moved = places(history).index.intersection(places(other).index)
+    assert not places(history).loc[moved].equals(places(other).loc[moved]), (
+        "without world_seed: another world"
+    )

@@ -1,0 +1,57 @@
+"""``fraudstream demo`` bounded: history -> validation -> champion -> worker -> live traffic scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import psycopg
+
+from app.settings import Settings
+from tests.e2e.cli import fraudstream
+from tests.kafka_helpers import drain
+from tests.services import fresh_database, unique
+
+
+def test_demo_runs_bounded_and_scores_live_traffic(settings: Settings, tmp_path: Path) -> None:
+    topic, scores = unique("e2e-demo-tx"), unique("e2e-demo-scores")
+    with fresh_database(settings, "e2e_demo") as db:
+        env = {
+            "FRAUDSTREAM_PG_DB": db,
+            "FRAUDSTREAM_TOPIC_TRANSACTIONS": topic,
+            "FRAUDSTREAM_TOPIC_SCORES": scores,
+            "FRAUDSTREAM_TOPIC_FEEDBACK": unique("e2e-demo-fb"),
+            "FRAUDSTREAM_TOPIC_DLQ": unique("e2e-demo-dlq"),
+            "FRAUDSTREAM_APP_ID": unique("e2e-demo"),
+            "FRAUDSTREAM_DATA_DIR": str(tmp_path / "data"),
+            "FRAUDSTREAM_MODELS_DIR": str(tmp_path / "models"),
+            "FRAUDSTREAM_REPORTS_DIR": str(tmp_path / "reports"),
+            "FRAUDSTREAM_FEAST_DIR": str(tmp_path / "feast"),
+            "FRAUDSTREAM_FEATURE_LOG_DIR": str(tmp_path / "log"),
+        }
+        demo = fraudstream("demo", "--duration", "15", "--rate", "50", "--customers", "300", env=env)
+        assert demo.returncode == 0, demo.stderr[-3000:]
+        out = demo.stdout
+        assert "validate: ok:" in out
+        assert "merchants materialised online" in out
+        assert "promoted to champion (no champion yet)" in out
+        assert "worker stopped" in out
+        warm, live = [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("produce: ")]
+        assert warm > 0, "a fresh worker is warmed with the history's last days"
+        assert 600 <= live <= 800, out
+
+        with psycopg.connect(settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)) as conn:
+            decisions, versions = conn.execute(
+                "select count(*), count(distinct model_version) from decisions"
+            ).fetchone() or (0, 0)
+            (alerts,) = conn.execute("select count(*) from alerts").fetchone() or (0,)
+            (audited,) = conn.execute("select count(*) from decisions where shap is not null").fetchone() or (
+                0,
+            )
+        warm_and_live = len(drain(settings.kafka_servers, topic, expected=10**9, timeout_s=10))
+        assert decisions == warm_and_live, "every transaction the demo streamed was decided"
+        assert versions == 1
+        assert 0 < alerts < decisions
+        assert audited >= alerts
+        events = drain(settings.kafka_servers, scores, expected=decisions, timeout_s=30)
+        assert len({orjson.loads(e.value)["txn_id"] for e in events}) == decisions
