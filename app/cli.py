@@ -205,25 +205,49 @@ def models_rollback() -> None:
 
 @cli.command()
 def bench(
-    out: Path = typer.Option(Path("reports/bench/features.json"), help="Where to write the JSON results."),
-    suite: str = typer.Option("features", help="features (issue #4); pipeline arrives with issue #10."),
+    suite: str = typer.Option(
+        "pipeline", help="pipeline (Kafka -> worker -> score + SHAP -> sinks) or features."
+    ),
+    out: Path | None = typer.Option(None, help="JSON results (default reports/bench/<suite>.json)."),
+    rate: float = typer.Option(1_000.0, min=0.0, help="pipeline: input txn/s (0 = as fast as possible)."),
+    duration: float = typer.Option(30.0, min=1.0, help="pipeline: seconds of input traffic."),
+    workers: int = typer.Option(1, min=1, help="pipeline: worker processes in one consumer group."),
+    model: Path | None = typer.Option(None, help="pipeline: a trained model folder (default: train one)."),
     customers: int = typer.Option(2_000, min=10, help="Simulated cards."),
-    days: int = typer.Option(14, min=1, help="Simulated days of traffic."),
+    days: int = typer.Option(14, min=1, help="features: simulated days of traffic."),
 ) -> None:
     """Benchmark throughput and latency; writes JSON (needs scripts/services up)."""
-    if suite != "features":
-        _not_implemented(f"bench --suite {suite}", 10)
-    from app.bench import run_features_bench
     from app.settings import get_settings
 
-    result = run_features_bench(get_settings(), out, customers, days)
-    agent = result["agent"].get("steady_events_per_s", result["agent"].get("error"))
-    read = result["feast"]["read_one_card_ms"]
+    target = out or Path(f"reports/bench/{suite}.json")
+    if suite == "features":
+        from app.bench import run_features_bench
+
+        result = run_features_bench(get_settings(), target, customers, days)
+        agent = result["agent"].get("steady_events_per_s", result["agent"].get("error"))
+        read = result["feast"]["read_one_card_ms"]
+        typer.echo(
+            f"bench: feature service {result['feature_service']['events_per_s']:,} ev/s; "
+            f"agent via Kafka {agent} ev/s; "
+            f"Feast online read p50 {read['p50']} ms p99 {read['p99']} ms -> {target}"
+        )
+        return
+    if suite != "pipeline":
+        raise FraudstreamError(f"unknown bench suite {suite!r} (pipeline or features)")
+    from app.bench_pipeline import run_pipeline_bench
+
+    r = run_pipeline_bench(
+        get_settings(), target, rate=rate, duration_s=duration, workers=workers, model_dir=model,
+        customers=customers,
+    )  # fmt: skip
+    e2e = r["event_to_score_ms"]
     typer.echo(
-        f"bench: feature service {result['feature_service']['events_per_s']:,} ev/s; "
-        f"agent via Kafka {agent} ev/s; "
-        f"Feast online read p50 {read['p50']} ms p99 {read['p99']} ms -> {out}"
+        f"bench: {r['scored']:,}/{r['sent']:,} scored at {r['scored_per_s']} txn/s (input {rate:g}/s); "
+        f"event->score p50 {e2e['p50']} ms p99 {e2e['p99']} ms max {e2e['max']} ms; "
+        f"model {r['model']['trees']} trees depth {r['model']['max_depth']} -> {target}"
     )
+    if r["lost"]:
+        raise FraudstreamError(f"{r['lost']} transactions were not scored")
 
 
 @cli.command()

@@ -1,7 +1,8 @@
-"""Merchant features for scoring: Feast online store behind a short per-merchant cache.
+"""Merchant features for scoring: the Feast online store, held in memory by the worker.
 
-Merchant features change once a day (batch), so each micro-batch asks Feast only for the merchants
-it has not looked up within ``ttl_s``: one online read per batch at most, never one per event.
+Merchant features are batch features (rebuilt daily), so the worker loads every known merchant at
+start (one bulk online read), reads a merchant it has never seen on first sight, and re-reads
+entries older than ``ttl_s`` in the background (``refresh``), never on the scoring path.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from features.store import MERCHANT_VIEW
 
 Row = Mapping[str, float | None]
 Lookup = Callable[[Sequence[str]], dict[str, Row]]
+CHUNK = 2_000
 
 
 class MerchantCache:
@@ -22,17 +24,35 @@ class MerchantCache:
         self.rows: dict[str, tuple[float, Row]] = {}
         self.reads = 0
 
-    def get(self, merchant_ids: Iterable[str]) -> dict[str, Row]:
-        now = self.clock()
-        wanted = set(merchant_ids)
-        stale = sorted(m for m in wanted if m not in self.rows or now - self.rows[m][0] > self.ttl_s)
-        if stale:
-            found = self.lookup(stale)
+    def _read(self, merchant_ids: Sequence[str]) -> None:
+        empty: Row = dict.fromkeys(MERCHANT_FEATURES)
+        for lo in range(0, len(merchant_ids), CHUNK):
+            part = merchant_ids[lo : lo + CHUNK]
+            found = self.lookup(part)
             self.reads += 1
-            empty: Row = dict.fromkeys(MERCHANT_FEATURES)
-            for m in stale:
+            now = self.clock()
+            for m in part:
                 self.rows[m] = (now, found.get(m, empty))
+
+    def get(self, merchant_ids: Iterable[str]) -> dict[str, Row]:
+        """Features of each merchant; one online read for those never seen before."""
+        wanted = set(merchant_ids)
+        missing = sorted(m for m in wanted if m not in self.rows)
+        if missing:
+            self._read(missing)
         return {m: self.rows[m][1] for m in wanted}
+
+    def preload(self, merchant_ids: Iterable[str]) -> int:
+        ids = sorted(set(merchant_ids) - set(self.rows))
+        self._read(ids)
+        return len(ids)
+
+    def refresh(self) -> int:
+        """Re-read entries older than the TTL (call it off the scoring path); returns how many."""
+        now = self.clock()
+        stale = sorted(m for m, (at, _) in self.rows.items() if now - at > self.ttl_s)
+        self._read(stale)
+        return len(stale)
 
 
 def feast_lookup(store: object) -> Lookup:

@@ -14,6 +14,7 @@ written to the table -> batch acknowledged (Faust commits offsets of acknowledge
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 import orjson
+import pyarrow.parquet as pq
 
 from app.settings import Settings
 from app.worker.card_features import Raw, process_batch
@@ -122,7 +124,7 @@ class Pipeline:
             )  # fmt: skip
         if self.scorer is not None:
             self.scorer.store.close()
-            log.info("worker: stage times %s", self.scorer.times.as_dict())
+            log.info("worker: stage times %s", json.dumps(self.scorer.times.as_dict()))
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -216,6 +218,10 @@ def build_scorer(settings: Settings) -> Scorer:
     )
     # a store of its own for reads: the online writer thread uses the other one
     merchants = MerchantCache(feast_lookup(feature_store(settings, apply=False)), settings.merchant_cache_s)
+    daily = settings.feast_dir / "merchant_features.parquet"
+    if daily.exists():  # every merchant with batch features, read once now rather than one by one
+        known = pq.read_table(daily, columns=["merchant_id"]).column(0).unique().to_pylist()
+        log.info("worker: %d merchants' features loaded", merchants.preload(known))
     scorer = Scorer(champion, merchants, DecisionStore(conninfo), policy, settings.amount_limit)
     scorer.refresh()
     return scorer

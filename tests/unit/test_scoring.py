@@ -140,7 +140,7 @@ def test_policy_thresholds() -> None:
     assert policy.decision(0.0, 1) == "decline"
 
 
-def test_merchant_cache_reads_each_merchant_once_per_ttl() -> None:
+def test_merchant_cache_reads_new_merchants_once_and_refreshes_stale_ones_off_the_path() -> None:
     calls: list[list[str]] = []
     clock = [0.0]
 
@@ -149,14 +149,17 @@ def test_merchant_cache_reads_each_merchant_once_per_ttl() -> None:
         return {m: {"merchant_count_1d": 3.0} for m in calls[-1] if m != "unknown"}
 
     cache = MerchantCache(lookup, ttl_s=60, clock=lambda: clock[0])
+    assert cache.preload(["a", "b"]) == 2
     assert cache.get(["a", "b", "a"])["a"] == {"merchant_count_1d": 3.0}
-    cache.get(["a", "b"])
-    assert calls == [["a", "b"]]
-    assert all(v is None for v in cache.get(["unknown"])["unknown"].values())
+    assert calls == [["a", "b"]], "preloaded merchants cost no read"
+    assert all(v is None for v in cache.get(["unknown", "a"])["unknown"].values())
+    assert calls[-1] == ["unknown"]
     clock[0] = 61
     cache.get(["a"])
-    assert calls[-1] == ["a"]
-    assert len(calls) == 3
+    assert len(calls) == 2, "a stale entry is served; refresh re-reads it in the background"
+    assert cache.refresh() == 3
+    assert sorted(calls[-1]) == ["a", "b", "unknown"]
+    assert cache.refresh() == 0
 
 
 def test_a_corrupt_or_mismatched_model_is_refused_and_the_champion_kept(tmp_path: Path, model: Model) -> None:

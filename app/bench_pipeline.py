@@ -1,0 +1,231 @@
+"""``fraudstream bench --suite pipeline``: the real pipeline end to end, and the model's own costs.
+
+A champion is registered in a private PostgreSQL database (trained on a simulated history, or
+``--model DIR`` from an earlier training run); worker processes consume a private topic; the
+bench replays simulated traffic into it at ``--rate`` (0 = as fast as the producer can) for
+``--duration`` seconds and reads every ``fraud-scores`` event back. Reported:
+
+- ``event_to_score_ms``: the transaction's produce timestamp -> the score event's timestamp (both
+  stamped by Kafka clients on this machine), p50/p95/p99/max;
+- ``decision_ms``: produce timestamp -> decision made (the event's own ``latency_ms``);
+- throughput (scored events / s between the first and last score), consumer lag at the end, CPU
+  and memory of the workers, per-stage seconds from the workers' in-process timers;
+- micro-benchmarks: predict and exact TreeSHAP µs/row by batch size (``--device`` cpu or cuda).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import psutil
+import psycopg
+
+from app.bench import _percentiles, machine
+from app.history import read_history, write_history
+from app.settings import Settings
+from app.simulator.model import SimConfig, simulate
+from app.worker.process import isolated_env, running_worker, settings_for
+
+STAGES = re.compile(r"worker: stage times (\{.*\})")
+
+
+@contextmanager
+def private_database(settings: Settings, name: str) -> Any:
+    admin = settings.model_copy(update={"pg_db": "postgres"}).pg_conninfo(reveal=True)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')  # name is generated here, never user input
+    try:
+        yield name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+def prepare_champion(s: Settings, workdir: Path, model_dir: Path | None, customers: int) -> Path:
+    """History for merchant features + traffic; a champion in the registry. Returns the history dir."""
+    from features.jobs import build_merchant_features  # noqa: PLC0415 - Feast import is slow
+    from training.jobs import train_job  # noqa: PLC0415
+    from training.registry import Registry  # noqa: PLC0415
+
+    history = workdir / "history"
+    write_history(simulate(SimConfig(customers=customers, merchants=2 * customers, days=40, seed=3)), history)
+    build_merchant_features(s, history)
+    if model_dir is None:
+        train_job(s, history, seed=0, report=workdir / "report")
+        return history
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    registry = Registry(s.pg_conninfo(reveal=True))
+    registry.migrate()
+    target = s.models_dir / model_dir.name
+    shutil.copytree(model_dir, target)
+    frame = read_history(history)
+    registry.register(
+        model_dir.name, meta.get("metrics", {}), meta.get("params", {}), str(target),
+        frame["event_time"].min(), frame["event_time"].max(), None, str(meta.get("git_commit", "")),
+    )  # fmt: skip
+    registry.promote(model_dir.name)
+    return history
+
+
+class ScoreReader(threading.Thread):
+    """Reads fraud-scores from the beginning; keeps (score event timestamp, txn produce time, latency)."""
+
+    def __init__(self, s: Settings) -> None:
+        super().__init__(daemon=True, name="score-reader")
+        from kafka import KafkaConsumer  # noqa: PLC0415
+
+        self.consumer = KafkaConsumer(
+            s.topic_scores, bootstrap_servers=s.kafka_servers, group_id=None, auto_offset_reset="earliest",
+            enable_auto_commit=False, fetch_max_wait_ms=20,
+        )  # fmt: skip
+        self.rows: list[tuple[float, float, float]] = []
+        self.txn_ids: set[str] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for records in self.consumer.poll(timeout_ms=200).values():
+                for r in records:
+                    event = orjson.loads(r.value)
+                    self.txn_ids.add(event["txn_id"])
+                    scored = _epoch(event["scored_at"])
+                    produced = scored - event["latency_ms"] / 1000
+                    self.rows.append((r.timestamp / 1000, produced, event["latency_ms"]))
+        self.consumer.close()
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime  # noqa: PLC0415
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def run_pipeline_bench(
+    settings: Settings, out: Path, *, rate: float, duration_s: float, workers: int = 1,
+    model_dir: Path | None = None, customers: int = 2_000, warm_s: float = 5.0,
+) -> dict[str, Any]:  # fmt: skip
+    from app.kafka_admin import ensure_topics  # noqa: PLC0415
+    from app.scoring.model import Model  # noqa: PLC0415
+    from app.simulator.producer import KafkaSink, Pacer, produce  # noqa: PLC0415
+    from training.registry import Registry  # noqa: PLC0415
+
+    name = f"bench_{int(time.time())}"
+    with (
+        tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp,
+        private_database(settings, name) as db,
+    ):
+        workdir = Path(tmp)
+        env = {**isolated_env(name.replace("_", "-"), workdir), "FRAUDSTREAM_PG_DB": db,
+               "FRAUDSTREAM_MODELS_DIR": str(workdir / "models")}  # fmt: skip
+        s = settings_for(env)
+        history_dir = prepare_champion(s, workdir, model_dir, customers)
+        champion = Registry(s.pg_conninfo(reveal=True)).champion()
+        assert champion is not None
+        model = Model.load(Path(champion.artefact_dir), champion.version)
+        ensure_topics(s)
+        history = read_history(history_dir)
+        traffic = history[history["event_time"] >= history["event_time"].max() - timedelta(days=14)]
+        reader = ScoreReader(s)
+        reader.start()
+        with ExitStack() as stack:
+            procs = [
+                stack.enter_context(running_worker(workdir / f"worker-{i}.log", env)) for i in range(workers)
+            ]
+            time.sleep(warm_s)  # group joined, partitions assigned
+            sink = KafkaSink(s.kafka_servers)
+            cpu_before = [psutil.Process(p.pid).cpu_times() for p in procs]
+            started = time.monotonic()
+            summary = produce([traffic], sink, topic=s.topic_transactions, feedback_topic="unused",
+                              pacer=Pacer(rate), labels=False, duration_s=duration_s)  # fmt: skip
+            sink.close()
+            sent = summary.transactions
+            deadline = time.monotonic() + 120
+            while len(reader.txn_ids) < sent and time.monotonic() < deadline:
+                time.sleep(0.5)
+            elapsed = time.monotonic() - started
+            usage = [_usage(p.pid, before, elapsed) for p, before in zip(procs, cpu_before, strict=True)]
+        reader.stop.set()
+        reader.join(timeout=10)
+        logs = [(workdir / f"worker-{i}.log").read_text() for i in range(workers)]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for i, text in enumerate(logs):  # kept beside the results
+            (out.parent / f"{out.stem}-worker-{i}.log").write_text(text)
+    rows = np.array(reader.rows)
+    e2e = (rows[:, 0] - rows[:, 1]) * 1000
+    span = float(rows[:, 0].max() - rows[:, 0].min()) if len(rows) > 1 else 0.0
+    result = {
+        "suite": "pipeline",
+        "machine": machine(),
+        "settings": {
+            "rate": rate,
+            "duration_s": duration_s,
+            "workers": workers,
+            "batch_size": s.batch_size,
+            "batch_within_s": s.batch_within_s,
+            "worker_threads": s.worker_threads,
+            "partitions": s.topic_partitions,
+            "review_threshold": s.review_threshold,
+            "explain_all": s.explain_all,
+        },
+        "model": {"version": model.version, **model.shape(), "features": len(model.features)},
+        "sent": sent,
+        "scored": len(reader.txn_ids),
+        "score_events": len(rows),
+        "lost": sent - len(reader.txn_ids),
+        "scored_per_s": round(len(rows) / span, 1) if span > 0 else None,
+        "event_to_score_ms": _percentiles(list(e2e)),
+        "decision_ms": _percentiles(list(rows[:, 2])),
+        "workers": usage,
+        "stage_seconds": [json.loads(m.group(1)) for log in logs for m in STAGES.finditer(log)],
+        "micro": micro_bench(model),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _usage(pid: int, before: Any, elapsed: float) -> dict[str, float]:
+    try:
+        proc = psutil.Process(pid)
+        now = proc.cpu_times()
+        rss = proc.memory_info().rss
+    except psutil.NoSuchProcess:
+        return {}
+    busy = (now.user - before.user) + (now.system - before.system)
+    return {"cpu_percent": round(100 * busy / elapsed, 1), "rss_mb": round(rss / 2**20, 1)}
+
+
+def micro_bench(
+    model: Any, device: str = "cpu", batches: tuple[int, ...] = (1, 10, 100, 500, 2000)
+) -> list[dict[str, Any]]:
+    """Predict and exact TreeSHAP cost per row by batch size (features drawn from a normal)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for n in batches:
+        x = rng.normal(size=(n, len(model.features))).astype(np.float32)
+        predict = _time(model.predict, x)
+        shap = _time(model.contributions, x)
+        out.append({"device": device, "batch": n, "predict_us_per_row": round(predict / n * 1e6, 2),
+                    "shap_us_per_row": round(shap / n * 1e6, 2)})  # fmt: skip
+    return out
+
+
+def _time(fn: Any, x: np.ndarray, repeat: int = 7) -> float:
+    fn(x)  # warm-up
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
