@@ -33,6 +33,7 @@ import psycopg
 
 from app.bench import _percentiles, machine
 from app.history import read_history, write_history
+from app.model_bench import micro_bench
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
 from app.worker.process import isolated_env, running_worker, settings_for
@@ -188,7 +189,7 @@ def run_pipeline_bench(
         "decision_ms": _percentiles(list(rows[:, 2])),
         "workers": usage,
         "stage_seconds": [json.loads(m.group(1)) for log in logs for m in STAGES.finditer(log)],
-        "micro": micro_bench(model),
+        "micro": micro_bench(model, batches=(1, 10, 100, 500, 2_000)),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -204,28 +205,3 @@ def _usage(pid: int, before: Any, elapsed: float) -> dict[str, float]:
         return {}
     busy = (now.user - before.user) + (now.system - before.system)
     return {"cpu_percent": round(100 * busy / elapsed, 1), "rss_mb": round(rss / 2**20, 1)}
-
-
-def micro_bench(
-    model: Any, device: str = "cpu", batches: tuple[int, ...] = (1, 10, 100, 500, 2000)
-) -> list[dict[str, Any]]:
-    """Predict and exact TreeSHAP cost per row by batch size (features drawn from a normal)."""
-    rng = np.random.default_rng(0)
-    out = []
-    for n in batches:
-        x = rng.normal(size=(n, len(model.features))).astype(np.float32)
-        predict = _time(model.predict, x)
-        shap = _time(model.contributions, x)
-        out.append({"device": device, "batch": n, "predict_us_per_row": round(predict / n * 1e6, 2),
-                    "shap_us_per_row": round(shap / n * 1e6, 2)})  # fmt: skip
-    return out
-
-
-def _time(fn: Any, x: np.ndarray, repeat: int = 7) -> float:
-    fn(x)  # warm-up
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))

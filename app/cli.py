@@ -45,10 +45,7 @@ def _placeholder(name: str, issue: int, summary: str) -> None:
     cli.command(name=name, context_settings=_PASS_THROUGH)(command)
 
 
-for _name, _issue, _summary in (
-    ("ui", 7, "Serve the analyst review UI."),
-    ("drift", 8, "Report feature and score drift with Evidently."),
-):
+for _name, _issue, _summary in (("drift", 8, "Report feature and score drift with Evidently."),):
     _placeholder(_name, _issue, _summary)
 
 
@@ -248,6 +245,59 @@ def bench(
     )
     if r["lost"]:
         raise FraudstreamError(f"{r['lost']} transactions were not scored")
+
+
+@cli.command()
+def ui(
+    host: str | None = typer.Option(None, help="Bind address (default FRAUDSTREAM_UI_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default FRAUDSTREAM_UI_PORT, 8080)."),
+) -> None:
+    """Serve the analyst review UI (alert queue, SHAP explanations, verdicts -> labels)."""
+    import uvicorn
+
+    from app.kafka_admin import ensure_topics
+    from app.settings import get_settings
+    from app.ui.feedback import kafka_feedback
+    from app.ui.store import UiStore
+    from app.ui.web import create_app
+
+    settings = get_settings()
+    ensure_topics(settings, [settings.topic_feedback])
+    store = UiStore(settings.pg_conninfo(reveal=True))
+    store.migrate()
+    app = create_app(
+        store, kafka_feedback(settings), settings.reports_dir, secure_cookies=settings.ui_secure_cookies
+    )
+    typer.echo(f"ui: http://{host or settings.ui_host}:{port or settings.ui_port}/", err=True)
+    uvicorn.run(app, host=host or settings.ui_host, port=port or settings.ui_port, log_level="warning")
+
+
+users_cli = typer.Typer(help="Analyst UI users.", no_args_is_help=True)
+cli.add_typer(users_cli, name="users")
+
+
+@users_cli.command("add")
+def users_add(
+    username: str = typer.Argument(..., help="Login name."),
+    role: str = typer.Option("analyst", help="analyst or admin."),
+    password: str = typer.Option(
+        ...,
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        envvar="FRAUDSTREAM_NEW_USER_PASSWORD",
+        help="Prompted for (or FRAUDSTREAM_NEW_USER_PASSWORD); at least 10 characters.",
+    ),
+) -> None:
+    """Create a UI user (the first admin comes from here)."""
+    from app.settings import get_settings
+    from app.ui.store import UiStore
+
+    store = UiStore(get_settings().pg_conninfo(reveal=True))
+    store.migrate()
+    store.add_user(username, password, role)
+    store.log("cli", "add_user", username, {"role": role})
+    typer.echo(f"users: {username} ({role}) created")
 
 
 @cli.command()

@@ -110,6 +110,8 @@ class Feedback(BaseModel):
     label_time: Annotated[datetime, AfterValidator(_utc)]
     source: Literal["chargeback", "analyst"]
     fraud_scenario: str | None = None
+    analyst: str | None = None  # who gave an analyst verdict
+    retracted: bool = False  # an analyst undid this verdict
 
 
 def encode(record: dict[str, Any]) -> bytes:

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     merchant_cache_s: float = Field(300.0, ge=0, description="Merchant feature cache in the worker")
     device: Literal["cpu", "cuda"] = Field("cpu", description="XGBoost predict and TreeSHAP device")
 
+    # Analyst UI
+    ui_host: str = "127.0.0.1"
+    ui_port: int = 8080
+    ui_secure_cookies: bool = Field(False, description="Set Secure on cookies (serve over HTTPS)")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

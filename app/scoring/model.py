@@ -23,6 +23,7 @@ class Model:
     booster: xgb.Booster
     features: tuple[str, ...]
     meta: dict[str, Any]
+    device: str = "cpu"
 
     @classmethod
     def load(cls, artefact_dir: Path, version: str, *, threads: int = 1, device: str = "cpu") -> Model:
@@ -38,7 +39,7 @@ class Model:
         if tuple(booster.feature_names or ()) != features or not features:
             raise FraudstreamError(f"model {version}: booster features do not match its metadata")
         booster.set_param({"nthread": threads, "device": device})
-        model = cls(version, booster, features, meta)
+        model = cls(version, booster, features, meta, device)
         model.predict(np.zeros((1, len(features)), np.float32))  # fail now, not on the first batch
         return model
 
@@ -47,6 +48,11 @@ class Model:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Fraud probability per row of ``x`` (rows in ``self.features`` order, NaN = missing)."""
+        if self.device == "cuda":  # input on the booster's device, or xgboost falls back to a DMatrix copy
+            import cupy  # type: ignore[import-not-found]  # noqa: PLC0415 - only on GPU machines
+
+            scores = self.booster.inplace_predict(cupy.asarray(x), missing=np.nan)
+            return np.asarray(cupy.asnumpy(scores), dtype=np.float64)
         return np.asarray(self.booster.inplace_predict(x, missing=np.nan), dtype=np.float64)
 
     def contributions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +68,5 @@ class Model:
 
     def shape(self) -> dict[str, int]:
         """Trees and depth (for reports and benchmarks)."""
-        trees = self.booster.get_dump(dump_format="json")
         depth = int(self.meta.get("params", {}).get("max_depth", 0))
-        return {"trees": len(trees), "max_depth": depth}
+        return {"trees": self.booster.num_boosted_rounds(), "max_depth": depth}

@@ -1,0 +1,1 @@
+"""The analyst review UI: alert queue, SHAP explanations, verdicts that become labels."""

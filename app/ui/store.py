@@ -1,0 +1,274 @@
+"""PostgreSQL for the UI: users, sessions, labels, the action log, and the alert queries.
+
+Every statement is parameterised; sort columns come from a fixed allow-list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from app.errors import FraudstreamError
+from app.ui.auth import ROLES, check_password, hash_password, token
+
+SCHEMA = """
+create table if not exists users (
+    username      text primary key,
+    password_hash text not null,
+    role          text not null check (role in ('analyst', 'admin')),
+    created_at    timestamptz not null default now()
+);
+create table if not exists ui_sessions (
+    id          text primary key,
+    username    text not null references users (username) on delete cascade,
+    csrf        text not null,
+    created_at  timestamptz not null default now(),
+    expires_at  timestamptz not null
+);
+create table if not exists labels (
+    id            bigserial primary key,
+    txn_id        text not null,
+    card_id       text not null,
+    is_fraud      boolean not null,
+    source        text not null check (source in ('analyst', 'chargeback')),
+    actor         text,
+    note          text not null default '',
+    label_time    timestamptz not null default now(),
+    retracted_at  timestamptz
+);
+create index if not exists labels_txn on labels (txn_id);
+create table if not exists action_log (
+    id      bigserial primary key,
+    at      timestamptz not null default now(),
+    actor   text not null,
+    action  text not null,
+    target  text,
+    detail  jsonb not null default '{}'
+);
+"""
+
+SORTS = {
+    "score": "a.score desc",
+    "amount": "a.amount desc",
+    "age": "a.event_time asc",
+    "newest": "a.event_time desc",
+}
+DECISIONS = ("review", "decline")
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    user: User
+    csrf: str
+    created_at: datetime
+
+
+class UiStore:
+    def __init__(self, conninfo: str, session_hours: float = 12.0) -> None:
+        self.conninfo = conninfo
+        self.session_hours = session_hours
+
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        try:
+            return psycopg.connect(self.conninfo, row_factory=dict_row, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            raise FraudstreamError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
+
+    def migrate(self) -> None:
+        from app.scoring.store import SCHEMA as DECISIONS_SCHEMA  # noqa: PLC0415 - alerts live there
+        from training.registry import SCHEMA as REGISTRY_SCHEMA  # noqa: PLC0415
+
+        with self._connect() as conn:
+            conn.execute(DECISIONS_SCHEMA)
+            conn.execute(REGISTRY_SCHEMA)
+            conn.execute(SCHEMA)
+
+    # users and sessions
+    def add_user(self, username: str, password: str, role: str) -> None:
+        if role not in ROLES:
+            raise FraudstreamError(f"unknown role {role!r} (analyst or admin)")
+        if len(password) < 10:
+            raise FraudstreamError("password too short: at least 10 characters")
+        if (
+            not username
+            or len(username) > 64
+            or not username.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        ):
+            raise FraudstreamError("username: 1-64 letters, digits, '.', '-' or '_'")
+        with self._connect() as conn:
+            try:
+                conn.execute(
+                    "insert into users (username, password_hash, role) values (%s, %s, %s)",
+                    (username, hash_password(password), role),
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise FraudstreamError(f"user {username!r} exists already") from exc
+
+    def users(self) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            return conn.execute("select username, role, created_at from users order by username").fetchall()
+
+    def login(self, username: str, password: str) -> Session | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "select password_hash, role from users where username = %s", (username,)
+            ).fetchone()
+            if row is None or not check_password(password, row["password_hash"]):
+                return None
+            session = Session(token(), User(username, row["role"]), token(), datetime.now(UTC))
+            conn.execute(
+                "insert into ui_sessions (id, username, csrf, created_at, expires_at)"
+                " values (%s, %s, %s, %s, %s)",
+                (session.id, username, session.csrf, session.created_at,
+                 session.created_at + timedelta(hours=self.session_hours)),
+            )  # fmt: skip
+            conn.execute("delete from ui_sessions where expires_at < now()")
+        return session
+
+    def session(self, session_id: str | None) -> Session | None:
+        if not session_id:
+            return None
+        with self._connect() as conn:
+            row = conn.execute(
+                "select s.id, s.csrf, s.created_at, u.username, u.role"
+                " from ui_sessions s join users u using (username)"
+                " where s.id = %s and s.expires_at > now()",
+                (session_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Session(row["id"], User(row["username"], row["role"]), row["csrf"], row["created_at"])
+
+    def logout(self, session_id: str) -> None:
+        with self._connect() as conn:
+            conn.execute("delete from ui_sessions where id = %s", (session_id,))
+
+    # alerts
+    def alerts(
+        self, *, status: str = "open", decision: str | None = None, min_score: float | None = None,
+        sort: str = "score", page: int = 1, per_page: int = 25,
+    ) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+        where = ["a.status = %s"]
+        params: list[Any] = [status]
+        if decision in DECISIONS:
+            where.append("a.decision = %s")
+            params.append(decision)
+        if min_score is not None:
+            where.append("a.score >= %s")
+            params.append(min_score)
+        order = sql.SQL(SORTS.get(sort, SORTS["score"]))  # allow-listed fragments only
+        clause = sql.SQL(" and ").join(sql.SQL(w) for w in where)
+        query = sql.SQL(
+            "select a.txn_id, a.card_id, a.event_time, a.amount, a.score, a.decision, a.model_version,"
+            " a.status, a.created_at, d.txn->>'currency' as currency, d.txn->>'country' as country,"
+            " d.txn->>'channel' as channel, d.reasons->0->>'text' as top_reason"
+            " from alerts a join decisions d using (txn_id) where {} order by {}, a.txn_id limit %s offset %s"
+        ).format(clause, order)
+        with self._connect() as conn:
+            total = conn.execute(
+                sql.SQL("select count(*) as n from alerts a where {}").format(clause), params
+            ).fetchone()
+            rows = conn.execute(query, [*params, per_page, (max(page, 1) - 1) * per_page]).fetchall()
+        return rows, int(total["n"]) if total else 0
+
+    def alert(self, txn_id: str) -> dict[str, Any] | None:
+        with self._connect() as conn:
+            return conn.execute(
+                "select d.*, a.status, a.closed_at, a.closed_by from decisions d join alerts a using (txn_id)"
+                " where d.txn_id = %s",
+                (txn_id,),
+            ).fetchone()
+
+    def card_history(self, card_id: str, before: datetime, limit: int = 15) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            return conn.execute(
+                "select txn_id, event_time, amount, score, decision, txn->>'country' as country,"
+                " txn->>'merchant_id' as merchant_id, txn->>'channel' as channel,"
+                " (features->>'km_from_prev')::float as km, (features->>'kmh_from_prev')::float as kmh"
+                " from decisions where card_id = %s and event_time <= %s order by event_time desc limit %s",
+                (card_id, before, limit),
+            ).fetchall()
+
+    def labels_for(self, txn_id: str) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            return conn.execute("select * from labels where txn_id = %s order by id", (txn_id,)).fetchall()
+
+    def verdict(self, txn_id: str, actor: str, is_fraud: bool, note: str) -> dict[str, Any]:
+        """Close an open alert with the analyst's verdict; a label row and an action-log row."""
+        with self._connect() as conn, conn.transaction():
+            alert = conn.execute(
+                "select card_id, status from alerts where txn_id = %s for update", (txn_id,)
+            ).fetchone()
+            if alert is None:
+                raise FraudstreamError(f"no alert {txn_id!r}")
+            if alert["status"] != "open":
+                raise FraudstreamError(f"alert {txn_id} is closed already ({alert['status']})")
+            label = conn.execute(
+                "insert into labels (txn_id, card_id, is_fraud, source, actor, note) values"
+                " (%s, %s, %s, 'analyst', %s, %s) returning *",
+                (txn_id, alert["card_id"], is_fraud, actor, note[:2000]),
+            ).fetchone()
+            conn.execute(
+                "update alerts set status = %s, closed_at = now(), closed_by = %s where txn_id = %s",
+                ("fraud" if is_fraud else "legit", actor, txn_id),
+            )
+            self._log(conn, actor, "verdict", txn_id, {"is_fraud": is_fraud, "note": note[:2000]})
+        assert label is not None
+        return label
+
+    def undo(self, txn_id: str, actor: str, since: datetime) -> dict[str, Any]:
+        """Retract the actor's latest verdict on ``txn_id`` given since ``since`` (this login).
+
+        The alert opens again; the label row stays, marked retracted (labels are never deleted).
+        """
+        with self._connect() as conn, conn.transaction():
+            label = conn.execute(
+                "update labels set retracted_at = now() where id = (select id from labels where txn_id = %s"
+                " and actor = %s and source = 'analyst' and retracted_at is null and label_time >= %s"
+                " order by id desc limit 1) returning *",
+                (txn_id, actor, since),
+            ).fetchone()
+            if label is None:
+                raise FraudstreamError(f"no verdict of yours on {txn_id} in this session to undo")
+            conn.execute(
+                "update alerts set status = 'open', closed_at = null, closed_by = null where txn_id = %s",
+                (txn_id,),
+            )
+            self._log(conn, actor, "undo", txn_id, {"label_id": label["id"]})
+        return label
+
+    def log(
+        self, actor: str, action: str, target: str | None = None, detail: dict[str, Any] | None = None
+    ) -> None:
+        with self._connect() as conn:
+            self._log(conn, actor, action, target, detail or {})
+
+    @staticmethod
+    def _log(
+        conn: psycopg.Connection[Any], actor: str, action: str, target: str | None, detail: dict[str, Any]
+    ) -> None:
+        conn.execute(
+            "insert into action_log (actor, action, target, detail) values (%s, %s, %s, %s)",
+            (actor, action, target, Jsonb(detail)),
+        )
+
+    def actions(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            return conn.execute("select * from action_log order by id desc limit %s", (limit,)).fetchall()

@@ -1,0 +1,228 @@
+"""The analyst UI over HTTP on real PostgreSQL and Kafka: login, roles, CSRF, verdicts, labels, feedback."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg.rows import dict_row
+
+from app.kafka_admin import ensure_topics
+from app.scoring.decide import Decision
+from app.settings import Settings
+from app.ui.feedback import kafka_feedback
+from app.ui.store import UiStore
+from app.ui.web import create_app
+from tests.kafka_helpers import drain
+from tests.services import fresh_database, unique
+from tests.ui_data import populate
+
+PASSWORD = "correct horse battery"
+HOSTILE = "<script>alert(1)</script>'; drop table labels; -- \" ) or 1=1 --"
+
+
+@dataclass
+class Ui:
+    settings: Settings
+    store: UiStore
+    decisions: list[Decision]
+    reports: Path
+
+    def client(self) -> TestClient:
+        app = create_app(self.store, kafka_feedback(self.settings), self.reports)
+        return TestClient(app, follow_redirects=False)
+
+    def sql(self, query: str, *params: Any) -> list[dict[str, Any]]:
+        with psycopg.connect(self.store.conninfo, row_factory=dict_row) as conn:
+            return conn.execute(query, params).fetchall()
+
+
+@pytest.fixture(scope="module")
+def ui(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+    tmp = tmp_path_factory.mktemp("ui")
+    with fresh_database(settings, "it_ui") as db:
+        s = settings.model_copy(update={"pg_db": db, "topic_feedback": unique("it-ui-fb")})
+        ensure_topics(s, [s.topic_feedback])
+        store = UiStore(s.pg_conninfo(reveal=True))
+        store.migrate()
+        store.add_user("ana", PASSWORD, "analyst")
+        store.add_user("root-admin", PASSWORD, "admin")
+        decisions = populate(store.conninfo, tmp / "model")
+        reports = tmp / "reports"
+        (reports / "gx" / "uncommitted" / "data_docs" / "local_site").mkdir(parents=True)
+        (reports / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").write_text(
+            "<h1>docs</h1>"
+        )
+        (tmp / "secret.txt").write_text("outside the reports folder")
+        yield Ui(s, store, decisions, reports)
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
+    form = client.get("/login")
+    response = client.post(
+        "/login", data={"username": username, "password": password, "csrf": csrf_of(form.text)}
+    )
+    assert response.status_code == 303, response.text
+    return csrf_of(client.get("/").text)
+
+
+def test_everything_but_login_and_health_needs_a_session(ui: Ui) -> None:
+    client = ui.client()
+    assert client.get("/healthz").text == "ok"
+    for path in ("/", "/alerts/ui-001", "/models", "/reports", "/admin/users", "/reports/file/gx/x.html"):
+        response = client.get(path)
+        assert response.status_code == 303, path
+        assert response.headers["location"] == "/login"
+    for path in (
+        "/alerts/ui-001/verdict",
+        "/alerts/ui-001/undo",
+        "/models/v1/promote",
+        "/admin/users",
+        "/logout",
+    ):
+        assert client.post(path, data={"csrf": "x", "verdict": "fraud"}).status_code == 401, path
+    assert ui.sql("select count(*) as n from labels")[0]["n"] == 0
+
+
+def test_login_needs_the_right_password_and_a_csrf_token(ui: Ui) -> None:
+    client = ui.client()
+    form = client.get("/login")
+    token = csrf_of(form.text)
+    assert (
+        client.post("/login", data={"username": "ana", "password": PASSWORD, "csrf": "forged"}).status_code
+        == 403
+    )
+    wrong = client.post("/login", data={"username": "ana", "password": "not it at all", "csrf": token})
+    assert wrong.status_code == 401
+    assert "Wrong username or password" in wrong.text
+    hostile = client.post(
+        "/login", data={"username": HOSTILE, "password": HOSTILE, "csrf": csrf_of(wrong.text)}
+    )
+    assert hostile.status_code == 401
+    assert ui.sql("select count(*) as n from users")[0]["n"] == 2
+    stored = ui.sql("select password_hash from users where username = 'ana'")[0]["password_hash"]
+    assert stored.startswith("scrypt$")
+    assert PASSWORD not in stored
+
+
+def test_queue_is_sorted_and_filtered(ui: Ui) -> None:
+    client = ui.client()
+    login(client, "ana")
+    page = client.get("/", params={"sort": "score"})
+    ids = re.findall(r'class="alert-link">([^<]+)<', page.text)
+    by_score = [d.txn.txn_id for d in sorted(ui.decisions, key=lambda d: (-d.score, d.txn.txn_id))]
+    assert ids == by_score
+    amounts = re.findall(r'class="alert-link">([^<]+)<', client.get("/", params={"sort": "amount"}).text)
+    assert amounts == [d.txn.txn_id for d in sorted(ui.decisions, key=lambda d: -d.txn.amount)]
+    declines = re.findall(
+        r'class="alert-link">([^<]+)<', client.get("/", params={"decision": "decline"}).text
+    )
+    assert sorted(declines) == sorted(d.txn.txn_id for d in ui.decisions if d.decision == "decline")
+    assert client.get("/", params={"status": "'; drop table alerts; --"}).status_code == 400
+
+
+def test_alert_page_shows_the_audit_explanation(ui: Ui) -> None:
+    client = ui.client()
+    login(client, "ana")
+    decision = max(ui.decisions, key=lambda d: d.score)
+    page = client.get(f"/alerts/{decision.txn.txn_id}")
+    assert page.status_code == 200
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="waterfall"' in page.text
+    assert f"score {decision.score:.3f}" in page.text, "the waterfall ends at the stored decision's score"
+    for reason in decision.reasons[:3]:
+        assert reason["text"].replace("'", "&#39;") in page.text
+    assert client.get("/alerts/nope").status_code == 404
+
+
+def test_verdict_becomes_a_label_and_a_feedback_event_and_can_be_undone(ui: Ui) -> None:
+    client = ui.client()
+    csrf = login(client, "ana")
+    txn_id = ui.decisions[3].txn.txn_id
+    assert client.post(f"/alerts/{txn_id}/verdict", data={"verdict": "fraud"}).status_code == 422  # no token
+    assert (
+        client.post(f"/alerts/{txn_id}/verdict", data={"verdict": "fraud", "csrf": "forged"}).status_code
+        == 403
+    )
+    done = client.post(f"/alerts/{txn_id}/verdict", data={"verdict": "fraud", "note": HOSTILE, "csrf": csrf})
+    assert done.status_code == 303
+    (label,) = ui.sql("select * from labels where txn_id = %s", txn_id)
+    assert (label["is_fraud"], label["actor"], label["source"], label["note"]) == (
+        True,
+        "ana",
+        "analyst",
+        HOSTILE,
+    )
+    assert ui.sql("select status from alerts where txn_id = %s", txn_id)[0]["status"] == "fraud"
+    queue = client.get(done.headers["location"]).text
+    assert f'class="alert-link">{txn_id}<' not in queue, "the alert left the queue"
+    assert 'id="undo"' in queue
+    page = client.get(f"/alerts/{txn_id}").text
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert (
+        client.post(f"/alerts/{txn_id}/verdict", data={"verdict": "legit", "csrf": csrf}).status_code == 409
+    )
+
+    assert client.post(f"/alerts/{txn_id}/undo", data={"csrf": csrf}).status_code == 303
+    assert ui.sql("select status from alerts where txn_id = %s", txn_id)[0]["status"] == "open"
+    assert ui.sql("select retracted_at from labels where txn_id = %s", txn_id)[0]["retracted_at"] is not None
+    client.post(f"/alerts/{txn_id}/verdict", data={"verdict": "legit", "csrf": csrf})
+    other = ui.client()
+    other_csrf = login(other, "ana")
+    assert other.post(f"/alerts/{txn_id}/undo", data={"csrf": other_csrf}).status_code == 409, (
+        "undo is per session"
+    )
+
+    events = [orjson.loads(r.value) for r in drain(ui.settings.kafka_servers, ui.settings.topic_feedback, 3)]
+    assert [(e["txn_id"], e["is_fraud"], e["retracted"], e["source"]) for e in events] == [
+        (txn_id, 1, False, "analyst"), (txn_id, 1, True, "analyst"), (txn_id, 0, False, "analyst"),
+    ]  # fmt: skip
+    actions = [
+        a["action"] for a in ui.sql("select action from action_log where target = %s order by id", txn_id)
+    ]
+    assert actions.count("verdict") == 2
+    assert "undo" in actions
+
+
+def test_an_analyst_cannot_act_as_admin(ui: Ui) -> None:
+    analyst = ui.client()
+    csrf = login(analyst, "ana")
+    assert analyst.get("/admin/users").status_code == 403
+    assert analyst.post("/models/v-ui-test/promote", data={"csrf": csrf}).status_code == 403
+    new = {"username": "mallory", "password": "0123456789ab", "role": "admin", "csrf": csrf}
+    assert analyst.post("/admin/users", data=new).status_code == 403
+    assert not ui.sql("select 1 from users where username = 'mallory'")
+    admin = ui.client()
+    admin_csrf = login(admin, "root-admin")
+    assert admin.get("/admin/users").status_code == 200
+    assert (
+        admin.post(
+            "/admin/users", data={**new, "username": "bob", "role": "analyst", "csrf": admin_csrf}
+        ).status_code
+        == 303
+    )
+    assert ui.sql("select role from users where username = 'bob'")[0]["role"] == "analyst"
+    assert "forbidden" in {a["action"] for a in ui.sql("select action from action_log where actor = 'ana'")}
+
+
+def test_reports_are_served_only_from_the_reports_folder(ui: Ui) -> None:
+    client = ui.client()
+    login(client, "ana")
+    listing = client.get("/reports").text
+    assert "gx/uncommitted/data_docs/local_site/index.html" in listing
+    assert client.get("/reports/file/gx/uncommitted/data_docs/local_site/index.html").text == "<h1>docs</h1>"
+    assert client.get("/reports/file/../secret.txt").status_code == 404
+    assert client.get("/reports/file/%2e%2e/secret.txt").status_code == 404

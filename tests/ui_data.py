@@ -1,0 +1,48 @@
+"""Decisions for UI tests: a small synthetic model scores a few transactions, written as the worker does."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from app.schema import Transaction
+from app.scoring.decide import Decision, Policy, score_batch, vectors
+from app.scoring.model import Model
+from app.scoring.rules import Rules
+from app.scoring.store import DecisionStore
+from features.merchant import MERCHANT_FEATURES
+from tests.unit.test_training import synthetic
+from training.dataset import MODEL_FEATURES
+from training.train import fit
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def populate(conninfo: str, folder: Path, n: int = 12) -> list[Decision]:
+    """``n`` transactions of two cards, every one flagged (review threshold 0) and explained."""
+    fitted = fit(synthetic(), seed=0, max_rounds=30)
+    folder.mkdir(parents=True, exist_ok=True)
+    fitted.booster.save_model(str(folder / "model.ubj"))
+    (folder / "metadata.json").write_text(
+        json.dumps({"features": list(MODEL_FEATURES), "params": fitted.params})
+    )
+    model = Model.load(folder, "v-ui-test")
+    txns = [
+        Transaction.model_validate({
+            "txn_id": f"ui-{i:03d}", "event_time": T0 + timedelta(minutes=7 * i),
+            "card_id": f"card-ui-{i % 2}",
+            "merchant_id": f"m-{i}", "amount": 10.0 + 45 * i, "currency": "EUR", "mcc": "5411",
+            "channel": "ecommerce" if i % 3 else "card_present", "lat": 48.8 + i, "lon": 2.3 + i,
+            "country": "FR" if i < 6 else "DE",
+        })
+        for i in range(n)
+    ]  # fmt: skip
+    card = [{"kmh_from_prev": 40.0 * i * i, "amount_to_mean_30d": 1 + i / 3, "km_from_prev": 3.0 * i}
+            for i in range(n)]  # fmt: skip
+    x = vectors(model.features, card, [dict.fromkeys(MERCHANT_FEATURES) for _ in txns], txns)
+    decisions = score_batch(model, x, txns, [None] * n, Policy(review=0.0, decline=0.5), Rules())
+    store = DecisionStore(conninfo)
+    store.write(decisions)
+    store.close()
+    return decisions
