@@ -14,7 +14,7 @@ from html import escape
 
 from app.scoring.reasons import describe
 
-ROW_H, LABEL_W, CHART_W, VALUE_W = 26, 360, 420, 70
+ROW_H, LABEL_W, CHART_W, VALUE_W = 26, 460, 400, 70
 
 
 @dataclass(frozen=True)

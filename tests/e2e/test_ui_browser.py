@@ -1,0 +1,135 @@
+"""The analyst UI in real headless Chromium: log in, open an alert, see its SHAP chart, confirm fraud.
+
+Screenshots are kept as test artefacts under reports/test-artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from app.kafka_admin import ensure_topics
+from app.settings import Settings
+from app.ui.store import UiStore
+from tests.kafka_helpers import drain
+from tests.services import ROOT, fresh_database, unique
+from tests.ui_data import populate
+
+ARTEFACTS = ROOT / "reports" / "test-artifacts" / "ui"
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def ui_server(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Settings]]:
+    with fresh_database(settings, "e2e_ui") as db:
+        s = settings.model_copy(update={"pg_db": db, "topic_feedback": unique("e2e-ui-fb")})
+        ensure_topics(s, [s.topic_feedback])
+        store = UiStore(s.pg_conninfo(reveal=True))
+        store.migrate()
+        store.add_user("ana", PASSWORD, "analyst")
+        populate(store.conninfo, tmp_path / "model")
+        port = free_port()
+        env = {**os.environ, "FRAUDSTREAM_PG_DB": db, "FRAUDSTREAM_TOPIC_FEEDBACK": s.topic_feedback,
+               "FRAUDSTREAM_REPORTS_DIR": str(tmp_path / "reports")}  # fmt: skip
+        log = (tmp_path / "ui.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from app.cli import main; main()", "ui", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                        if r.read() == b"ok":
+                            break
+                except OSError:
+                    assert proc.poll() is None, (tmp_path / "ui.log").read_text()
+                    assert time.monotonic() < deadline, "the UI did not start"
+                    time.sleep(0.5)
+            yield url, s
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            log.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
+    ui_server: tuple[str, Settings], browser: webdriver.Chrome
+) -> None:
+    url, s = ui_server
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    wait = WebDriverWait(browser, 20)
+    browser.get(url + "/")
+    wait.until(ec.presence_of_element_located((By.ID, "username"))).send_keys("ana")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login").click()
+    first = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "a.alert-link")))
+    browser.save_screenshot(str(ARTEFACTS / "1-queue.png"))
+    txn_id = first.text
+    first.click()
+
+    chart = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#waterfall svg")))
+    bars = chart.find_elements(By.CSS_SELECTOR, "g.bar rect")
+    assert len(bars) >= 4, "expected value, feature bars and the decision"
+    assert chart.size["width"] > 400
+    assert browser.find_elements(By.CSS_SELECTOR, "#reasons li")
+    browser.save_screenshot(str(ARTEFACTS / "2-alert.png"))
+
+    browser.find_element(By.ID, "note").send_keys("card holder denies; travel impossible")
+    browser.find_element(By.ID, "confirm-fraud").click()
+    banner = wait.until(ec.presence_of_element_located((By.ID, "done")))
+    assert txn_id in banner.text
+    assert "fraud" in banner.text
+    browser.save_screenshot(str(ARTEFACTS / "3-confirmed.png"))
+
+    with psycopg.connect(s.pg_conninfo(reveal=True), row_factory=dict_row) as conn:
+        (label,) = conn.execute("select * from labels where txn_id = %s", (txn_id,)).fetchall()
+    assert (label["is_fraud"], label["actor"], label["note"]) == (
+        True,
+        "ana",
+        "card holder denies; travel impossible",
+    )
+    (event,) = [orjson.loads(r.value) for r in drain(s.kafka_servers, s.topic_feedback, expected=1)]
+    assert (event["txn_id"], event["is_fraud"], event["source"], event["analyst"]) == (
+        txn_id,
+        1,
+        "analyst",
+        "ana",
+    )
