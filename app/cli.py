@@ -248,6 +248,19 @@ def bench(
 
 
 @cli.command()
+def init(
+    history: Path = typer.Option(Path("data/history"), help="History folder (simulated here if empty)."),
+    customers: int = typer.Option(2_000, min=10, help="Cards to simulate when there is no history."),
+    days: int = typer.Option(60, min=22, help="Days to simulate when there is no history."),
+) -> None:
+    """Prepare a deployment: topics, tables, Feast, a first champion, the first admin (idempotent)."""
+    from app.init_job import init_job
+    from app.settings import get_settings
+
+    init_job(get_settings(), history=history, customers=customers, days=days, echo=typer.echo)
+
+
+@cli.command()
 def ui(
     host: str | None = typer.Option(None, help="Bind address (default FRAUDSTREAM_UI_HOST)."),
     port: int | None = typer.Option(None, help="Port (default FRAUDSTREAM_UI_PORT, 8080)."),

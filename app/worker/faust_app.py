@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -171,9 +172,13 @@ def create_app(settings: Settings) -> faust.App:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             await pipeline.handle([raw_of(e) for e in events])
 
+    heartbeat = settings.data_dir / "health" / f"worker-{socket.gethostname()}"
+    heartbeat.parent.mkdir(parents=True, exist_ok=True)
+
     @app.timer(interval=10.0)
     async def report() -> None:
         log.info(pipeline.counters.line())
+        heartbeat.write_text(pipeline.counters.line())  # the container healthcheck reads its age
 
     @app.timer(interval=settings.model_poll_s)
     async def reload_model() -> None:

@@ -30,10 +30,10 @@ def test_each_command_has_help(name: str) -> None:
 
 def test_unimplemented_command_says_so_in_one_line_and_exits_2() -> None:
     # through the installed console script, as a user runs it
-    script = [sys.executable, "-c", "from app.cli import main; main()", "ui", "--port", "8080"]
+    script = [sys.executable, "-c", "from app.cli import main; main()", "drift", "--window", "24h"]
     result = subprocess.run(script, capture_output=True, text=True, check=False)
     assert result.returncode == NOT_IMPLEMENTED_EXIT
-    assert result.stderr.strip().splitlines() == ["fraudstream ui: not implemented yet (issue #7)"]
+    assert result.stderr.strip().splitlines() == ["fraudstream drift: not implemented yet (issue #8)"]
 
 
 def test_main_turns_a_bad_setting_into_one_line(

@@ -1,0 +1,64 @@
+"""``fraudstream init``: make an empty deployment ready (the compose ``init`` service runs it).
+
+Idempotent, each step skipped when already done: create the Kafka topics; migrate the PostgreSQL
+tables (registry, decisions/alerts/block list, UI); apply the Feast definitions; if the registry
+has no champion, simulate a history (unless one exists), validate it, build the merchant features
+and train the first model; create the first admin when FRAUDSTREAM_ADMIN_PASSWORD is given and no
+admin exists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from app.errors import FraudstreamError
+from app.kafka_admin import ensure_topics
+from app.settings import Settings
+
+
+def init_job(
+    settings: Settings, *, history: Path, customers: int, days: int, admin: str = "admin",
+    echo: Callable[[str], None] = print,
+) -> None:  # fmt: skip
+    from app.simulator.jobs import simulate_history  # noqa: PLC0415
+    from app.simulator.model import SimConfig  # noqa: PLC0415
+    from app.ui.store import UiStore  # noqa: PLC0415
+    from expectations.validate import validate_history  # noqa: PLC0415 - GX import is slow
+    from features.jobs import build_merchant_features  # noqa: PLC0415 - Feast import is slow
+    from features.store import close_store, feature_store  # noqa: PLC0415
+    from training.jobs import train_job  # noqa: PLC0415
+    from training.registry import Registry  # noqa: PLC0415
+
+    created = ensure_topics(settings)
+    echo(f"init: topics ready ({len(created)} created)")
+    ui = UiStore(settings.pg_conninfo(reveal=True))
+    ui.migrate()  # decisions, alerts, block list, registry, users, labels, action log
+    echo("init: PostgreSQL tables ready")
+    close_store(feature_store(settings, apply=True))
+    echo(f"init: Feast definitions applied ({settings.feast_config})")
+
+    registry = Registry(settings.pg_conninfo(reveal=True))
+    champion = registry.champion()
+    if champion is not None:
+        echo(f"init: champion {champion.version} in the registry; not training")
+    else:
+        if not any(history.glob("date=*/*.parquet")):
+            start = (datetime.now(UTC) - timedelta(days=days)).date()
+            config = SimConfig(customers=customers, merchants=2 * customers, days=days, start=start, seed=42)
+            echo(simulate_history(config, history, show_progress=False))
+        result = validate_history(history, settings.reports_dir / "init" / "validation")
+        echo(result.one_line())
+        if not result.success:
+            raise FraudstreamError(f"history in {history} failed validation; no model trained")
+        echo(build_merchant_features(settings, history))
+        echo(train_job(settings, history, report=settings.reports_dir / "training"))
+
+    password = os.environ.get("FRAUDSTREAM_ADMIN_PASSWORD")
+    if password and not any(u["role"] == "admin" for u in ui.users()):
+        ui.add_user(admin, password, "admin")
+        ui.log("init", "add_user", admin, {"role": "admin"})
+        echo(f"init: admin user {admin!r} created")
+    echo("init: ready")

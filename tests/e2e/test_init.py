@@ -1,0 +1,69 @@
+"""`fraudstream init` (the compose init service's command) run locally: topics, tables, champion, admin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import yaml
+from kafka import KafkaAdminClient
+
+from app.settings import Settings
+from tests.e2e.cli import fraudstream
+from tests.services import ROOT, fresh_database, unique
+
+
+def test_init_prepares_an_empty_deployment_once(settings: Settings, tmp_path: Path) -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    command = list(compose["services"]["init"]["command"])
+    assert command[:3] == ["init", "--history", "/data/history"]
+    command[2] = str(tmp_path / "history")  # the compose volume path, here a temporary folder
+    command[command.index("--customers") + 1] = "300"  # a small world: the test is about the wiring
+    command[command.index("--days") + 1] = "30"
+    prefix = unique("e2e-init")
+    with fresh_database(settings, "e2e_init") as db:
+        env = {
+            "FRAUDSTREAM_PG_DB": db,
+            "FRAUDSTREAM_ADMIN_PASSWORD": "first admin's password",
+            "FRAUDSTREAM_DATA_DIR": str(tmp_path / "data"),
+            "FRAUDSTREAM_MODELS_DIR": str(tmp_path / "models"),
+            "FRAUDSTREAM_REPORTS_DIR": str(tmp_path / "reports"),
+            "FRAUDSTREAM_FEAST_DIR": str(tmp_path / "feast"),
+            "FRAUDSTREAM_FEATURE_LOG_DIR": str(tmp_path / "log"),
+            **{f"FRAUDSTREAM_TOPIC_{t}": f"{prefix}-{t.lower()}" for t in
+               ("TRANSACTIONS", "SCORES", "DLQ", "FEEDBACK", "RETRAIN")},
+        }  # fmt: skip
+        first = fraudstream(*command, env=env)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "promoted to champion (no champion yet)" in first.stdout
+        assert "admin user 'admin' created" in first.stdout
+        with psycopg.connect(settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)) as conn:
+            (champions,) = conn.execute(
+                "select count(*) from model_registry where status = 'champion'"
+            ).fetchone() or (0,)
+            (admins,) = conn.execute("select count(*) from users where role = 'admin'").fetchone() or (0,)
+            tables = {
+                r[0] for r in conn.execute("select tablename from pg_tables where schemaname = 'public'")
+            }
+        assert (champions, admins) == (1, 1)
+        assert {
+            "decisions",
+            "alerts",
+            "block_list",
+            "labels",
+            "users",
+            "action_log",
+            "model_registry",
+        } <= tables
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers)
+        try:
+            assert {f"{prefix}-{t}" for t in ("transactions", "scores", "dlq", "feedback", "retrain")} <= set(
+                admin.list_topics()
+            )
+        finally:
+            admin.close()
+
+        again = fraudstream(*command, env=env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "in the registry; not training" in again.stdout
+        assert "admin user" not in again.stdout
