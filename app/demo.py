@@ -4,7 +4,7 @@ simulate a month of history -> validate it (Great Expectations) -> build merchan
 Feast -> train the first champion if the registry has none -> start the stream worker -> replay
 the history's last days so card state is warm -> stream live transactions and chargebacks with a
 one-line live status (txn/s sent, decisions, open alerts, model version) until --duration or
-Ctrl-C; then stop the worker. (The analyst UI joins with issue #7.)
+Ctrl-C, with the analyst UI served on FRAUDSTREAM_UI_PORT; then stop the worker and the UI.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from app.settings import Settings
 from app.simulator.jobs import produce_transactions, simulate_history
 from app.simulator.model import SimConfig
 from app.simulator.producer import ProduceSummary
-from app.worker.process import running_worker
+from app.worker.process import running_ui, running_worker
 
 STEPS = 6
 
@@ -68,9 +68,11 @@ def run_demo(
     else:
         echo(f"demo: 4/{STEPS} champion {champion.version} found in the registry; not retraining")
 
+    login = demo_login(settings)
     log = workdir / "worker.log"
-    echo(f"demo: 5/{STEPS} starting the stream worker (log: {log}); warming card state")
-    with running_worker(log):
+    echo(f"demo: 5/{STEPS} starting the stream worker (log: {log}) and the analyst UI; warming card state")
+    with running_worker(log), running_ui(workdir / "ui.log", settings.ui_port) as url:
+        echo(f"demo: analyst UI at {url}/ ({login})")
         warm = workdir / "warm"
         frame = read_history(history)
         write_history(
@@ -92,6 +94,21 @@ def run_demo(
     echo(summary.one_line(settings.topic_transactions, settings.topic_feedback))
     echo(f"demo: worker stopped; {status.line()}")
     return summary
+
+
+def demo_login(settings: Settings) -> str:
+    """A local admin for the demo's UI; its password is made here and shown once."""
+    import secrets  # noqa: PLC0415
+
+    from app.ui.store import UiStore  # noqa: PLC0415
+
+    store = UiStore(settings.pg_conninfo(reveal=True))
+    store.migrate()
+    if any(u["username"] == "demo" for u in store.users()):
+        return "log in as 'demo' with the password printed by the first demo run"
+    password = secrets.token_urlsafe(12)
+    store.add_user("demo", password, "admin")
+    return f"log in as 'demo', password {password}"
 
 
 class StatusLine:

@@ -1,4 +1,4 @@
-"""Run ``fraudstream worker`` as a child process: for the demo, the benchmark and the tests."""
+"""``fraudstream worker`` and ``fraudstream ui`` as child processes: for the demo, the bench, the tests."""
 
 from __future__ import annotations
 
@@ -36,6 +36,39 @@ def isolated_env(name: str, workdir: Path) -> dict[str, str]:
 def settings_for(env: Mapping[str, str]) -> Settings:
     """The settings a process started with ``env`` sees (over this process's environment)."""
     return Settings.model_validate({k.removeprefix("FRAUDSTREAM_").lower(): v for k, v in env.items()})
+
+
+@contextmanager
+def running_ui(
+    log: Path, port: int, env: Mapping[str, str] | None = None, ready_timeout_s: float = 60
+) -> Iterator[str]:
+    """Start ``fraudstream ui`` on 127.0.0.1:``port``; yield its URL once /healthz answers; stop it."""
+    import urllib.request  # noqa: PLC0415
+
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from app.cli import main; main()", "ui", "--host", "127.0.0.1",
+             "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + ready_timeout_s
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/healthz", timeout=2):  # noqa: S310 - local http
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise FraudstreamError(f"the UI did not start (log: {log})") from None
+                    time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -9,6 +10,7 @@ import psycopg
 
 from app.settings import Settings
 from tests.e2e.cli import fraudstream
+from tests.e2e.test_ui_browser import free_port
 from tests.kafka_helpers import drain
 from tests.services import fresh_database, unique
 
@@ -28,6 +30,7 @@ def test_demo_runs_bounded_and_scores_live_traffic(settings: Settings, tmp_path:
             "FRAUDSTREAM_REPORTS_DIR": str(tmp_path / "reports"),
             "FRAUDSTREAM_FEAST_DIR": str(tmp_path / "feast"),
             "FRAUDSTREAM_FEATURE_LOG_DIR": str(tmp_path / "log"),
+            "FRAUDSTREAM_UI_PORT": str(free_port()),
         }
         demo = fraudstream("demo", "--duration", "15", "--rate", "50", "--customers", "300", env=env)
         assert demo.returncode == 0, demo.stderr[-3000:]
@@ -36,6 +39,9 @@ def test_demo_runs_bounded_and_scores_live_traffic(settings: Settings, tmp_path:
         assert "merchants materialised online" in out
         assert "promoted to champion (no champion yet)" in out
         assert "worker stopped" in out
+        assert re.search(r"analyst UI at http://127\.0\.0\.1:\d+/ \(log in as 'demo', password \S+\)", out), (
+            out
+        )
         warm, live = [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("produce: ")]
         assert warm > 0, "a fresh worker is warmed with the history's last days"
         assert 600 <= live <= 800, out
