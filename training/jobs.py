@@ -41,6 +41,18 @@ def load_model(artefact_dir: Path) -> tuple[xgb.Booster, dict[str, Any]]:
     return booster, meta
 
 
+REFERENCE_ROWS = 50_000
+
+
+def reference_sample(frame: pd.DataFrame, booster: xgb.Booster, seed: int) -> pd.DataFrame:
+    """The drift reference stored with the model: training rows' features and the model's scores."""
+    train = frame[frame["split"] == "train"]
+    sample = train.sample(min(REFERENCE_ROWS, len(train)), random_state=seed).sort_values("event_time")
+    out = sample[["event_time", *MODEL_FEATURES]].reset_index(drop=True)
+    out["score"] = predict(booster, sample)
+    return out
+
+
 def promotion_decision(
     candidate_ap: float, champion_ap: float | None, champion: str | None
 ) -> tuple[bool, str]:
@@ -95,6 +107,8 @@ def train_job(
     folder = settings.models_dir / version
     folder.mkdir(parents=True, exist_ok=True)
     fitted.booster.save_model(str(folder / "model.ubj"))
+    reference = reference_sample(frame, fitted.booster, seed)
+    reference.to_parquet(folder / "reference.parquet", index=False)
     meta = {
         "version": version,
         "features": list(MODEL_FEATURES),
@@ -114,6 +128,7 @@ def train_job(
         "versions": {"xgboost": xgb.__version__, "pandas": pd.__version__},
         "git_commit": git_commit(),
         "seed": seed,
+        "reference": {"file": "reference.parquet", "rows": len(reference), "split": "train"},
         "trained_in_s": round((datetime.now(UTC) - started).total_seconds(), 1),
     }
     (folder / "metadata.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -70,6 +71,10 @@ def test_train_registers_promotes_and_keeps_a_worse_candidate(isolated: Settings
     champion = registry.champion()
     assert champion is not None
     booster, meta = load_model(Path(champion.artefact_dir))
+    reference = pd.read_parquet(Path(champion.artefact_dir) / meta["reference"]["file"])
+    assert list(reference.columns) == ["event_time", *meta["features"], "score"]
+    assert len(reference) == meta["reference"]["rows"] > 0
+    assert reference["score"].between(0, 1).all()
     assert meta["features"] == list(booster.feature_names or [])
     assert meta["validation"]["success"] is True
     assert meta["metrics"]["roc_auc"] > 0.75
