@@ -87,6 +87,7 @@ def test_compose_pins_images_and_uses_known_settings() -> None:
 
 def test_compose_app_services_run_real_subcommands_after_their_dependencies() -> None:
     from typer.main import get_command  # noqa: PLC0415
+    from typer.testing import CliRunner  # noqa: PLC0415
 
     from app.cli import cli  # noqa: PLC0415
 
@@ -100,6 +101,7 @@ def test_compose_app_services_run_real_subcommands_after_their_dependencies() ->
         sub = group.get_command(ctx, args[0])  # type: ignore[attr-defined]
         assert sub is not None, f"{name}: fraudstream {args[0]} does not exist"
         sub.make_context(args[0], args[1:])  # unknown options or bad values raise here
+        assert CliRunner().invoke(cli, [args[0], "--help"]).exit_code == 0, name
         needs = service["depends_on"]
         for dependency in ("kafka", "postgres"):
             assert needs[dependency]["condition"] == "service_healthy", name

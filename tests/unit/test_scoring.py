@@ -186,3 +186,19 @@ def test_a_corrupt_or_mismatched_model_is_refused_and_the_champion_kept(tmp_path
         current[0] = bad
         assert champion.refresh() is False
         assert champion.current.version == "v2", "a model that fails to load never replaces the champion"
+
+
+def test_a_shadow_challenger_is_scored_on_the_same_batch_without_deciding(
+    model: Model, tmp_path: Path
+) -> None:
+    challenger = Model.load(save(tmp_path / "v9", seed=3), "v9")
+    x = matrix(model, [1.0, 3000.0])
+    decisions = score_batch(
+        model, x, [txn(0), txn(1)], [None, None], Policy(0.5, 0.9), Rules(), shadow=challenger
+    )
+    expected = challenger.predict(x)
+    for d, shadow_score in zip(decisions, expected, strict=True):
+        assert d.shadow_version == "v9"
+        assert d.shadow_score == pytest.approx(shadow_score)
+        assert d.model_version == "v1", "the champion decides; the challenger is only logged"
+        assert d.decision == Policy(0.5, 0.9).decision(d.score, 0)
