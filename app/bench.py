@@ -2,7 +2,7 @@
 
 Suite ``features`` (issue #4): the card-feature service alone (in process), Feast online write and
 read latency, and the feature agent end to end through the local Kafka (a worker process
-consuming a pre-filled topic). The full pipeline suite (scores, SHAP, sinks) arrives with #10.
+consuming a pre-filled topic). The full pipeline suite is ``app.bench_pipeline``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The ``fraudstream`` command line: a thin layer over typed job functions.
 
-Every sub-command exits 0 on success and non-zero with a one-line cause on failure; a command
-whose issue has not landed yet says so and exits 2.
+Every sub-command exits 0 on success and non-zero with a one-line cause on failure.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import typer
 from pydantic import ValidationError
@@ -27,26 +26,6 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-NOT_IMPLEMENTED_EXIT = 2
-_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-def _not_implemented(command: str, issue: int) -> NoReturn:
-    typer.echo(f"fraudstream {command}: not implemented yet (issue #{issue})", err=True)
-    raise typer.Exit(NOT_IMPLEMENTED_EXIT)
-
-
-def _placeholder(name: str, issue: int, summary: str) -> None:
-    def command() -> None:
-        _not_implemented(name, issue)
-
-    command.__doc__ = f"{summary} (not implemented yet: issue #{issue})"
-    cli.command(name=name, context_settings=_PASS_THROUGH)(command)
-
-
-for _name, _issue, _summary in (("drift", 8, "Report feature and score drift with Evidently."),):
-    _placeholder(_name, _issue, _summary)
 
 
 @cli.command()
@@ -245,6 +224,22 @@ def bench(
     )
     if r["lost"]:
         raise FraudstreamError(f"{r['lost']} transactions were not scored")
+
+
+@cli.command()
+def drift(
+    window: str = typer.Option("24h", help="Current data: decisions of this last window (s, m, h, d)."),
+    out: Path = typer.Option(Path("reports/drift"), help="Folder for drift-<time>/drift.html + drift.json."),
+    threshold: float = typer.Option(
+        0.3, min=0.0, max=1.0, help="Share of drifted columns that requests a retrain."
+    ),
+) -> None:
+    """Evidently drift: recent decisions vs the champion's training features (retrain request above it)."""
+    from app.drift import drift_job, parse_window
+    from app.settings import get_settings
+
+    result, retrain = drift_job(get_settings(), parse_window(window), out, threshold)
+    typer.echo(result.one_line(threshold) + ("; retrain requested" if retrain else ""))
 
 
 @cli.command()

@@ -253,3 +253,24 @@ def test_block_list_declines_with_the_rule_as_reason(scoring: Scoring) -> None:
         time.sleep(0.5)
     assert rows[0]["decision"] == "decline"
     assert rows[0]["reasons"][0]["feature"] == "rule:blocked_card"
+
+
+def test_drift_job_compares_recent_decisions_with_the_champions_reference(scoring: Scoring) -> None:
+    from app.drift import drift_job  # noqa: PLC0415 - Evidently import is slow
+
+    s = scoring.settings
+    scoring.wait_for_decisions(len(scoring.sent))
+    out = s.reports_dir / "drift"
+    quiet, retrain = drift_job(s, timedelta(hours=1), out, threshold=1.0)
+    assert not retrain, "a share of drifted columns never exceeds 1"
+    assert quiet.rows[1] >= len(scoring.sent)
+    assert {c.column for c in quiet.columns} >= {"score", "amount", "kmh_from_prev"}
+    assert quiet.html.exists()
+    assert drain(s.kafka_servers, s.topic_retrain, expected=1, timeout_s=5) == []
+
+    _, retrain = drift_job(s, timedelta(hours=1), out, threshold=-0.01)  # below any share: always files
+    assert retrain
+    (request,) = drain(s.kafka_servers, s.topic_retrain, expected=1, timeout_s=30)
+    assert orjson.loads(request.value)["reason"].startswith("drift: share")
+    runs = scoring.sql("select retrain_requested, rows from drift_runs order by id")
+    assert [r["retrain_requested"] for r in runs] == [False, True]

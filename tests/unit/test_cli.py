@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import NOT_IMPLEMENTED_EXIT, cli, main
+from app.cli import cli, main
 from app.errors import FraudstreamError
 from app.settings import Settings
 
@@ -26,14 +23,6 @@ def test_each_command_has_help(name: str) -> None:
     result = runner.invoke(cli, [name, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
-
-
-def test_unimplemented_command_says_so_in_one_line_and_exits_2() -> None:
-    # through the installed console script, as a user runs it
-    script = [sys.executable, "-c", "from app.cli import main; main()", "drift", "--window", "24h"]
-    result = subprocess.run(script, capture_output=True, text=True, check=False)
-    assert result.returncode == NOT_IMPLEMENTED_EXIT
-    assert result.stderr.strip().splitlines() == ["fraudstream drift: not implemented yet (issue #8)"]
 
 
 def test_main_turns_a_bad_setting_into_one_line(

@@ -1,0 +1,55 @@
+"""Drift reports: two samples of one distribution show no drift; a shifted sample does, in its columns."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.drift import drift_report, parse_window
+from app.errors import FraudstreamError
+
+COLUMNS = ["amount", "kmh_from_prev", "new_country", "card_count_24h", "score"]
+
+
+def sample(n: int, seed: int, *, amount_scale: float = 1.0, foreign: float = 0.05) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "amount": rng.lognormal(3.5, 0.8, n) * amount_scale,
+            "kmh_from_prev": rng.exponential(20, n),
+            "new_country": (rng.random(n) < foreign).astype(float),
+            "card_count_24h": rng.poisson(3, n).astype(float) + 1,
+            "score": rng.beta(1, 60, n),
+        }
+    )
+
+
+def test_two_samples_of_one_distribution_show_no_drift(tmp_path: Path) -> None:
+    result = drift_report(sample(5_000, 1), sample(3_000, 2), COLUMNS, tmp_path)
+    assert result.drifted == []
+    assert result.share == 0
+    assert {c.column for c in result.columns} == set(COLUMNS)
+    assert result.html.exists()
+    assert result.json.exists()
+    assert "drift: ok: 0/5 columns drifted" in result.one_line(0.3)
+
+
+def test_amounts_times_three_and_a_new_country_mix_are_reported(tmp_path: Path) -> None:
+    result = drift_report(sample(5_000, 1), sample(3_000, 2, amount_scale=3, foreign=0.4), COLUMNS, tmp_path)
+    assert {c.column for c in result.drifted} == {"amount", "new_country"}
+    assert result.share == pytest.approx(2 / 5)
+    line = result.one_line(0.3)
+    assert line.startswith("drift: DRIFT: 2/5 columns drifted")
+    assert "amount (" in line
+    assert "new_country (" in line
+
+
+def test_windows() -> None:
+    assert parse_window("24h") == timedelta(hours=24)
+    assert parse_window("90m") == timedelta(minutes=90)
+    with pytest.raises(FraudstreamError, match="a number and a unit"):
+        parse_window("soon")
