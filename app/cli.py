@@ -243,6 +243,17 @@ def drift(
 
 
 @cli.command()
+def quality(
+    out: Path = typer.Option(Path("reports/quality"), help="Folder for the data docs and drift reports."),
+) -> None:
+    """Data-quality reports (GX data docs for a simulated history and its training set, Evidently drift)."""
+    from app.quality import quality_reports
+    from app.settings import get_settings
+
+    quality_reports(get_settings(), out, echo=typer.echo)
+
+
+@cli.command()
 def init(
     history: Path = typer.Option(Path("data/history"), help="History folder (simulated here if empty)."),
     customers: int = typer.Option(2_000, min=10, help="Cards to simulate when there is no history."),

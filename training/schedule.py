@@ -39,6 +39,7 @@ def run_schedule(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     max_runs: int | None = None,
     poll_s: float = 5.0,
+    drain_s: float = 1.0,
 ) -> int:
     """Run ``run(reason)`` at each cron time and on each retrain request; return the number of runs."""
     runs = 0
@@ -59,7 +60,7 @@ def run_schedule(
         except FraudstreamError as exc:  # a failed run (bad data) must not stop the schedule
             log.error("trainer: run failed: %s", exc)
         runs += 1
-        requests.poll(0)  # requests that arrived during the run were served by it
+        requests.poll(drain_s)  # requests that arrived during the run were served by it
         due = next_run(cron, now())
     return runs
 

@@ -20,6 +20,8 @@ def test_requests_on_the_topic_start_one_run_each_burst(settings: Settings) -> N
     while not requests.consumer.assignment():  # joined the group: "latest" starts from here
         requests.poll(0.2)
         assert time.monotonic() < deadline, "the trainer's consumer got no partition"
+    for tp in requests.consumer.assignment():
+        requests.consumer.position(tp)  # resolve "latest" now, before anything is produced
     reasons: list[str] = []
 
     def run(reason: str) -> str:
