@@ -16,7 +16,7 @@ def test_requests_on_the_topic_start_one_run_each_burst(settings: Settings) -> N
     s = settings.model_copy(update={"topic_retrain": unique("it-retrain")})
     ensure_topics(s, [s.topic_retrain])
     requests = KafkaRequests(s.kafka_servers, s.topic_retrain, unique("it-trainer"))
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a fresh broker creates __consumer_offsets first
     while not requests.consumer.assignment():  # joined the group: "latest" starts from here
         requests.poll(0.2)
         assert time.monotonic() < deadline, "the trainer's consumer got no partition"
@@ -35,7 +35,7 @@ def test_requests_on_the_topic_start_one_run_each_burst(settings: Settings) -> N
                                                     ("k", {"reason": "confirmed fraud: 25"})])  # fmt: skip
     never = "0 0 1 1 *"  # the cron time does not come during the test
     started = datetime.now(UTC)
-    assert run_schedule(never, run, requests, max_runs=1, poll_s=0.5) == 1
+    assert run_schedule(never, run, requests, max_runs=1, poll_s=0.5, drain_s=3.0) == 1
     assert len(reasons) == 1
     assert "drift: amount" in reasons[0]
     assert "confirmed fraud: 25" in reasons[0] or len(reasons) == 1
