@@ -140,7 +140,13 @@ def train(
     next_run(schedule, datetime.now(UTC))  # an invalid expression fails here, in one line
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
     requests = KafkaRequests(settings.kafka_servers, settings.topic_retrain, f"{settings.app_id}-trainer")
-    run_schedule(schedule, lambda _reason: train_job(settings, history, seed=seed, report=report), requests)
+    from app.drift import DriftCheck
+
+    drift = DriftCheck(settings, settings.reports_dir / "drift")
+    run_schedule(
+        schedule, lambda _reason: train_job(settings, history, seed=seed, report=report), requests,
+        on_idle=drift.maybe_run,
+    )  # fmt: skip
 
 
 models_cli = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)

@@ -171,6 +171,32 @@ def request_retrain(settings: Settings, reason: str) -> None:
         producer.close()
 
 
+class DriftCheck:
+    """The trainer's periodic drift run (every ``FRAUDSTREAM_DRIFT_EVERY_S``, over the same window)."""
+
+    def __init__(self, settings: Settings, out: Path, clock: Any = None) -> None:
+        import time  # noqa: PLC0415
+
+        self.settings, self.out = settings, out
+        self.clock = clock or time.monotonic
+        self.last = self.clock()
+
+    def maybe_run(self) -> None:
+        import logging  # noqa: PLC0415
+
+        log = logging.getLogger("fraudstream.trainer")
+        if self.clock() - self.last < self.settings.drift_every_s:
+            return
+        self.last = self.clock()
+        window = timedelta(seconds=self.settings.drift_every_s)
+        try:
+            result, retrain = drift_job(self.settings, window, self.out, self.settings.drift_threshold)
+            log.info("trainer: %s%s", result.one_line(self.settings.drift_threshold),
+                     "; retrain requested" if retrain else "")  # fmt: skip
+        except FraudstreamError as exc:  # too few decisions, no champion: try again next period
+            log.warning("trainer: drift check skipped: %s", exc)
+
+
 def parse_window(text: str) -> timedelta:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     model_poll_s: float = Field(5.0, gt=0, description="How often workers look for a new champion")
     shadow_model: str | None = Field(None, description="Registry version scored beside the champion")
     merchant_cache_s: float = Field(300.0, ge=0, description="Merchant feature cache in the worker")
+    drift_every_s: float = Field(3600.0, gt=0, description="Trainer's drift check period (and window)")
+    drift_threshold: float = Field(
+        0.3, ge=0, le=1, description="Drifted-column share that requests a retrain"
+    )
+    retrain_fraud_count: int = Field(
+        50, ge=1, description="Confirmed frauds since the cut-off that request a retrain"
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="XGBoost predict and TreeSHAP device")
 
     # Analyst UI

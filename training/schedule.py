@@ -40,14 +40,20 @@ def run_schedule(
     max_runs: int | None = None,
     poll_s: float = 5.0,
     drain_s: float = 1.0,
+    on_idle: Callable[[], None] | None = None,
 ) -> int:
-    """Run ``run(reason)`` at each cron time and on each retrain request; return the number of runs."""
+    """Run ``run(reason)`` at each cron time and on each retrain request; return the number of runs.
+
+    ``on_idle`` is called between polls (the trainer runs its hourly drift check there).
+    """
     runs = 0
     due = next_run(cron, now())
     log.info("trainer: next scheduled run at %s", due.isoformat())
     while max_runs is None or runs < max_runs:
         wait = max(0.0, min(poll_s, (due - now()).total_seconds()))
         received = requests.poll(wait)
+        if on_idle is not None and not received:
+            on_idle()
         if received:
             reason = "retrain request: " + "; ".join(str(r.get("reason", "unspecified")) for r in received)
         elif now() >= due:

@@ -25,8 +25,10 @@ import faust
 import orjson
 import pyarrow.parquet as pq
 
+from app.feedback import FeedbackService
+from app.feedback import parse as parse_feedback
 from app.settings import Settings
-from app.worker.card_features import Raw, process_batch
+from app.worker.card_features import DeadLetter, Raw, process_batch
 from app.worker.sinks import FeatureLog, OnlineFeatures
 from features.store import feature_store
 
@@ -64,6 +66,7 @@ class Pipeline:
     scores: Any
     counters: Counters = field(default_factory=Counters)
     scorer: Scorer | None = None
+    feedback: FeedbackService | None = None
     online: OnlineFeatures | None = None
     feature_log: FeatureLog | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -72,6 +75,7 @@ class Pipeline:
         s = self.settings
         if s.scoring:
             self.scorer = await asyncio.to_thread(build_scorer, s)
+            self.feedback = await asyncio.to_thread(build_feedback, s)
         self.online = OnlineFeatures(feature_store(s), s.online_flush_s)
         self.feature_log = FeatureLog(
             s.feature_log_dir, s.app_id, s.feature_log_flush_rows, s.feature_log_flush_s
@@ -110,6 +114,21 @@ class Pipeline:
             await self.scores.send(key=d.txn.card_id.encode(), value=orjson.dumps(d.event()))
         self.counters.scored += len(decisions)
         self.counters.flagged += sum(d.flagged for d in decisions)
+
+    async def handle_feedback(self, batch: Sequence[Raw]) -> None:
+        """Chargebacks and verdicts -> labels; enough confirmed fraud -> one retrain request."""
+        await self.ready.wait()
+        good = []
+        for raw in batch:
+            parsed = parse_feedback(raw.value)
+            if isinstance(parsed, str):
+                dead = DeadLetter(raw.key, f"feedback: {parsed}", raw)
+                log.warning("worker: dead letter: %s", dead.reason)
+                await self.dlq.send(key=dead.masked_key(), value=orjson.dumps(dead.record()))
+            else:
+                good.append(parsed)
+        if self.feedback is not None and good:
+            await asyncio.to_thread(self.feedback.handle, good)
 
     async def refresh(self) -> None:
         if self.scorer is not None:
@@ -175,6 +194,11 @@ def create_app(settings: Settings) -> faust.App:
     heartbeat = settings.data_dir / "health" / f"worker-{socket.gethostname()}"
     heartbeat.parent.mkdir(parents=True, exist_ok=True)
 
+    @app.agent(app.topic(settings.topic_feedback, **raw))
+    async def feedback_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=1.0):
+            await pipeline.handle_feedback([raw_of(e) for e in events])
+
     @app.timer(interval=10.0)
     async def report() -> None:
         log.info(pipeline.counters.line())
@@ -199,6 +223,18 @@ def create_app(settings: Settings) -> faust.App:
 def raw_of(event: Any) -> Raw:
     m = event.message
     return Raw(event.key, event.value, m.topic, m.partition, m.offset, m.timestamp)
+
+
+def build_feedback(settings: Settings) -> FeedbackService:
+    from app.drift import request_retrain  # noqa: PLC0415
+
+    service = FeedbackService(
+        settings.pg_conninfo(reveal=True),
+        settings.retrain_fraud_count,
+        lambda r: request_retrain(settings, r),
+    )
+    service.migrate()
+    return service
 
 
 def build_scorer(settings: Settings) -> Scorer:

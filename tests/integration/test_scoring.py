@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,8 @@ def scoring(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with fresh_database(settings, "it_scoring") as db:
         env = {**isolated_env(unique("it-score"), tmp), "FRAUDSTREAM_PG_DB": db,
                "FRAUDSTREAM_MODELS_DIR": str(tmp / "models"), "FRAUDSTREAM_REPORTS_DIR": str(tmp / "reports"),
-               "FRAUDSTREAM_MODEL_POLL_S": "1", "FRAUDSTREAM_REVIEW_THRESHOLD": "0.2"}  # fmt: skip
+               "FRAUDSTREAM_MODEL_POLL_S": "1", "FRAUDSTREAM_REVIEW_THRESHOLD": "0.2",
+               "FRAUDSTREAM_RETRAIN_FRAUD_COUNT": "4"}  # fmt: skip
         s = settings_for(env)
         history_dir = tmp / "history"
         write_history(
@@ -274,3 +275,33 @@ def test_drift_job_compares_recent_decisions_with_the_champions_reference(scorin
     assert orjson.loads(request.value)["reason"].startswith("drift: share")
     runs = scoring.sql("select retrain_requested, rows from drift_runs order by id")
     assert [r["retrain_requested"] for r in runs] == [False, True]
+
+
+def test_a_burst_of_confirmed_fraud_files_exactly_one_retrain_request(scoring: Scoring) -> None:
+    s = scoring.settings
+    now = datetime.now(UTC).isoformat()
+    frauds = [{"txn_id": r["txn_id"], "card_id": r["card_id"], "is_fraud": 1, "label_time": now,
+               "source": "chargeback"} for r in scoring.sent[:6]]  # fmt: skip
+    genuine = {**frauds[0], "txn_id": scoring.sent[7]["txn_id"], "is_fraud": 0}
+    feedback = [
+        (f["card_id"], f) for f in [*frauds[:3], genuine, *frauds[:3], *frauds[3:]]
+    ]  # with redeliveries
+    produce_json(s.kafka_servers, s.topic_feedback, feedback)
+    produce_json(s.kafka_servers, s.topic_feedback, [("k", {"txn_id": "x", "is_fraud": "maybe"})])
+    deadline = time.monotonic() + 60
+    while len(scoring.sql("select 1 from labels where source = 'chargeback'")) < 7:
+        assert time.monotonic() < deadline, scoring.log.read_text()[-3000:]
+        time.sleep(0.5)
+    produce_json(s.kafka_servers, s.topic_feedback, [(f["card_id"], f) for f in frauds])  # replayed again
+    time.sleep(3)
+    assert len(scoring.sql("select 1 from labels where source = 'chargeback'")) == 7, "one label per txn_id"
+    requests = [
+        orjson.loads(r.value) for r in drain(s.kafka_servers, s.topic_retrain, expected=10, timeout_s=10)
+    ]
+    confirmed = [r for r in requests if r["reason"].startswith("confirmed fraud")]
+    assert len(confirmed) == 1, requests
+    assert scoring.sql("select count from retrain_triggers")[0]["count"] >= 4
+    dead = [
+        orjson.loads(r.value)["reason"] for r in drain(s.kafka_servers, s.topic_dlq, expected=1, timeout_s=10)
+    ]
+    assert any(reason.startswith("feedback: invalid") for reason in dead), dead

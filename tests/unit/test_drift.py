@@ -53,3 +53,26 @@ def test_windows() -> None:
     assert parse_window("90m") == timedelta(minutes=90)
     with pytest.raises(FraudstreamError, match="a number and a unit"):
         parse_window("soon")
+
+
+def test_the_trainer_runs_drift_once_per_period(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import app.drift as drift  # noqa: PLC0415
+    from app.settings import Settings  # noqa: PLC0415
+
+    calls: list[timedelta] = []
+
+    def fake_job(_settings: Settings, window: timedelta, _out: Path, _threshold: float) -> object:
+        calls.append(window)
+        raise FraudstreamError("only 3 decisions in the last 1:00:00: too few to judge drift")
+
+    monkeypatch.setattr(drift, "drift_job", fake_job)
+    clock = [0.0]
+    check = drift.DriftCheck(Settings(drift_every_s=3600), tmp_path, clock=lambda: clock[0])
+    check.maybe_run()
+    clock[0] = 3599
+    check.maybe_run()
+    assert calls == []
+    clock[0] = 3600
+    check.maybe_run()  # a failed check is logged, never raised: the schedule goes on
+    check.maybe_run()
+    assert calls == [timedelta(hours=1)]
