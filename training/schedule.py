@@ -72,13 +72,17 @@ def run_schedule(
 
 
 class KafkaRequests:
-    """Retrain requests from the ``retrain-requests`` topic (JSON objects with a ``reason``)."""
+    """Retrain requests from the ``retrain-requests`` topic (JSON objects with a ``reason``).
+
+    A trainer's first start reads the topic from the beginning (nothing filed before it joined is
+    lost; the first run drains whatever was waiting); later starts continue from its commits.
+    """
 
     def __init__(self, bootstrap: list[str], topic: str, group: str) -> None:
         from kafka import KafkaConsumer  # noqa: PLC0415
 
         self.consumer = KafkaConsumer(
-            topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="latest",
+            topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
             enable_auto_commit=True,
         )  # fmt: skip
 

@@ -17,11 +17,11 @@ def test_requests_on_the_topic_start_one_run_each_burst(settings: Settings) -> N
     ensure_topics(s, [s.topic_retrain])
     requests = KafkaRequests(s.kafka_servers, s.topic_retrain, unique("it-trainer"))
     deadline = time.monotonic() + 90  # a fresh broker creates __consumer_offsets first
-    while not requests.consumer.assignment():  # joined the group: "latest" starts from here
+    while not requests.consumer.assignment():  # joined the group
         requests.poll(0.2)
         assert time.monotonic() < deadline, "the trainer's consumer got no partition"
     for tp in requests.consumer.assignment():
-        requests.consumer.position(tp)  # resolve "latest" now, before anything is produced
+        requests.consumer.position(tp)  # the topic is new and empty: the position is its start
     reasons: list[str] = []
 
     def run(reason: str) -> str:
