@@ -63,9 +63,15 @@ class DriftResult:
         worst = sorted(self.drifted, key=lambda c: -abs(c.value - c.threshold))[:3]
         cols = ", ".join(f"{c.column} ({c.method} {c.value:.3g} vs {c.threshold:g})" for c in worst) or "none"
         verdict = "DRIFT" if self.share > threshold else "ok"
+        label = self.extra.get("label")
+        labels = (
+            "labels: too few yet"
+            if label is None
+            else f"label drift {'yes' if label['drifted'] else 'no'} ({label['method']} {label['value']:.3g})"
+        )
         return (
             f"drift: {verdict}: {len(self.drifted)}/{len(self.columns)} columns drifted "
-            f"(share {self.share:.2f}, threshold {threshold:g}); worst: {cols}; "
+            f"(share {self.share:.2f}, threshold {threshold:g}); worst: {cols}; {labels}; "
             f"{self.rows[1]:,} current vs {self.rows[0]:,} reference rows -> {self.html}"
         )
 
@@ -106,15 +112,34 @@ def drift_report(
     return DriftResult(share, found, html, raw, (len(reference), len(current)))
 
 
+MIN_LABELS = 30
+
+
 def recent_decisions(conninfo: str, since: datetime, features: list[str]) -> pd.DataFrame:
+    """Decisions scored since ``since``: features, score and the label if one arrived (else NaN)."""
     import psycopg  # noqa: PLC0415
 
     with psycopg.connect(conninfo, connect_timeout=10) as conn:
         rows = conn.execute(
-            "select features, score from decisions where scored_at >= %s", (since,)
+            "select d.features, d.score, l.is_fraud from decisions d left join lateral ("
+            " select is_fraud from labels where labels.txn_id = d.txn_id and retracted_at is null"
+            " order by id desc limit 1) l on true where d.scored_at >= %s",
+            (since,),
         ).fetchall()
-    frame = pd.DataFrame([{**f, "score": s} for f, s in rows], columns=[*features, "score"])
+    frame = pd.DataFrame(
+        [{**f, "score": s, "label": None if y is None else float(y)} for f, s, y in rows],
+        columns=[*features, "score", "label"],
+    )
     return frame.astype("float64")
+
+
+def label_drift(reference: pd.DataFrame, current: pd.DataFrame, out: Path) -> ColumnDrift | None:
+    """Fraud rate of the labelled recent decisions vs the training labels (once enough labels arrived)."""
+    labelled = current.dropna(subset=["label"])
+    if "label" not in reference or len(labelled) < MIN_LABELS:
+        return None
+    result = drift_report(reference[["label"]], labelled[["label"]], ["label"], out)
+    return result.columns[0] if result.columns else None
 
 
 def drift_job(settings: Settings, window: timedelta, out: Path, threshold: float) -> tuple[DriftResult, bool]:
@@ -139,6 +164,9 @@ def drift_job(settings: Settings, window: timedelta, out: Path, threshold: float
         raise FraudstreamError(f"only {len(current)} decisions in the last {window}: too few to judge drift")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     result = drift_report(reference, current, columns, out / f"drift-{stamp}")
+    labels = label_drift(reference, current, out / f"drift-{stamp}" / "labels")
+    if labels is not None:
+        result.extra["label"] = labels.__dict__
     retrain = result.share > threshold
     if retrain:
         request_retrain(settings, f"drift: share {result.share:.2f} > {threshold:g} "

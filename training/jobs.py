@@ -15,7 +15,7 @@ import xgboost as xgb
 from app.errors import FraudstreamError
 from app.history import read_history
 from app.settings import Settings
-from training.dataset import MODEL_FEATURES, Periods, build_training_frame
+from training.dataset import LABEL, MODEL_FEATURES, Periods, build_training_frame
 from training.metrics import evaluate
 from training.registry import Registry
 from training.report import write_report
@@ -50,6 +50,7 @@ def reference_sample(frame: pd.DataFrame, booster: xgb.Booster, seed: int) -> pd
     sample = train.sample(min(REFERENCE_ROWS, len(train)), random_state=seed).sort_values("event_time")
     out = sample[["event_time", *MODEL_FEATURES]].reset_index(drop=True)
     out["score"] = predict(booster, sample)
+    out["label"] = sample[LABEL].to_numpy()  # as known at training time: the label drift reference
     return out
 
 

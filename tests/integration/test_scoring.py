@@ -267,6 +267,7 @@ def test_drift_job_compares_recent_decisions_with_the_champions_reference(scorin
     assert quiet.rows[1] >= len(scoring.sent)
     assert {c.column for c in quiet.columns} >= {"score", "amount", "kmh_from_prev"}
     assert quiet.html.exists()
+    assert "labels: too few yet" in quiet.one_line(1.0), "no label has arrived for these decisions yet"
     assert drain(s.kafka_servers, s.topic_retrain, expected=1, timeout_s=5) == []
 
     _, retrain = drift_job(s, timedelta(hours=1), out, threshold=-0.01)  # below any share: always files

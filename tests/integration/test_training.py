@@ -72,7 +72,7 @@ def test_train_registers_promotes_and_keeps_a_worse_candidate(isolated: Settings
     assert champion is not None
     booster, meta = load_model(Path(champion.artefact_dir))
     reference = pd.read_parquet(Path(champion.artefact_dir) / meta["reference"]["file"])
-    assert list(reference.columns) == ["event_time", *meta["features"], "score"]
+    assert list(reference.columns) == ["event_time", *meta["features"], "score", "label"]
     assert len(reference) == meta["reference"]["rows"] > 0
     assert reference["score"].between(0, 1).all()
     assert meta["features"] == list(booster.feature_names or [])

@@ -76,3 +76,20 @@ def test_the_trainer_runs_drift_once_per_period(monkeypatch: pytest.MonkeyPatch,
     check.maybe_run()  # a failed check is logged, never raised: the schedule goes on
     check.maybe_run()
     assert calls == [timedelta(hours=1)]
+
+
+def test_label_drift_waits_for_enough_labels_then_compares_fraud_rates(tmp_path: Path) -> None:
+    from app.drift import MIN_LABELS, label_drift  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"label": (rng.random(5_000) < 0.01).astype(float)})
+    few = pd.DataFrame({"label": [1.0] * (MIN_LABELS - 1) + [np.nan] * 500})
+    assert label_drift(reference, few, tmp_path / "few") is None, "unlabelled decisions do not count"
+    same = pd.DataFrame({"label": (rng.random(2_000) < 0.01).astype(float)})
+    found = label_drift(reference, same, tmp_path / "same")
+    assert found is not None
+    assert not found.drifted
+    burst = pd.DataFrame({"label": (rng.random(400) < 0.3).astype(float)})
+    found = label_drift(reference, burst, tmp_path / "burst")
+    assert found is not None
+    assert found.drifted
