@@ -64,14 +64,15 @@ class DriftResult:
         cols = ", ".join(f"{c.column} ({c.method} {c.value:.3g} vs {c.threshold:g})" for c in worst) or "none"
         verdict = "DRIFT" if self.share > threshold else "ok"
         label = self.extra.get("label")
-        labels = (
-            "labels: too few yet"
-            if label is None
-            else f"label drift {'yes' if label['drifted'] else 'no'} ({label['method']} {label['value']:.3g})"
-        )
+        labels = ""  # not a decisions report (e.g. fraudstream quality)
+        if "label" in self.extra:
+            labels = "labels: too few yet; "
+        if label is not None:
+            drifted = "yes" if label["drifted"] else "no"
+            labels = f"label drift {drifted} ({label['method']} {label['value']:.3g}); "
         return (
             f"drift: {verdict}: {len(self.drifted)}/{len(self.columns)} columns drifted "
-            f"(share {self.share:.2f}, threshold {threshold:g}); worst: {cols}; {labels}; "
+            f"(share {self.share:.2f}, threshold {threshold:g}); worst: {cols}; {labels}"
             f"{self.rows[1]:,} current vs {self.rows[0]:,} reference rows -> {self.html}"
         )
 
@@ -165,8 +166,7 @@ def drift_job(settings: Settings, window: timedelta, out: Path, threshold: float
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     result = drift_report(reference, current, columns, out / f"drift-{stamp}")
     labels = label_drift(reference, current, out / f"drift-{stamp}" / "labels")
-    if labels is not None:
-        result.extra["label"] = labels.__dict__
+    result.extra["label"] = None if labels is None else labels.__dict__
     retrain = result.share > threshold
     if retrain:
         request_retrain(settings, f"drift: share {result.share:.2f} > {threshold:g} "
