@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,28 +29,16 @@ from typing import Any
 import numpy as np
 import orjson
 import psutil
-import psycopg
 
 from app.bench import _percentiles, machine
 from app.history import read_history, write_history
 from app.model_bench import micro_bench
+from app.pg import scratch_database
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
 from app.worker.process import isolated_env, running_worker, settings_for
 
 STAGES = re.compile(r"worker: stage times (\{.*\})")
-
-
-@contextmanager
-def private_database(settings: Settings, name: str) -> Any:
-    admin = settings.model_copy(update={"pg_db": "postgres"}).pg_conninfo(reveal=True)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')  # name is generated here, never user input
-    try:
-        yield name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def prepare_champion(s: Settings, workdir: Path, model_dir: Path | None, customers: int) -> Path:
@@ -124,7 +112,7 @@ def run_pipeline_bench(
     name = f"bench_{int(time.time())}"
     with (
         tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp,
-        private_database(settings, name) as db,
+        scratch_database(settings, name) as db,
     ):
         workdir = Path(tmp)
         env = {**isolated_env(name.replace("_", "-"), workdir), "FRAUDSTREAM_PG_DB": db,

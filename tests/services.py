@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
 
+from app.pg import scratch_database
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,12 +40,5 @@ def settings() -> Settings:
 @contextmanager
 def fresh_database(settings: Settings, prefix: str) -> Iterator[str]:
     """A new, empty PostgreSQL database on the local server (dropped afterwards); yields its name."""
-    db = unique(prefix).replace("-", "_")
-    admin = settings.model_copy(update={"pg_db": "postgres"}).pg_conninfo(reveal=True)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'create database "{db}"')
-    try:
+    with scratch_database(settings, unique(prefix).replace("-", "_")) as db:
         yield db
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{db}" with (force)')

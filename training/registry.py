@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from app.errors import FraudstreamError
+from app.pg import connect
 
 SCHEMA = """
 create table if not exists model_registry (
@@ -47,10 +47,7 @@ class Registry:
         self.conninfo = conninfo
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
-        try:
-            return psycopg.connect(self.conninfo, row_factory=dict_row, connect_timeout=10)
-        except psycopg.OperationalError as exc:
-            raise FraudstreamError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
+        return connect(self.conninfo)
 
     def migrate(self) -> None:
         with self._connect() as conn:

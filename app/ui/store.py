@@ -11,10 +11,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from app.errors import FraudstreamError
+from app.pg import connect
 from app.ui.auth import ROLES, check_password, hash_password, token
 
 SCHEMA = """
@@ -86,10 +86,7 @@ class UiStore:
         self.session_hours = session_hours
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
-        try:
-            return psycopg.connect(self.conninfo, row_factory=dict_row, connect_timeout=5)
-        except psycopg.OperationalError as exc:
-            raise FraudstreamError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
+        return connect(self.conninfo, connect_timeout=5)
 
     def migrate(self) -> None:
         from app.scoring.store import SCHEMA as DECISIONS_SCHEMA  # noqa: PLC0415 - alerts live there
