@@ -11,6 +11,8 @@ topic the trainer consumes and records the run.
 from __future__ import annotations
 
 import json
+import logging
+import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -199,20 +201,18 @@ def request_retrain(settings: Settings, reason: str) -> None:
         producer.close()
 
 
+log = logging.getLogger("fraudstream.trainer")
+
+
 class DriftCheck:
     """The trainer's periodic drift run (every ``FRAUDSTREAM_DRIFT_EVERY_S``, over the same window)."""
 
     def __init__(self, settings: Settings, out: Path, clock: Any = None) -> None:
-        import time  # noqa: PLC0415
-
         self.settings, self.out = settings, out
         self.clock = clock or time.monotonic
         self.last = self.clock()
 
     def maybe_run(self) -> None:
-        import logging  # noqa: PLC0415
-
-        log = logging.getLogger("fraudstream.trainer")
         if self.clock() - self.last < self.settings.drift_every_s:
             return
         self.last = self.clock()

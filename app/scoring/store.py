@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.rows import dict_row
 
 from app.scoring.decide import Decision
 from app.scoring.rules import Rules
@@ -120,8 +119,6 @@ class DecisionStore:
         self.conninfo = conninfo
         self.max_backoff_s = max_backoff_s
         self.conn: psycopg.Connection[Any] | None = None
-        self.written = 0
-        self.failures = 0
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
@@ -152,14 +149,12 @@ class DecisionStore:
             try:
                 self.write_once(decisions)
             except psycopg.Error as exc:
-                self.failures += 1
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 log.warning("scoring: decision write failed (%s); retrying in %.1fs", first[:200], backoff)
                 self.close()
                 time.sleep(backoff)
                 backoff = min(self.max_backoff_s, backoff * 2)
             else:
-                self.written += len(decisions)
                 return
 
     def close(self) -> None:
@@ -179,8 +174,3 @@ def load_rules(conninfo: str, amount_limit: float | None) -> Rules:
         blocked_merchants=frozenset(v for k, v in rows if k == "merchant"),
         amount_limit=amount_limit,
     )
-
-
-def fetch_decision(conninfo: str, txn_id: str) -> dict[str, Any] | None:
-    with psycopg.connect(conninfo, row_factory=dict_row, connect_timeout=10) as conn:
-        return conn.execute("select * from decisions where txn_id = %s", (txn_id,)).fetchone()

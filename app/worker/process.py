@@ -38,13 +38,21 @@ def settings_for(env: Mapping[str, str]) -> Settings:
     return Settings.model_validate({k.removeprefix("FRAUDSTREAM_").lower(): v for k, v in env.items()})
 
 
+def _answers_ok(url: str) -> bool:
+    import urllib.request  # noqa: PLC0415
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - a local http URL
+            return bool(answer.read() == b"ok")
+    except OSError:
+        return False
+
+
 @contextmanager
 def running_ui(
     log: Path, port: int, env: Mapping[str, str] | None = None, ready_timeout_s: float = 60
 ) -> Iterator[str]:
     """Start ``fraudstream ui`` on 127.0.0.1:``port``; yield its URL once /healthz answers; stop it."""
-    import urllib.request  # noqa: PLC0415
-
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -54,14 +62,10 @@ def running_ui(
         )  # fmt: skip
         try:
             deadline = time.monotonic() + ready_timeout_s
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/healthz", timeout=2):  # noqa: S310 - local http
-                        break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise FraudstreamError(f"the UI did not start (log: {log})") from None
-                    time.sleep(0.5)
+            while not _answers_ok(f"{url}/healthz"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise FraudstreamError(f"the UI did not start (log: {log})")
+                time.sleep(0.5)
             yield url
         finally:
             proc.terminate()

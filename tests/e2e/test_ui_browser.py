@@ -5,12 +5,7 @@ Screenshots are kept as test artefacts under reports/test-artifacts/ui/.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +22,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from app.kafka_admin import ensure_topics
 from app.settings import Settings
 from app.ui.store import UiStore
+from app.worker.process import running_ui
 from tests.kafka_helpers import drain
 from tests.services import ROOT, fresh_database, unique
 from tests.ui_data import populate
@@ -50,31 +46,10 @@ def ui_server(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Setting
         store.migrate()
         store.add_user("ana", PASSWORD, "analyst")
         populate(store.conninfo, tmp_path / "model")
-        port = free_port()
-        env = {**os.environ, "FRAUDSTREAM_PG_DB": db, "FRAUDSTREAM_TOPIC_FEEDBACK": s.topic_feedback,
+        env = {"FRAUDSTREAM_PG_DB": db, "FRAUDSTREAM_TOPIC_FEEDBACK": s.topic_feedback,
                "FRAUDSTREAM_REPORTS_DIR": str(tmp_path / "reports")}  # fmt: skip
-        log = (tmp_path / "ui.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from app.cli import main; main()", "ui", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                        if r.read() == b"ok":
-                            break
-                except OSError:
-                    assert proc.poll() is None, (tmp_path / "ui.log").read_text()
-                    assert time.monotonic() < deadline, "the UI did not start"
-                    time.sleep(0.5)
+        with running_ui(tmp_path / "ui.log", free_port(), env) as url:
             yield url, s
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            log.close()
 
 
 @pytest.fixture
