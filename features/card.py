@@ -2,17 +2,23 @@
 
 A card's history is folded event by event through two pure functions:
 
-- ``card_features(state, txn)``: the features of ``txn`` as of its own event_time, from the state
-  of the card's *other* transactions (it includes ``txn`` itself, never anything after it, and
-  never a label);
-- ``update(state, txn)``: the state with ``txn`` added, expired entries dropped.
+- ``card_features(state, txn)``: the features of ``txn`` as of its own event_time, from the card's
+  *other* transactions that come before it in (event_time, txn_id) order -- never anything after
+  it, never a label, whatever order the events arrived in;
+- ``update(state, txn, pending_s)``: the state with ``txn`` added, expired entries dropped.
 
 The stream keeps ``CardState`` per card in a Faust table; the batch path (``features.backfill``)
 runs the same fold over Parquet history sorted by event time, so the two cannot disagree.
 
-Memory is bounded per card: exact recent events for the short windows (24 h plus the allowed
-lateness, at most ``MAX_RECENT``), hourly buckets for the 7 d / 30 d windows (at most 720),
-and capped, expiring sets of countries, merchants and home-location grid cells.
+Out-of-order arrival: events stay *pending* (exact, in ``recent``) for ``pending_s`` behind the
+card's latest event (the worker passes its lateness bound) and only then are *settled* into the
+aggregates (hour buckets, seen countries / merchants, home cells, count). Features add the pending
+events that precede the transaction to the settled aggregates, so an event that arrives late but
+within the bound is scored on exactly its own past, as in an in-order run of what had arrived.
+
+Memory is bounded per card: exact recent events for the short windows (24 h plus ``pending_s``,
+at most ``MAX_RECENT``), hourly buckets for the 7 d / 30 d windows (at most 720), and capped,
+expiring sets of countries, merchants and home-location grid cells.
 
 Window semantics: the 10 min, 1 h and 24 h windows are exact over (t - w, t]. The 7 d and 30 d
 windows are hour-aligned: the current UTC hour plus the 167 / 719 hours before it.
@@ -21,7 +27,7 @@ windows are hour-aligned: the current UTC hour plus the 167 / 719 hours before i
 from __future__ import annotations
 
 import math
-from bisect import insort
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -32,6 +38,7 @@ DAY = 86_400.0
 EXACT_WINDOWS = (("10m", 600.0), ("1h", HOUR), ("24h", DAY))
 BUCKET_WINDOWS = (("7d", 7 * 24), ("30d", 30 * 24))  # in hours
 RECENT_KEEP_S = DAY
+PENDING_S = 300.0  # how long an event stays exact before it is settled (the worker uses its lateness)
 MAX_RECENT = 512
 MAX_MERCHANTS = 256
 MAX_COUNTRIES = 64
@@ -75,17 +82,22 @@ class Recent(NamedTuple):
     amount: float
     lat: float
     lon: float
+    country: str = ""
+    merchant_id: str = ""
 
 
 @dataclass
 class CardState:
-    recent: list[Recent] = field(default_factory=list)  # sorted by (t, txn_id)
+    recent: list[Recent] = field(default_factory=list)  # sorted by (t, txn_id); exact, settled or not
+    # aggregates of the settled events only (those with t < settled_to)
     hours: dict[int, list[float]] = field(default_factory=dict)  # hour -> [count, sum]
     countries: dict[str, float] = field(default_factory=dict)  # country -> last seen t
     merchants: dict[str, float] = field(default_factory=dict)  # merchant -> last seen t
     cells: dict[str, list[float]] = field(default_factory=dict)  # cell -> [count, sum lat, sum lon]
-    last: Recent | None = None  # the latest transaction by event time
     total: int = 0
+    settled_to: float = -math.inf
+    last_settled: Recent | None = None  # the latest settled event (may have left ``recent``)
+    last: Recent | None = None  # the latest transaction by event time
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -95,8 +107,10 @@ class CardState:
                 "c": self.countries,
                 "m": self.merchants,
                 "g": self.cells,
-                "l": list(self.last) if self.last else None,
                 "n": self.total,
+                "w": None if self.settled_to == -math.inf else self.settled_to,
+                "s": list(self.last_settled) if self.last_settled else None,
+                "l": list(self.last) if self.last else None,
             },
             option=orjson.OPT_NON_STR_KEYS,
         )
@@ -112,8 +126,10 @@ class CardState:
             countries=d["c"],
             merchants=d["m"],
             cells=d["g"],
-            last=Recent(*d["l"]) if d["l"] else None,
             total=d["n"],
+            settled_to=-math.inf if d.get("w") is None else d["w"],
+            last_settled=Recent(*d["s"]) if d.get("s") else None,
+            last=Recent(*d["l"]) if d["l"] else None,
         )
 
 
@@ -128,11 +144,11 @@ def _cell(lat: float, lon: float) -> str:
     return f"{math.floor(lat / HOME_CELL_DEG)}:{math.floor(lon / HOME_CELL_DEG)}"
 
 
-def home(state: CardState) -> tuple[float, float] | None:
+def home(cells: dict[str, list[float]]) -> tuple[float, float] | None:
     """Robust home: the centroid of the grid cell holding most of the card's transactions."""
-    if not state.cells:
+    if not cells:
         return None
-    _, (n, sum_lat, sum_lon) = max(state.cells.items(), key=lambda kv: (kv[1][0], kv[0]))
+    _, (n, sum_lat, sum_lon) = max(cells.items(), key=lambda kv: (kv[1][0], kv[0]))
     return sum_lat / n, sum_lon / n
 
 
@@ -152,14 +168,18 @@ def _fresh(seen: dict[str, float], key: str, t: float) -> bool:
 
 def card_features(state: CardState, txn: Txn) -> dict[str, float]:
     """Features of ``txn`` as of its event time; ``state`` must not contain ``txn`` itself."""
+    me = (txn.t, txn.txn_id)
+    prior = state.recent[: bisect_left(state.recent, me, key=lambda r: (r.t, r.txn_id))]
+    pending = [r for r in prior if r.t >= state.settled_to]  # before txn, not in the aggregates yet
     out: dict[str, float] = {}
     for name, width in EXACT_WINDOWS:
         lo = txn.t - width
         count, total = 1.0, txn.amount
-        for r in state.recent:
-            if lo < r.t <= txn.t:
-                count += 1
-                total += r.amount
+        for r in reversed(prior):
+            if r.t <= lo:
+                break
+            count += 1
+            total += r.amount
         out[f"card_count_{name}"], out[f"card_sum_{name}"] = count, total
         out[f"card_mean_{name}"] = total / count
     hour = int(txn.t // HOUR)
@@ -170,6 +190,10 @@ def card_features(state: CardState, txn: Txn) -> dict[str, float]:
             if hour - hours < h <= hour:
                 count += c
                 total += s
+        for r in pending:
+            if hour - hours < int(r.t // HOUR):
+                count += 1
+                total += r.amount
         if name == "30d":
             prev_30d = (count, total)
         out[f"card_count_{name}"], out[f"card_sum_{name}"] = count + 1, total + txn.amount
@@ -177,7 +201,7 @@ def card_features(state: CardState, txn: Txn) -> dict[str, float]:
     out["amount"] = txn.amount
     out["amount_to_mean_30d"] = txn.amount / (prev_30d[1] / prev_30d[0]) if prev_30d[0] else math.nan
 
-    prev = _previous(state, txn)
+    prev = prior[-1] if prior else state.last_settled
     if prev is None:
         out["seconds_since_prev"] = out["km_from_prev"] = out["kmh_from_prev"] = math.nan
     else:
@@ -186,69 +210,95 @@ def card_features(state: CardState, txn: Txn) -> dict[str, float]:
         out["seconds_since_prev"] = dt
         out["km_from_prev"] = km
         out["kmh_from_prev"] = km / (max(dt, MIN_SPEED_INTERVAL_S) / HOUR)
-    where = home(state)
+    cells = state.cells
+    if pending:
+        cells = {k: list(v) for k, v in cells.items()}
+        for r in pending:
+            _add_cell(cells, r)
+    where = home(cells)
     out["km_from_home"] = math.nan if where is None else haversine_km(where[0], where[1], txn.lat, txn.lon)
-    out["new_country"] = 0.0 if _fresh(state.countries, txn.country, txn.t) else 1.0
-    out["new_merchant"] = 0.0 if _fresh(state.merchants, txn.merchant_id, txn.t) else 1.0
+    seen_country = _fresh(state.countries, txn.country, txn.t) or any(r.country == txn.country for r in pending)
+    seen_merchant = _fresh(state.merchants, txn.merchant_id, txn.t) or any(
+        r.merchant_id == txn.merchant_id for r in pending
+    )
+    out["new_country"] = 0.0 if seen_country else 1.0
+    out["new_merchant"] = 0.0 if seen_merchant else 1.0
     local_hour, weekday = _local_time(txn.t, txn.lon)
     out["is_night"] = 1.0 if local_hour < 6 else 0.0
     out["is_weekend"] = 1.0 if weekday >= 5 else 0.0
-    out["card_prev_txns"] = float(state.total)
+    out["card_prev_txns"] = float(state.total + len(pending))
     return out
 
 
-def _previous(state: CardState, txn: Txn) -> Recent | None:
-    """The card's latest transaction before ``txn`` (ties broken by txn_id)."""
-    if state.last is not None and (state.last.t, state.last.txn_id) < (txn.t, txn.txn_id):
-        return state.last
-    for r in reversed(state.recent):  # a late event: look back among the exact recent ones
-        if (r.t, r.txn_id) < (txn.t, txn.txn_id):
-            return r
-    return None
+def update(state: CardState, txn: Txn, pending_s: float = PENDING_S) -> CardState:
+    """Add ``txn`` to the state (in place, returned for convenience), settle and expire entries.
 
+    ``pending_s`` must be at least the lateness the caller accepts: an event later than that
+    behind the card's latest one would be scored without the pending events it should see.
+    """
+    entry = Recent(txn.t, txn.txn_id, txn.amount, txn.lat, txn.lon, txn.country, txn.merchant_id)
+    insort(state.recent, entry, key=lambda r: (r.t, r.txn_id))
+    if entry.t < state.settled_to:  # beyond the lateness the caller allows: settle it at once
+        _fold(state, entry)
+    if state.last is None or (entry.t, entry.txn_id) > (state.last.t, state.last.txn_id):
+        state.last = entry
+    latest = state.last.t
+    _settle(state, latest - pending_s)
 
-def update(state: CardState, txn: Txn) -> CardState:
-    """Add ``txn`` to the state (in place, returned for convenience) and expire old entries."""
-    entry = Recent(txn.t, txn.txn_id, txn.amount, txn.lat, txn.lon)
-    insort(state.recent, entry)
-    latest = max(txn.t, state.last.t if state.last else txn.t)
-    keep_from = latest - RECENT_KEEP_S
-    drop = 0
+    keep_from = latest - pending_s - RECENT_KEEP_S  # a late event still sees its full 24 h window
+    drop = bisect_left(state.recent, keep_from, key=lambda r: r.t)
     while drop < len(state.recent) and state.recent[drop].t <= keep_from:
         drop += 1
     drop = max(drop, len(state.recent) - MAX_RECENT)
     if drop:
+        _settle(state, math.nextafter(state.recent[drop - 1].t, math.inf))  # never drop a pending one
         del state.recent[:drop]
-
-    hour = int(txn.t // HOUR)
-    bucket = state.hours.setdefault(hour, [0.0, 0.0])
-    bucket[0] += 1
-    bucket[1] += txn.amount
-    oldest = int(latest // HOUR) - BUCKET_WINDOWS[-1][1]
-    for h in [h for h in state.hours if h <= oldest]:
-        del state.hours[h]
-
-    _see(state.countries, txn.country, txn.t, latest, MAX_COUNTRIES)
-    _see(state.merchants, txn.merchant_id, txn.t, latest, MAX_MERCHANTS)
-    cell = state.cells.setdefault(_cell(txn.lat, txn.lon), [0.0, 0.0, 0.0])
-    cell[0] += 1
-    cell[1] += txn.lat
-    cell[2] += txn.lon
-    if len(state.cells) > MAX_CELLS:
-        smallest = min(state.cells.items(), key=lambda kv: (kv[1][0], kv[0]))[0]
-        del state.cells[smallest]
-
-    if state.last is None or (entry.t, entry.txn_id) > (state.last.t, state.last.txn_id):
-        state.last = entry
-    state.total += 1
     return state
 
 
-def _see(seen: dict[str, float], key: str, t: float, latest: float, cap: int) -> None:
-    seen[key] = max(t, seen.get(key, t))
-    for k in [k for k, last in seen.items() if latest - last > SEEN_TTL_S]:
+def _settle(state: CardState, until: float) -> None:
+    """Fold the pending events with t < ``until`` into the aggregates; expire what no event needs."""
+    if until <= state.settled_to:
+        return
+    start = bisect_left(state.recent, state.settled_to, key=lambda r: r.t)
+    for r in state.recent[start:]:
+        if r.t >= until:
+            break
+        _fold(state, r)
+    state.settled_to = until
+    oldest = int(until // HOUR) - BUCKET_WINDOWS[-1][1]  # no valid event reads an hour this old
+    for h in [h for h in state.hours if h <= oldest]:
+        del state.hours[h]
+    for seen, cap in ((state.countries, MAX_COUNTRIES), (state.merchants, MAX_MERCHANTS)):
+        _expire(seen, until, cap)
+
+
+def _fold(state: CardState, r: Recent) -> None:
+    bucket = state.hours.setdefault(int(r.t // HOUR), [0.0, 0.0])
+    bucket[0] += 1
+    bucket[1] += r.amount
+    state.countries[r.country] = max(r.t, state.countries.get(r.country, r.t))
+    state.merchants[r.merchant_id] = max(r.t, state.merchants.get(r.merchant_id, r.t))
+    _add_cell(state.cells, r)
+    if len(state.cells) > MAX_CELLS:
+        smallest = min(state.cells.items(), key=lambda kv: (kv[1][0], kv[0]))[0]
+        del state.cells[smallest]
+    state.total += 1
+    if state.last_settled is None or (r.t, r.txn_id) > (state.last_settled.t, state.last_settled.txn_id):
+        state.last_settled = r
+
+
+def _add_cell(cells: dict[str, list[float]], r: Recent) -> None:
+    cell = cells.setdefault(_cell(r.lat, r.lon), [0.0, 0.0, 0.0])
+    cell[0] += 1
+    cell[1] += r.lat
+    cell[2] += r.lon
+
+
+def _expire(seen: dict[str, float], now: float, cap: int) -> None:
+    for k in [k for k, last in seen.items() if now - last > SEEN_TTL_S]:
         del seen[k]
-    if len(seen) > cap:
+    while len(seen) > cap:
         del seen[min(seen.items(), key=lambda kv: (kv[1], kv[0]))[0]]
 
 

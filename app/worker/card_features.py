@@ -129,7 +129,7 @@ def process_batch(batch: list[Raw], states: Mapping[bytes, bytes | None], latene
             "event_time": decoded.event_time,
         }
         row.update(card_features(state, txn))
-        update(state, txn)
+        update(state, txn, pending_s=lateness_s)
         changed.add(key)
         result.features.append(row)
         result.transactions.append(decoded)

@@ -22,6 +22,7 @@ from features.card import (
     CardState,
     Txn,
     card_features,
+    contains,
     haversine_km,
     update,
 )
@@ -219,3 +220,56 @@ def test_pans_are_found_and_masked() -> None:
     assert find_pans(text) == ["4111 1111 1111 1111"]  # the second fails Luhn, the third is too short
     assert mask_pans(text) == text.replace("4111 1111 1111 1111", "411111******1111")
     assert mask_pans("5500-0000-0000-0004") == "550000******0004"
+
+
+def test_out_of_order_and_duplicate_arrivals_see_exactly_their_own_past(history: pd.DataFrame) -> None:
+    """Events delayed (within the lateness bound) and redelivered, state round-tripped through bytes
+    as in the worker: each event's features equal an in-order fold of the card's events that had
+    arrived before it and precede it in event time; duplicates change nothing."""
+    rng = np.random.default_rng(4)
+    busiest = history["card_id"].value_counts().index[:12]
+    lateness = 300.0
+    for card in busiest:
+        rows = history[history["card_id"] == card].sort_values(["event_time", "txn_id"])
+        txns = [
+            Txn(r.txn_id, pd.Timestamp(r.event_time).timestamp(), r.amount, r.lat, r.lon, r.country, r.merchant_id)
+            for r in rows.itertuples()
+        ]
+        # bursts a few seconds apart, so several events are pending at once
+        txns += [t._replace(txn_id=f"{t.txn_id}-b{k}", t=t.t + 7 * k) for t in txns[::9] for k in (1, 2, 3)]
+        delay = np.where(rng.random(len(txns)) < 0.4, rng.uniform(0, lateness - 50, len(txns)), 0.0)
+        arrivals = [txns[i] for i in np.argsort([t.t + d for t, d in zip(txns, delay, strict=True)], kind="stable")]
+        for i in sorted(rng.choice(len(arrivals) - 5, 10, replace=False), reverse=True):
+            arrivals.insert(i + 3, arrivals[i])  # redelivered a few messages later
+        raw, seen, got, late = b"", set(), {}, 0
+        for t in arrivals:  # as the worker does: duplicate? late? else score and update
+            state = CardState.from_bytes(raw)
+            if contains(state, t.txn_id):
+                assert t.txn_id in seen
+                continue
+            if state.last is not None and t.t < state.last.t - lateness:
+                assert t.txn_id in seen, "only redeliveries of old events are late here"
+                late += 1
+                continue
+            assert t.txn_id not in seen
+            got[t.txn_id] = card_features(state, t)
+            raw = update(state, t, pending_s=lateness).to_bytes()
+            past = sorted((p for p in txns if p.txn_id in seen and (p.t, p.txn_id) < (t.t, t.txn_id)),
+                          key=lambda p: (p.t, p.txn_id))  # fmt: skip
+            want = card_features(fold_state(past), t)
+            assert got[t.txn_id].keys() == want.keys()
+            for name, value in want.items():
+                assert got[t.txn_id][name] == pytest.approx(value, rel=1e-12, nan_ok=True), (card, t.txn_id, name)
+            seen.add(t.txn_id)
+        in_order = dict(zip((t.txn_id for t in sorted(txns, key=lambda p: (p.t, p.txn_id))),
+                            fold(sorted(txns, key=lambda p: (p.t, p.txn_id))), strict=True))  # fmt: skip
+        assert got.keys() == in_order.keys()
+        same = sum(got[k] == in_order[k] for k in got if not np.isnan(got[k]["seconds_since_prev"]))
+        assert same > len(got) / 2, "events whose whole past had arrived score as in an in-order run"
+
+
+def fold_state(txns: list[Txn]) -> CardState:
+    state = CardState()
+    for t in txns:
+        update(state, t)
+    return state
