@@ -168,9 +168,40 @@ def _fresh(seen: dict[str, float], key: str, t: float) -> bool:
 
 def card_features(state: CardState, txn: Txn) -> dict[str, float]:
     """Features of ``txn`` as of its event time; ``state`` must not contain ``txn`` itself."""
-    me = (txn.t, txn.txn_id)
-    prior = state.recent[: bisect_left(state.recent, me, key=lambda r: (r.t, r.txn_id))]
+    prior = state.recent[: bisect_left(state.recent, (txn.t, txn.txn_id), key=lambda r: (r.t, r.txn_id))]
     pending = [r for r in prior if r.t >= state.settled_to]  # before txn, not in the aggregates yet
+    out = _amount_windows(state, prior, pending, txn)
+    prev = prior[-1] if prior else state.last_settled
+    if prev is None:
+        out["seconds_since_prev"] = out["km_from_prev"] = out["kmh_from_prev"] = math.nan
+    else:
+        dt = txn.t - prev.t
+        km = haversine_km(prev.lat, prev.lon, txn.lat, txn.lon)
+        out["seconds_since_prev"] = dt
+        out["km_from_prev"] = km
+        out["kmh_from_prev"] = km / (max(dt, MIN_SPEED_INTERVAL_S) / HOUR)
+    cells = state.cells
+    if pending:
+        cells = {k: list(v) for k, v in cells.items()}
+        for r in pending:
+            _add_cell(cells, r)
+    where = home(cells)
+    out["km_from_home"] = math.nan if where is None else haversine_km(where[0], where[1], txn.lat, txn.lon)
+    known_country = any(r.country == txn.country for r in pending)
+    known_merchant = any(r.merchant_id == txn.merchant_id for r in pending)
+    out["new_country"] = 0.0 if known_country or _fresh(state.countries, txn.country, txn.t) else 1.0
+    out["new_merchant"] = 0.0 if known_merchant or _fresh(state.merchants, txn.merchant_id, txn.t) else 1.0
+    local_hour, weekday = _local_time(txn.t, txn.lon)
+    out["is_night"] = 1.0 if local_hour < 6 else 0.0
+    out["is_weekend"] = 1.0 if weekday >= 5 else 0.0
+    out["card_prev_txns"] = float(state.total + len(pending))
+    return out
+
+
+def _amount_windows(
+    state: CardState, prior: list[Recent], pending: list[Recent], txn: Txn
+) -> dict[str, float]:
+    """Count, sum and mean of amounts over every window, ``txn`` included; the 30-day amount ratio."""
     out: dict[str, float] = {}
     for name, width in EXACT_WINDOWS:
         lo = txn.t - width
@@ -200,33 +231,6 @@ def card_features(state: CardState, txn: Txn) -> dict[str, float]:
         out[f"card_mean_{name}"] = (total + txn.amount) / (count + 1)
     out["amount"] = txn.amount
     out["amount_to_mean_30d"] = txn.amount / (prev_30d[1] / prev_30d[0]) if prev_30d[0] else math.nan
-
-    prev = prior[-1] if prior else state.last_settled
-    if prev is None:
-        out["seconds_since_prev"] = out["km_from_prev"] = out["kmh_from_prev"] = math.nan
-    else:
-        dt = txn.t - prev.t
-        km = haversine_km(prev.lat, prev.lon, txn.lat, txn.lon)
-        out["seconds_since_prev"] = dt
-        out["km_from_prev"] = km
-        out["kmh_from_prev"] = km / (max(dt, MIN_SPEED_INTERVAL_S) / HOUR)
-    cells = state.cells
-    if pending:
-        cells = {k: list(v) for k, v in cells.items()}
-        for r in pending:
-            _add_cell(cells, r)
-    where = home(cells)
-    out["km_from_home"] = math.nan if where is None else haversine_km(where[0], where[1], txn.lat, txn.lon)
-    seen_country = _fresh(state.countries, txn.country, txn.t) or any(r.country == txn.country for r in pending)
-    seen_merchant = _fresh(state.merchants, txn.merchant_id, txn.t) or any(
-        r.merchant_id == txn.merchant_id for r in pending
-    )
-    out["new_country"] = 0.0 if seen_country else 1.0
-    out["new_merchant"] = 0.0 if seen_merchant else 1.0
-    local_hour, weekday = _local_time(txn.t, txn.lon)
-    out["is_night"] = 1.0 if local_hour < 6 else 0.0
-    out["is_weekend"] = 1.0 if weekday >= 5 else 0.0
-    out["card_prev_txns"] = float(state.total + len(pending))
     return out
 
 

@@ -232,13 +232,14 @@ def test_out_of_order_and_duplicate_arrivals_see_exactly_their_own_past(history:
     for card in busiest:
         rows = history[history["card_id"] == card].sort_values(["event_time", "txn_id"])
         txns = [
-            Txn(r.txn_id, pd.Timestamp(r.event_time).timestamp(), r.amount, r.lat, r.lon, r.country, r.merchant_id)
+            Txn(r.txn_id, r.event_time.timestamp(), r.amount, r.lat, r.lon, r.country, r.merchant_id)
             for r in rows.itertuples()
         ]
         # bursts a few seconds apart, so several events are pending at once
         txns += [t._replace(txn_id=f"{t.txn_id}-b{k}", t=t.t + 7 * k) for t in txns[::9] for k in (1, 2, 3)]
         delay = np.where(rng.random(len(txns)) < 0.4, rng.uniform(0, lateness - 50, len(txns)), 0.0)
-        arrivals = [txns[i] for i in np.argsort([t.t + d for t, d in zip(txns, delay, strict=True)], kind="stable")]
+        order = np.argsort([t.t + d for t, d in zip(txns, delay, strict=True)], kind="stable")
+        arrivals = [txns[i] for i in order]
         for i in sorted(rng.choice(len(arrivals) - 5, 10, replace=False), reverse=True):
             arrivals.insert(i + 3, arrivals[i])  # redelivered a few messages later
         raw, seen, got, late = b"", set(), {}, 0
@@ -259,7 +260,8 @@ def test_out_of_order_and_duplicate_arrivals_see_exactly_their_own_past(history:
             want = card_features(fold_state(past), t)
             assert got[t.txn_id].keys() == want.keys()
             for name, value in want.items():
-                assert got[t.txn_id][name] == pytest.approx(value, rel=1e-12, nan_ok=True), (card, t.txn_id, name)
+                where = (card, t.txn_id, name)
+                assert got[t.txn_id][name] == pytest.approx(value, rel=1e-12, nan_ok=True), where
             seen.add(t.txn_id)
         in_order = dict(zip((t.txn_id for t in sorted(txns, key=lambda p: (p.t, p.txn_id))),
                             fold(sorted(txns, key=lambda p: (p.t, p.txn_id))), strict=True))  # fmt: skip
