@@ -102,7 +102,7 @@ def bench_agent(config: SimConfig, workdir: Path) -> dict[str, Any]:
     log_path = workdir / "worker.log"
     with running_worker(log_path, env) as proc:
         # the topic is filled once the worker is up: it consumes as fast as it can from there
-        sink = KafkaSink(bench_settings.kafka_servers)
+        sink = KafkaSink(bench_settings.kafka_servers, **bench_settings.kafka_security())
         produce([history], sink, topic=bench_settings.topic_transactions, feedback_topic="unused",
                 pacer=Pacer(0), labels=False)  # fmt: skip
         sink.close()

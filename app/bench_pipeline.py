@@ -76,7 +76,7 @@ class ScoreReader(threading.Thread):
 
         self.consumer = KafkaConsumer(
             s.topic_scores, bootstrap_servers=s.kafka_servers, group_id=None, auto_offset_reset="earliest",
-            enable_auto_commit=False, fetch_max_wait_ms=20,
+            enable_auto_commit=False, fetch_max_wait_ms=20, **s.kafka_security(),
         )  # fmt: skip
         self.rows: list[tuple[float, float, float]] = []
         self.txn_ids: set[str] = set()
@@ -132,7 +132,7 @@ def run_pipeline_bench(
                 stack.enter_context(running_worker(workdir / f"worker-{i}.log", env)) for i in range(workers)
             ]
             time.sleep(warm_s)  # group joined, partitions assigned
-            sink = KafkaSink(s.kafka_servers)
+            sink = KafkaSink(s.kafka_servers, **s.kafka_security())
             cpu_before = [psutil.Process(p.pid).cpu_times() for p in procs]
             started = time.monotonic()
             summary = produce([traffic], sink, topic=s.topic_transactions, feedback_topic="unused",

@@ -139,7 +139,12 @@ def train(
 
     next_run(schedule, datetime.now(UTC))  # an invalid expression fails here, in one line
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    requests = KafkaRequests(settings.kafka_servers, settings.topic_retrain, f"{settings.app_id}-trainer")
+    requests = KafkaRequests(
+        settings.kafka_servers,
+        settings.topic_retrain,
+        f"{settings.app_id}-trainer",
+        **settings.kafka_security(),
+    )
     from app.drift import DriftCheck
 
     drift = DriftCheck(settings, settings.reports_dir / "drift")

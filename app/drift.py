@@ -191,7 +191,9 @@ def request_retrain(settings: Settings, reason: str) -> None:
     from app.kafka_admin import ensure_topics  # noqa: PLC0415
 
     ensure_topics(settings, [settings.topic_retrain])
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_servers, acks="all", **settings.kafka_security()
+    )
     try:
         payload = {"reason": reason, "requested_at": datetime.now(UTC).isoformat()}
         producer.send(settings.topic_retrain, key=b"drift", value=json.dumps(payload).encode()).get(

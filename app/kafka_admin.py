@@ -24,7 +24,11 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
 
     wanted = names or topic_names(settings)
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="fraudstream-admin")
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.kafka_servers,
+            client_id="fraudstream-admin",
+            **settings.kafka_security(),
+        )
     except KafkaError as exc:
         raise FraudstreamError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
     try:
@@ -42,7 +46,9 @@ def committed(settings: Settings, group: str, topic: str) -> int:
     """Sum of ``group``'s committed offsets on ``topic`` (0: the group never consumed it)."""
     from kafka import KafkaAdminClient  # noqa: PLC0415
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="fraudstream-admin")
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_servers, client_id="fraudstream-admin", **settings.kafka_security()
+    )
     try:
         offsets = admin.list_consumer_group_offsets(group)
     finally:

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     topic_feedback: str = "fraud-feedback"
     topic_retrain: str = "retrain-requests"
     topic_partitions: int = Field(4, ge=1)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for SSL/SASL_SSL (else system CAs)")
 
     # PostgreSQL (alerts, labels, decision audit, model registry)
     pg_host: str = "127.0.0.1"
@@ -90,9 +95,33 @@ class Settings(BaseSettings):
             raise ValueError("decline_threshold must not be below review_threshold")
         return self
 
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            protocol = self.kafka_security_protocol
+            raise ValueError(f"kafka_security_protocol {protocol} needs a SASL username and password")
+        return self
+
     @property
     def kafka_servers(self) -> list[str]:
         return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+    def kafka_security(self) -> dict[str, object]:
+        """kafka-python client options for the broker's security protocol (empty for PLAINTEXT)."""
+        protocol = self.kafka_security_protocol
+        options: dict[str, object] = {}
+        if protocol != "PLAINTEXT":
+            options["security_protocol"] = protocol
+        if protocol.startswith("SASL"):
+            assert self.kafka_sasl_password is not None  # checked by _sasl_complete
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        if protocol.endswith("SSL") and self.kafka_ssl_cafile is not None:
+            options["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        return options
 
     def pg_conninfo(self, *, reveal: bool = False) -> str:
         """libpq URL; the password is masked unless ``reveal`` (never log a revealed one)."""

@@ -78,12 +78,12 @@ class KafkaRequests:
     lost; the first run drains whatever was waiting); later starts continue from its commits.
     """
 
-    def __init__(self, bootstrap: list[str], topic: str, group: str) -> None:
+    def __init__(self, bootstrap: list[str], topic: str, group: str, **security: Any) -> None:
         from kafka import KafkaConsumer  # noqa: PLC0415
 
         self.consumer = KafkaConsumer(
             topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
-            enable_auto_commit=True,
+            enable_auto_commit=True, **security,
         )  # fmt: skip
 
     def poll(self, timeout_s: float) -> list[dict[str, Any]]:

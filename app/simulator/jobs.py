@@ -74,7 +74,7 @@ def produce_transactions(
         if limit is not None:
             frames = _limited(frames, limit)
     ensure_topics(settings, [settings.topic_transactions, settings.topic_feedback])
-    sink = KafkaSink(settings.kafka_servers)
+    sink = KafkaSink(settings.kafka_servers, **settings.kafka_security())
     try:
         return produce(
             frames,

@@ -20,7 +20,12 @@ def kafka_feedback(settings: Settings) -> Feedback:
         try:
             if not producer:
                 producer.append(
-                    KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", retries=5)
+                    KafkaProducer(
+                        bootstrap_servers=settings.kafka_servers,
+                        acks="all",
+                        retries=5,
+                        **settings.kafka_security(),
+                    )
                 )
             future = producer[0].send(
                 settings.topic_feedback, key=record["card_id"].encode(), value=encode(record)

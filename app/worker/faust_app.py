@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -153,6 +154,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_servers],
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
@@ -218,6 +220,24 @@ def create_app(settings: Settings) -> faust.App:
         pipeline.close()
 
     return app
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust (aiokafka) credentials for the broker's security protocol; None for PLAINTEXT."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol.endswith("SSL"):
+        cafile = settings.kafka_ssl_cafile
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    assert settings.kafka_sasl_password is not None  # checked by the settings
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username, password=settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=context, mechanism=settings.kafka_sasl_mechanism,
+    )  # fmt: skip
 
 
 def raw_of(event: Any) -> Raw:

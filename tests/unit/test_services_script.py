@@ -61,7 +61,10 @@ def test_kafka_config_is_single_node_kraft_with_fast_rebalance(services: ModuleT
     )
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
-    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092,SASL_PLAINTEXT://127.0.0.1:19094"
+    assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == "PLAIN"
+    jaas = props["listener.name.sasl_plaintext.plain.sasl.jaas.config"]
+    assert 'user_fraudstream="fraudstream-local"' in jaas
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["log.dirs"] == str(tmp_path)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -44,3 +45,18 @@ def test_the_feast_config_environment_does_not_leak(monkeypatch: pytest.MonkeyPa
         assert os.environ["FRAUDSTREAM_PG_DB"] == "elsewhere"
     assert "FRAUDSTREAM_PG_DB" not in os.environ
     assert Settings().pg_db == "fraudstream"
+
+
+def test_kafka_security_options_for_sasl_and_ssl(tmp_path: Path) -> None:
+    assert Settings().kafka_security() == {}
+    sasl = Settings(
+        kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="svc",
+        kafka_sasl_password="s3cret", kafka_ssl_cafile=tmp_path / "ca.pem",
+    )  # fmt: skip
+    assert sasl.kafka_security() == {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "svc",
+        "sasl_plain_password": "s3cret", "ssl_cafile": str(tmp_path / "ca.pem"),
+    }  # fmt: skip
+    assert "s3cret" not in repr(sasl)
+    with pytest.raises(ValidationError, match="needs a SASL username and password"):
+        Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="svc")
