@@ -14,6 +14,8 @@ import orjson
 import pyarrow as pa
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from app.pan import find_pans
+
 CHANNELS = ("card_present", "ecommerce", "atm")
 Channel = Literal["card_present", "ecommerce", "atm"]
 
@@ -72,7 +74,17 @@ HISTORY_SCHEMA = (
 def _not_pan(value: str) -> str:
     if PAN_LIKE.match(value):
         raise ValueError("card_id looks like a card number (PAN); send a token")
+    return _no_pan(value)
+
+
+def _no_pan(value: str) -> str:
+    """Identifiers never carry a card number, not even inside (a Luhn-valid 13-19 digit run)."""
+    if find_pans(value):
+        raise ValueError("contains a card number (PAN); send a token")
     return value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_pan)]
 
 
 def _utc(value: datetime) -> datetime:
@@ -86,10 +98,10 @@ class Transaction(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    txn_id: str = Field(min_length=1, max_length=64)
+    txn_id: Id
     event_time: Annotated[datetime, AfterValidator(_utc)]
     card_id: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_not_pan)]
-    merchant_id: str = Field(min_length=1, max_length=64)
+    merchant_id: Id
     amount: float = Field(gt=0, lt=1_000_000)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     mcc: str = Field(pattern=r"^\d{4}$")
@@ -104,13 +116,13 @@ class Feedback(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    txn_id: str = Field(min_length=1, max_length=64)
-    card_id: str = Field(min_length=1, max_length=64)
+    txn_id: Id
+    card_id: Id
     is_fraud: Literal[0, 1]
     label_time: Annotated[datetime, AfterValidator(_utc)]
     source: Literal["chargeback", "analyst"]
-    fraud_scenario: str | None = None
-    analyst: str | None = None  # who gave an analyst verdict
+    fraud_scenario: Annotated[str, AfterValidator(_no_pan)] | None = None
+    analyst: Annotated[str, AfterValidator(_no_pan)] | None = None  # who gave an analyst verdict
     retracted: bool = False  # an analyst undid this verdict
 
 

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     feature_log_flush_s: float = Field(10.0, gt=0)
     online_flush_s: float = Field(0.5, gt=0, description="Coalescing interval of Feast online writes")
     worker_web_port: int = 6066
+    worker_session_timeout_s: float = Field(
+        30.0, ge=6, description="A worker silent this long leaves the group; its partitions move"
+    )
 
     # Scoring (champion model, decisions, explanations)
     scoring: bool = Field(True, description="Score transactions (false: features only)")

@@ -14,6 +14,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from app.errors import FraudstreamError
+from app.pan import mask_pans
 from app.pg import connect
 from app.ui.auth import ROLES, check_password, hash_password, token
 
@@ -208,6 +209,7 @@ class UiStore:
             return conn.execute("select * from labels where txn_id = %s order by id", (txn_id,)).fetchall()
 
     def verdict(self, txn_id: str, actor: str, is_fraud: bool, note: str) -> dict[str, Any]:
+        note = mask_pans(note[:2000])  # a card number typed into a note is never stored
         """Close an open alert with the analyst's verdict; a label row and an action-log row."""
         with self._connect() as conn, conn.transaction():
             alert = conn.execute(
@@ -220,13 +222,13 @@ class UiStore:
             label = conn.execute(
                 "insert into labels (txn_id, card_id, is_fraud, source, actor, note) values"
                 " (%s, %s, %s, 'analyst', %s, %s) returning *",
-                (txn_id, alert["card_id"], is_fraud, actor, note[:2000]),
+                (txn_id, alert["card_id"], is_fraud, actor, note),
             ).fetchone()
             conn.execute(
                 "update alerts set status = %s, closed_at = now(), closed_by = %s where txn_id = %s",
                 ("fraud" if is_fraud else "legit", actor, txn_id),
             )
-            self._log(conn, actor, "verdict", txn_id, {"is_fraud": is_fraud, "note": note[:2000]})
+            self._log(conn, actor, "verdict", txn_id, {"is_fraud": is_fraud, "note": note})
         assert label is not None
         return label
 

@@ -165,6 +165,8 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         producer_linger=0.005,  # batch changelog, score and DLQ sends instead of one request per message
         producer_max_batch_size=512 * 1024,
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=settings.worker_session_timeout_s / 10,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
     )
