@@ -50,7 +50,7 @@ def committed(settings: Settings, group: str, topic: str) -> int:
         bootstrap_servers=settings.kafka_servers, client_id="fraudstream-admin", **settings.kafka_security()
     )
     try:
-        offsets = admin.list_consumer_group_offsets(group)
+        offsets = admin.list_group_offsets(group).get(group, {})
     finally:
         admin.close()
     return sum(max(0, meta.offset) for tp, meta in offsets.items() if tp.topic == topic)

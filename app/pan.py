@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
-# 13-19 digits, optionally grouped by single spaces or dashes
-_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# 13-19 digits, optionally grouped by single spaces or dashes, starting with a payment-card major
+# industry identifier (2-6: Mastercard 2-series, Amex/JCB/Diners, Visa, Mastercard, Discover/UnionPay),
+# not the fraction of a decimal number (scores like 0.23456789012345678 are not card numbers)
+_CANDIDATE = re.compile(r"(?<![\d.])[2-6](?:[ -]?\d){12,18}(?!\d)")
 
 
 def luhn_ok(digits: str) -> bool:

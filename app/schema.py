@@ -77,10 +77,16 @@ def _not_pan(value: str) -> str:
     return _no_pan(value)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _no_pan(value: str) -> str:
-    """Identifiers never carry a card number, not even inside (a Luhn-valid 13-19 digit run)."""
+    """Identifiers never carry a card number, not even inside (a Luhn-valid 13-19 digit run), nor
+    control characters (PostgreSQL refuses NUL in text: one such message would stall every sink)."""
     if find_pans(value):
         raise ValueError("contains a card number (PAN); send a token")
+    if _CONTROL.search(value):
+        raise ValueError("contains a control character")
     return value
 
 

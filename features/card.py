@@ -98,6 +98,9 @@ class CardState:
     settled_to: float = -math.inf
     last_settled: Recent | None = None  # the latest settled event (may have left ``recent``)
     last: Recent | None = None  # the latest transaction by event time
+    # where the stream worker read the last event it folded in (partition, offset): a redelivery
+    # after a crash is recognised exactly, however old its event time (unused by the batch path)
+    position: tuple[int, int] | None = None
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -111,6 +114,7 @@ class CardState:
                 "w": None if self.settled_to == -math.inf else self.settled_to,
                 "s": list(self.last_settled) if self.last_settled else None,
                 "l": list(self.last) if self.last else None,
+                "p": self.position,
             },
             option=orjson.OPT_NON_STR_KEYS,
         )
@@ -130,6 +134,7 @@ class CardState:
             settled_to=-math.inf if d.get("w") is None else d["w"],
             last_settled=Recent(*d["s"]) if d.get("s") else None,
             last=Recent(*d["l"]) if d["l"] else None,
+            position=(d["p"][0], d["p"][1]) if d.get("p") else None,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,13 @@ create table if not exists model_registry (
     promoted_at   timestamptz
 );
 create unique index if not exists one_champion on model_registry (status) where status = 'champion';
+create table if not exists model_refusals (
+    version     text not null references model_registry (version),
+    worker      text not null,
+    reason      text not null,
+    refused_at  timestamptz not null default now(),
+    primary key (version, worker)
+);
 """
 
 
@@ -108,6 +116,26 @@ class Registry:
                 "update model_registry set status = 'champion', promoted_at = now() where version = %s",
                 (version,),
             )
+
+    def refuse(self, version: str, worker: str, reason: str) -> None:
+        """Record that ``worker`` could not load ``version`` (shown on the UI's models page)."""
+        with self._connect() as conn:
+            conn.execute(
+                "insert into model_refusals (version, worker, reason) values (%s, %s, %s)"
+                " on conflict (version, worker) do update set reason = excluded.reason, refused_at = now()",
+                (version, worker, reason[:500]),
+            )
+
+    def refusals(self) -> dict[str, builtins.list[dict[str, Any]]]:
+        """Per version, the workers that refused it, newest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "select version, worker, reason, refused_at from model_refusals order by refused_at desc"
+            ).fetchall()
+        out: dict[str, builtins.list[dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault(r["version"], []).append(r)
+        return out
 
     def rollback(self) -> str:
         """Re-promote the most recently retired champion; return its version."""

@@ -27,8 +27,10 @@ class Champion:
         threads: int = 1,
         device: str = "cpu",
         shadow_version: str | None = None,
+        on_refused: Callable[[str, str], None] | None = None,
     ) -> None:
         self.champion_row, self.version_row = champion_row, version_row
+        self.on_refused = on_refused  # (version, reason): raise the alarm beyond the log
         self.threads, self.device = threads, device
         self.shadow_version = shadow_version
         self.current: Model | None = None
@@ -52,6 +54,11 @@ class Champion:
             self.refused.add(row.version)
             keeping = self.current.version if self.current else "none"
             log.error("scoring: champion %s refused (%s); keeping %s", row.version, exc, keeping)
+            if self.on_refused is not None:
+                try:
+                    self.on_refused(row.version, str(exc))
+                except Exception as alarm:  # the alarm failing must not stop scoring
+                    log.error("scoring: could not record the refusal of %s (%s)", row.version, alarm)
             return False
         previous = self.current.version if self.current else "none"
         self.current = model

@@ -199,7 +199,8 @@ def create_app(  # noqa: PLR0915 - the route table
     def models(request: Request, session: Annotated[Session, Depends(current)]) -> Response:
         from training.registry import Registry  # noqa: PLC0415
 
-        return page(request, "models.html", session, models=Registry(store.conninfo).list())
+        registry = Registry(store.conninfo)
+        return page(request, "models.html", session, models=registry.list(), refusals=registry.refusals())
 
     @app.post("/models/{version}/promote")
     def promote(

@@ -94,6 +94,12 @@ def to_txn(txn: Transaction) -> Txn:
     )
 
 
+def redelivered(state: CardState, raw: Raw) -> bool:
+    """A message the card's state already holds: re-read after a crash, however old its event."""
+    at = state.position
+    return at is not None and at[0] == raw.partition and 0 <= raw.offset <= at[1]
+
+
 def process_batch(batch: list[Raw], states: Mapping[bytes, bytes | None], lateness_s: float) -> BatchResult:
     """Features for every valid transaction of ``batch``, in order; ``states`` is the card table.
 
@@ -114,6 +120,9 @@ def process_batch(batch: list[Raw], states: Mapping[bytes, bytes | None], latene
         if state is None:
             state = cache[key] = CardState.from_bytes(states.get(key))
         txn = to_txn(decoded)
+        if redelivered(state, raw):
+            result.duplicates += 1
+            continue
         if contains(state, txn.txn_id):
             result.duplicates += 1
             continue
@@ -130,6 +139,8 @@ def process_batch(batch: list[Raw], states: Mapping[bytes, bytes | None], latene
         }
         row.update(card_features(state, txn))
         update(state, txn, pending_s=lateness_s)
+        if raw.offset >= 0:
+            state.position = (raw.partition, raw.offset)
         changed.add(key)
         result.features.append(row)
         result.transactions.append(decoded)

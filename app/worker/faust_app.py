@@ -7,8 +7,11 @@ champion (decisions to PostgreSQL, events to ``fraud-scores``), writes features 
 offline log, and sends what it cannot process to the dead-letter topic with the reason.
 
 Order within a batch (at-least-once, nothing lost, nothing duplicated in PostgreSQL):
-features -> decisions persisted (retried until PostgreSQL answers) -> score events -> card states
-written to the table -> batch acknowledged (Faust commits offsets of acknowledged messages only).
+features -> decisions persisted (retried until PostgreSQL answers) -> score events, dead letters and
+card states (changelog) sent -> *all of them delivered* -> batch acknowledged (Faust commits offsets
+of acknowledged messages only). Waiting for delivery matters: Faust's commit-time producer flush
+gives up after 0.1 s without progress, so without it a crash could leave committed offsets whose
+card state never reached the changelog (found by the kill -9 test in tests/integration/test_faults.py).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import ssl
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Awaitable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +61,26 @@ class Counters:
         )
 
 
+class DurableTable(faust.Table[bytes, bytes | None]):
+    """A table whose changelog writes can be awaited until Kafka has them (``await table.delivered()``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unsent: list[Awaitable[Any]] = []
+
+    def on_key_set(self, key: Any, value: Any) -> None:  # Table.on_key_set, keeping the future
+        fut = self.send_changelog(self.partition_for_key(key), key, value)
+        self.unsent.append(fut)
+        partition = fut.message.partition
+        assert partition is not None  # eager partitioning: known once queued
+        self._maybe_set_key_ttl(key, partition)
+        self._sensor_on_set(self, key, value)
+
+    async def delivered(self) -> None:
+        futures, self.unsent = self.unsent, []
+        await asyncio.gather(*futures)
+
+
 @dataclass
 class Pipeline:
     """What one micro-batch goes through; the sinks open in the background when the worker starts."""
@@ -86,14 +110,15 @@ class Pipeline:
 
     async def handle(self, batch: Sequence[Raw]) -> None:
         result = process_batch(list(batch), self.states, self.settings.lateness_s)
-        for dead in result.dead:
-            log.warning("worker: dead letter: %s", dead.reason)
-            await self.dlq.send(key=dead.masked_key(), value=orjson.dumps(dead.record()))
+        sent = [await self._dead_letter(dead) for dead in result.dead]
         await self.ready.wait()  # the first batch can arrive before the sinks are open
         if self.scorer is not None and result.features:
-            await self._score(self.scorer, result.features, result.transactions, result.produced_at)
+            sent += await self._score(self.scorer, result.features, result.transactions, result.produced_at)
         for key, value in result.states.items():  # each write is a changelog message
             self.states[key] = value
+        await asyncio.gather(*sent)  # every event of the batch is in Kafka before it is acknowledged
+        if isinstance(self.states, DurableTable):
+            await self.states.delivered()
         assert self.online is not None
         assert self.feature_log is not None
         self.online.write(result.features)
@@ -105,31 +130,36 @@ class Pipeline:
         c.duplicates += result.duplicates
         c.batches += 1
 
-    async def _score(self, scorer: Scorer, *batch: Any) -> None:
+    async def _dead_letter(self, dead: DeadLetter) -> Awaitable[Any]:
+        log.warning("worker: dead letter: %s", dead.reason)
+        sent: Awaitable[Any] = await self.dlq.send(key=dead.masked_key(), value=orjson.dumps(dead.record()))
+        return sent
+
+    async def _score(self, scorer: Scorer, *batch: Any) -> list[Awaitable[Any]]:
         while scorer.champion.current is None:  # hold the batch, unacknowledged, until a model exists
             log.warning("worker: no champion model yet (run fraudstream train); waiting")
             await asyncio.sleep(self.settings.model_poll_s)
             await asyncio.to_thread(scorer.refresh)
         decisions = await asyncio.to_thread(scorer.score, *batch)
-        for d in decisions:
-            await self.scores.send(key=d.txn.card_id.encode(), value=orjson.dumps(d.event()))
+        send = self.scores.send
+        sent = [await send(key=d.txn.card_id.encode(), value=orjson.dumps(d.event())) for d in decisions]
         self.counters.scored += len(decisions)
         self.counters.flagged += sum(d.flagged for d in decisions)
+        return sent
 
     async def handle_feedback(self, batch: Sequence[Raw]) -> None:
         """Chargebacks and verdicts -> labels; enough confirmed fraud -> one retrain request."""
         await self.ready.wait()
-        good = []
+        good, sent = [], []
         for raw in batch:
             parsed = parse_feedback(raw.value)
             if isinstance(parsed, str):
-                dead = DeadLetter(raw.key, f"feedback: {parsed}", raw)
-                log.warning("worker: dead letter: %s", dead.reason)
-                await self.dlq.send(key=dead.masked_key(), value=orjson.dumps(dead.record()))
+                sent.append(await self._dead_letter(DeadLetter(raw.key, f"feedback: {parsed}", raw)))
             else:
                 good.append(parsed)
         if self.feedback is not None and good:
             await asyncio.to_thread(self.feedback.handle, good)
+        await asyncio.gather(*sent)
 
     async def refresh(self) -> None:
         if self.scorer is not None:
@@ -172,14 +202,17 @@ def create_app(settings: Settings) -> faust.App:
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(settings.topic_transactions, **raw)
-    states = app.Table(
-        "card-state",
+    states = DurableTable(
+        app,
+        name="card-state",
         default=lambda: None,
+        beacon=app.tables.beacon,
         key_type=bytes,
         value_type=bytes,
         partitions=settings.topic_partitions,
         use_partitioner=True,  # changelog partition by key, as the producers partition transactions
     )
+    app.tables.add(states)
     # Table writes and score events queue in the producer buffer; Faust pauses the stream while it
     # holds more than max_messages (default 100, i.e. less than one micro-batch).
     app.producer.buffer.max_messages = 4 * settings.batch_size
@@ -275,6 +308,7 @@ def build_scorer(settings: Settings) -> Scorer:
     champion = Champion(
         registry.champion, registry.get, threads=settings.worker_threads, device=settings.device,
         shadow_version=settings.shadow_model,
+        on_refused=lambda version, reason: registry.refuse(version, worker_name(), reason),
     )  # fmt: skip
     policy = Policy(
         settings.review_threshold, settings.decline_threshold, settings.explain_all, settings.reason_count
@@ -288,6 +322,10 @@ def build_scorer(settings: Settings) -> Scorer:
     scorer = Scorer(champion, merchants, DecisionStore(conninfo), policy, settings.amount_limit)
     scorer.refresh()
     return scorer
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_worker(app: faust.App, loglevel: str = "info") -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from pathlib import Path
 
-from kafka import KafkaConsumer
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
 from app.settings import Settings
+from app.worker.process import isolated_env, running_worker, settings_for
 from tests.kafka_helpers import create_topics, drain, produce_json
 from tests.services import unique
 
@@ -51,3 +55,34 @@ def test_consumer_group_commits_offsets(settings: Settings) -> None:
 
     assert consume_some() == 50
     assert consume_some() == 0, "a committed group must not re-read what it consumed"
+
+
+def test_sasl_listener_authenticates_and_the_worker_runs_through_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Security settings reach every client: a worker consumes and produces over SASL_PLAINTEXT."""
+    host, port = settings.kafka_servers[0].rsplit(":", 1)
+    sasl = {
+        "FRAUDSTREAM_KAFKA_BOOTSTRAP": f"{host}:{int(port) + 2}",  # scripts/services: the SASL listener
+        "FRAUDSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "FRAUDSTREAM_KAFKA_SASL_USERNAME": "fraudstream",
+        "FRAUDSTREAM_KAFKA_SASL_PASSWORD": "fraudstream-local",
+    }
+    env = {**isolated_env(unique("it-sasl"), tmp_path), **sasl, "FRAUDSTREAM_SCORING": "false"}
+    s = settings_for(env)
+    with pytest.raises(KafkaError):  # the listener refuses a wrong password
+        KafkaConsumer(
+            bootstrap_servers=s.kafka_servers, request_timeout_ms=3000, api_version_auto_timeout_ms=3000,
+            **{**s.kafka_security(), "sasl_plain_password": "wrong"},
+        ).topics()  # fmt: skip
+    with running_worker(tmp_path / "worker.log", env):
+        producer = KafkaProducer(bootstrap_servers=s.kafka_servers, acks="all", **s.kafka_security())
+        producer.send(s.topic_transactions, key=b"card-1", value=b"{not json").get(timeout=30)
+        producer.close()
+        consumer = KafkaConsumer(
+            s.topic_dlq, bootstrap_servers=s.kafka_servers, auto_offset_reset="earliest",
+            consumer_timeout_ms=60_000, **s.kafka_security(),
+        )  # fmt: skip
+        dead = next(iter(consumer))
+        consumer.close()
+    assert json.loads(dead.value)["reason"].startswith("invalid JSON")

@@ -234,6 +234,8 @@ def test_a_promoted_champion_is_used_without_restart_and_a_corrupt_one_is_refuse
     time.sleep(3)
     assert score_new("after-corrupt") == "v-hot-reload", "a corrupt champion never replaces the working one"
     assert b"champion v-corrupt refused" in scoring.log.read_bytes()
+    (refusal,) = registry.refusals()["v-corrupt"]  # the alarm the models page shows
+    assert "v-corrupt" in refusal["reason"] or "model" in refusal["reason"]
     registry.promote(old.version)
 
 

@@ -153,15 +153,16 @@ def test_state_stays_bounded_and_survives_serialisation() -> None:
     assert len(state.to_bytes()) < 64 * 1024
 
 
-def _raw(record: dict[str, object] | bytes, key: bytes | None = None) -> Raw:
+def _raw(record: dict[str, object] | bytes, key: bytes | None = None, offset: int = 1) -> Raw:
     value = record if isinstance(record, bytes) else encode(record)
-    return Raw(key=key, value=value, topic="transactions", partition=0, offset=1)
+    return Raw(key=key, value=value, topic="transactions", partition=0, offset=offset)
 
 
 def test_batch_service_matches_backfill_and_dead_letters_bad_input(history: pd.DataFrame) -> None:
     sample = history.iloc[:400]
     good = [
-        _raw({k: r[k] for k in sample.columns[:11]}, r["card_id"].encode()) for r in sample.to_dict("records")
+        _raw({k: r[k] for k in sample.columns[:11]}, r["card_id"].encode(), offset=i)
+        for i, r in enumerate(sample.to_dict("records"))
     ]
     valid = sample.iloc[0].to_dict()
     bad = [
@@ -203,8 +204,8 @@ def test_late_events_go_to_the_dlq_and_duplicates_are_not_counted_twice() -> Non
             "channel": "card_present", "lat": 48.0, "lon": 2.0, "country": "FR"}  # fmt: skip
     t = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
     first = _raw({**base, "txn_id": "a", "event_time": t}, b"card-1")
-    late_ok = _raw({**base, "txn_id": "b", "event_time": t - pd.Timedelta(seconds=200)}, b"card-1")
-    too_late = _raw({**base, "txn_id": "c", "event_time": t - pd.Timedelta(seconds=400)}, b"card-1")
+    late_ok = _raw({**base, "txn_id": "b", "event_time": t - pd.Timedelta(seconds=200)}, b"card-1", 2)
+    too_late = _raw({**base, "txn_id": "c", "event_time": t - pd.Timedelta(seconds=400)}, b"card-1", 3)
     table: dict[bytes, bytes | None] = {}
     result = process_batch([first, late_ok, too_late, first], table, lateness_s=300)
     assert [f["txn_id"] for f in result.features] == ["a", "b"]
@@ -275,3 +276,21 @@ def fold_state(txns: list[Txn]) -> CardState:
     for t in txns:
         update(state, t)
     return state
+
+
+def test_a_replay_after_a_crash_is_recognised_by_stream_position_however_old(history: pd.DataFrame) -> None:
+    """Messages re-read after a crash (offsets the card state already holds) are skipped, not
+    dead-lettered as late, even when the card has moved on by days; new offsets still count."""
+    rows = history.sort_values(["event_time", "txn_id"]).iloc[:600]
+    raws = [
+        _raw({k: r[k] for k in history.columns[:11]}, r["card_id"].encode(), offset=i)
+        for i, r in enumerate(rows.to_dict("records"))
+    ]
+    table: dict[bytes, bytes | None] = {}
+    table.update(process_batch(raws, table, lateness_s=300).states)
+    again = process_batch(raws[:400], table, lateness_s=300)
+    assert (again.duplicates, again.dead, again.features) == (400, [], [])
+    resent = [Raw(r.key, r.value, r.topic, r.partition, 10_000 + r.offset) for r in raws[-50:]]
+    by_id = process_batch(resent, table, lateness_s=300)  # a producer resending: same txn_id, new offset
+    assert by_id.features == []
+    assert by_id.duplicates + by_id.late == 50
