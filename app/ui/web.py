@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -86,6 +87,12 @@ def create_app(  # noqa: PLR0915 - the route table
                 message=exc.detail,
             )
         return PlainTextResponse(str(exc.detail), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_input(request: Request, exc: RequestValidationError) -> Response:
+        """422 naming the fields, never echoing what was sent (no reflected input)."""
+        fields = sorted({str(e["loc"][-1]) for e in exc.errors() if e.get("loc")})
+        return await http_error(request, HTTPException(422, f"invalid {', '.join(fields) or 'input'}"))
 
     @app.get("/healthz", response_class=PlainTextResponse)
     def healthz() -> str:

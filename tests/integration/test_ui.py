@@ -25,7 +25,8 @@ from tests.services import fresh_database, unique
 from tests.ui_data import populate
 
 PASSWORD = "correct horse battery"
-HOSTILE = "<script>alert(1)</script>'; drop table labels; -- \" ) or 1=1 --"
+HOSTILE = "<script>alert(1)</script>'; drop table labels; -- \" ) or 1=1 -- %s {0}"
+CARD = "4111 1111 1111 1111"  # an analyst pasting a card number into a note
 
 
 @dataclass
@@ -156,15 +157,17 @@ def test_verdict_becomes_a_label_and_a_feedback_event_and_can_be_undone(ui: Ui) 
         client.post(f"/alerts/{txn_id}/verdict", data={"verdict": "fraud", "csrf": "forged"}).status_code
         == 403
     )
-    done = client.post(f"/alerts/{txn_id}/verdict", data={"verdict": "fraud", "note": HOSTILE, "csrf": csrf})
+    note = f"{HOSTILE} card {CARD}"
+    done = client.post(f"/alerts/{txn_id}/verdict", data={"verdict": "fraud", "note": note, "csrf": csrf})
     assert done.status_code == 303
     (label,) = ui.sql("select * from labels where txn_id = %s", txn_id)
     assert (label["is_fraud"], label["actor"], label["source"], label["note"]) == (
         True,
         "ana",
         "analyst",
-        HOSTILE,
+        f"{HOSTILE} card 411111******1111",  # stored verbatim but for the card number, masked
     )
+    assert CARD not in str(ui.sql("select detail from action_log"))
     assert ui.sql("select status from alerts where txn_id = %s", txn_id)[0]["status"] == "fraud"
     queue = client.get(done.headers["location"]).text
     assert f'class="alert-link">{txn_id}<' not in queue, "the alert left the queue"
@@ -226,3 +229,53 @@ def test_reports_are_served_only_from_the_reports_folder(ui: Ui) -> None:
     assert client.get("/reports/file/gx/uncommitted/data_docs/local_site/index.html").text == "<h1>docs</h1>"
     assert client.get("/reports/file/../secret.txt").status_code == 404
     assert client.get("/reports/file/%2e%2e/secret.txt").status_code == 404
+
+
+def test_hostile_strings_in_every_text_input_are_data_never_sql_or_html(ui: Ui) -> None:
+    """Every query parameter, path segment and form field of the UI with SQL/HTML/format payloads:
+    a clear 4xx or a page that shows them escaped, never a 500, and the tables stay intact."""
+    client = ui.client()
+    csrf = login(client, "root-admin")
+    before = counts(ui)
+    for params in ({"sort": HOSTILE}, {"status": HOSTILE}, {"decision": HOSTILE}, {"min_score": HOSTILE},
+                   {"page_no": HOSTILE}):  # fmt: skip
+        response = client.get("/", params=params)
+        assert response.status_code in {200, 400, 422}, params
+        assert "<script>alert(1)</script>" not in response.text
+    for path in (f"/alerts/{HOSTILE}", f"/reports/file/{HOSTILE}"):
+        assert client.get(path).status_code == 404, path
+    assert (
+        client.post(f"/alerts/{HOSTILE}/verdict", data={"verdict": "fraud", "csrf": csrf}).status_code == 404
+    )
+    assert client.post(f"/alerts/{HOSTILE}/undo", data={"csrf": csrf}).status_code in {404, 409}
+    assert client.post(f"/models/{HOSTILE}/promote", data={"csrf": csrf}).status_code in {404, 409}
+    verdict = ui.decisions[5].txn.txn_id
+    assert (
+        client.post(f"/alerts/{verdict}/verdict", data={"verdict": HOSTILE, "csrf": csrf}).status_code == 400
+    )
+    created = client.post(
+        "/admin/users", data={"username": HOSTILE, "password": PASSWORD, "role": "analyst", "csrf": csrf}
+    )
+    assert created.status_code in {303, 400}
+    users_page = client.get("/admin/users").text
+    assert "<script>alert(1)</script>" not in users_page
+    bad_role = client.post(
+        "/admin/users", data={"username": "mallory", "password": PASSWORD, "role": HOSTILE, "csrf": csrf}
+    )
+    assert bad_role.status_code == 400
+    fresh = ui.client()
+    form = fresh.get("/login")
+    assert fresh.post("/login", data={"username": HOSTILE, "password": HOSTILE, "csrf": csrf_of(form.text)},
+                      ).status_code == 401  # fmt: skip
+    after = counts(ui)
+    assert after["alerts"] == before["alerts"]
+    assert after["labels"] == before["labels"]
+    assert after["users"] - before["users"] == (1 if created.status_code == 303 else 0)
+
+
+def counts(ui: Ui) -> dict[str, int]:
+    row = ui.sql(
+        "select (select count(*) from alerts) as alerts, (select count(*) from labels) as labels,"
+        " (select count(*) from users) as users"
+    )[0]
+    return dict(row)
