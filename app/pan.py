@@ -1,13 +1,18 @@
-"""Card numbers (PANs) never leave the system in clear: detect them and mask them (first 6, last 4)."""
+"""Card numbers (PANs) never leave the system in clear: detect them and mask them (first 6, last 4).
+
+A candidate is 13-19 digits, contiguous or grouped by single spaces or dashes, that starts with a
+payment-card major industry identifier (2-6: Mastercard 2-series, Amex / JCB / Diners, Visa,
+Mastercard, Discover / UnionPay) and passes the Luhn check. Every run of consecutive digit groups
+is tried, so a card number glued to other digits by a separator ("id-46-4111 1111 1111 1111") is
+still found. A run right after a decimal point is a fraction (a score), not a card number.
+"""
 
 from __future__ import annotations
 
 import re
 
-# 13-19 digits, optionally grouped by single spaces or dashes, starting with a payment-card major
-# industry identifier (2-6: Mastercard 2-series, Amex/JCB/Diners, Visa, Mastercard, Discover/UnionPay),
-# not the fraction of a decimal number (scores like 0.23456789012345678 are not card numbers)
-_CANDIDATE = re.compile(r"(?<![\d.])[2-6](?:[ -]?\d){12,18}(?!\d)")
+_RUN = re.compile(r"(?<![\d.])\d+(?:[ -]\d+)*")  # digit groups joined by single separators
+_GROUP = re.compile(r"\d+")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -20,23 +25,34 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def find_pans(text: str) -> list[str]:
-    """Digit runs in ``text`` that are valid card numbers (Luhn)."""
+def _spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every card number in ``text``, left to right, not overlapping."""
     found = []
-    for match in _CANDIDATE.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
-            found.append(match.group())
+    for run in _RUN.finditer(text):
+        groups = [(g.start() + run.start(), g.end() + run.start()) for g in _GROUP.finditer(run.group())]
+        i = 0
+        while i < len(groups):
+            digits = ""
+            for j in range(i, len(groups)):
+                digits += text[groups[j][0] : groups[j][1]]
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and digits[0] in "23456" and luhn_ok(digits):
+                    found.append((groups[i][0], groups[j][1]))
+                    i = j
+                    break
+            i += 1
     return found
 
 
+def find_pans(text: str) -> list[str]:
+    """The card numbers in ``text``, as written (separators kept)."""
+    return [text[a:b] for a, b in _spans(text)]
+
+
 def mask_pans(text: str) -> str:
-    """Replace every valid card number by its first 6 and last 4 digits around asterisks."""
-
-    def mask(match: re.Match[str]) -> str:
-        digits = re.sub(r"[ -]", "", match.group())
-        if not (13 <= len(digits) <= 19 and luhn_ok(digits)):
-            return match.group()
-        return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
-
-    return _CANDIDATE.sub(mask, text)
+    """Replace every card number by its first 6 and last 4 digits around asterisks."""
+    for a, b in reversed(_spans(text)):
+        digits = re.sub(r"[ -]", "", text[a:b])
+        text = text[:a] + digits[:6] + "*" * (len(digits) - 10) + digits[-4:] + text[b:]
+    return text

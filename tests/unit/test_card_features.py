@@ -221,6 +221,8 @@ def test_pans_are_found_and_masked() -> None:
     assert find_pans(text) == ["4111 1111 1111 1111"]  # the second fails Luhn, the third is too short
     assert mask_pans(text) == text.replace("4111 1111 1111 1111", "411111******1111")
     assert mask_pans("5500-0000-0000-0004") == "550000******0004"
+    assert find_pans("pan-fedd3d1f46-378282246310005") == ["378282246310005"], "glued to other digits"
+    assert find_pans("score 0.4111111111111111, at 1795391793694 ms") == [], "fractions and timestamps"
 
 
 def test_out_of_order_and_duplicate_arrivals_see_exactly_their_own_past(history: pd.DataFrame) -> None:
