@@ -31,6 +31,7 @@ class StageTimes:
     merchant_read: float = 0.0
     predict: float = 0.0
     persist: float = 0.0
+    deliver: float = 0.0  # the batch's score events, dead letters and card states acknowledged by Kafka
     batches: int = 0
     rows: int = 0
     flagged: int = 0

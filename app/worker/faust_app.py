@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -116,9 +117,12 @@ class Pipeline:
             sent += await self._score(self.scorer, result.features, result.transactions, result.produced_at)
         for key, value in result.states.items():  # each write is a changelog message
             self.states[key] = value
+        t0 = time.perf_counter()
         await asyncio.gather(*sent)  # every event of the batch is in Kafka before it is acknowledged
         if isinstance(self.states, DurableTable):
             await self.states.delivered()
+        if self.scorer is not None:
+            self.scorer.times.deliver += time.perf_counter() - t0
         assert self.online is not None
         assert self.feature_log is not None
         self.online.write(result.features)
