@@ -4,7 +4,8 @@ A candidate is 13-19 digits, contiguous or grouped by single spaces or dashes, t
 payment-card major industry identifier (2-6: Mastercard 2-series, Amex / JCB / Diners, Visa,
 Mastercard, Discover / UnionPay) and passes the Luhn check. Every run of consecutive digit groups
 is tried, so a card number glued to other digits by a separator ("id-46-4111 1111 1111 1111") is
-still found. A run right after a decimal point is a fraction (a score), not a card number.
+still found. It must stand apart from letters and digits (a UUID's "4656-8372-06932ee3" is not a
+card number), and a run right after a decimal point is a fraction (a score), not a card number.
 """
 
 from __future__ import annotations
@@ -37,12 +38,23 @@ def _spans(text: str) -> list[tuple[int, int]]:
                 digits += text[groups[j][0] : groups[j][1]]
                 if len(digits) > 19:
                     break
-                if len(digits) >= 13 and digits[0] in "23456" and luhn_ok(digits):
+                if (
+                    len(digits) >= 13
+                    and digits[0] in "23456"
+                    and _apart(text, groups[i][0], groups[j][1])
+                    and luhn_ok(digits)
+                ):
                     found.append((groups[i][0], groups[j][1]))
                     i = j
                     break
             i += 1
     return found
+
+
+def _apart(text: str, start: int, end: int) -> bool:
+    before = text[start - 1] if start else " "
+    after = text[end] if end < len(text) else " "
+    return not (before.isalnum() or before == "." or after.isalnum())
 
 
 def find_pans(text: str) -> list[str]:

@@ -12,6 +12,10 @@ card states (changelog) sent -> *all of them delivered* -> batch acknowledged (F
 of acknowledged messages only). Waiting for delivery matters: Faust's commit-time producer flush
 gives up after 0.1 s without progress, so without it a crash could leave committed offsets whose
 card state never reached the changelog (found by the kill -9 test in tests/integration/test_faults.py).
+The wait is pipelined: the agent holds a reference on each message of the batch (so Faust cannot
+acknowledge it) and goes on with the next batch; a task releases the batch once Kafka has all its
+outputs (at most ``MAX_IN_FLIGHT`` batches wait at once). Offsets are committed only up to the
+first unacknowledged message of a partition, so a later batch delivered first commits nothing early.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, MutableMapping, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -36,7 +42,7 @@ from app.feedback import parse as parse_feedback
 from app.settings import Settings
 from app.worker.card_features import DeadLetter, Raw, process_batch
 from app.worker.sinks import FeatureLog, OnlineFeatures
-from features.store import feature_store
+from features.store import close_store, feature_store
 
 if TYPE_CHECKING:
     from app.scoring.service import Scorer
@@ -62,24 +68,24 @@ class Counters:
         )
 
 
+MAX_IN_FLIGHT = 4  # batches processed whose outputs Kafka has not acknowledged yet
+DELIVERY_TIMEOUT_S = 150.0  # beyond the producer's own retries (2 min): stop and replay
+
+
 class DurableTable(faust.Table[bytes, bytes | None]):
-    """A table whose changelog writes can be awaited until Kafka has them (``await table.delivered()``)."""
+    """The card-state table, written with awaitable changelog sends (``await table.put(k, v)``).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.unsent: list[Awaitable[Any]] = []
+    ``table[key] = value`` queues the changelog message in Faust's producer buffer and returns
+    nothing to wait on; ``put`` sets the value in the store and publishes the changelog message
+    directly, like any topic send, returning the future Kafka's acknowledgement resolves.
+    """
 
-    def on_key_set(self, key: Any, value: Any) -> None:  # Table.on_key_set, keeping the future
-        fut = self.send_changelog(self.partition_for_key(key), key, value)
-        self.unsent.append(fut)
-        partition = fut.message.partition
-        assert partition is not None  # eager partitioning: known once queued
-        self._maybe_set_key_ttl(key, partition)
-        self._sensor_on_set(self, key, value)
-
-    async def delivered(self) -> None:
-        futures, self.unsent = self.unsent, []
-        await asyncio.gather(*futures)
+    async def put(self, key: bytes, value: bytes | None) -> Awaitable[Any]:
+        self.data[key] = value
+        sent: Awaitable[Any] = await self.changelog_topic.send(
+            key=key, value=value, key_serializer=self.key_serializer, value_serializer=self.value_serializer
+        )
+        return sent
 
 
 @dataclass
@@ -96,33 +102,39 @@ class Pipeline:
     online: OnlineFeatures | None = None
     feature_log: FeatureLog | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    crash: Callable[[BaseException], Awaitable[None]] | None = None  # the app's: stop, replay on restart
+    in_flight: deque[asyncio.Task[None]] = field(default_factory=deque)
 
     async def open(self) -> None:
         s = self.settings
         if s.scoring:
             self.scorer = await asyncio.to_thread(build_scorer, s)
             self.feedback = await asyncio.to_thread(build_feedback, s)
-        self.online = OnlineFeatures(feature_store(s), s.online_flush_s)
+        await asyncio.to_thread(lambda: close_store(feature_store(s)))  # apply the definitions once
+        self.online = OnlineFeatures(s, s.online_flush_s)
         self.feature_log = FeatureLog(
             s.feature_log_dir, s.app_id, s.feature_log_flush_rows, s.feature_log_flush_s
         )
         self.ready.set()
         log.info("worker: feature store ready (%s)", s.feast_config)
 
-    async def handle(self, batch: Sequence[Raw]) -> None:
+    async def handle(self, batch: Sequence[Raw], release: Callable[[], None] | None = None) -> None:
+        """Process one micro-batch; ``release`` (acknowledge its messages) runs once Kafka has all
+        its outputs, after this returns (see the module docstring)."""
         result = process_batch(list(batch), self.states, self.settings.lateness_s)
         sent = [await self._dead_letter(dead) for dead in result.dead]
         await self.ready.wait()  # the first batch can arrive before the sinks are open
         if self.scorer is not None and result.features:
             sent += await self._score(self.scorer, result.features, result.transactions, result.produced_at)
         for key, value in result.states.items():  # each write is a changelog message
-            self.states[key] = value
-        t0 = time.perf_counter()
-        await asyncio.gather(*sent)  # every event of the batch is in Kafka before it is acknowledged
-        if isinstance(self.states, DurableTable):
-            await self.states.delivered()
-        if self.scorer is not None:
-            self.scorer.times.deliver += time.perf_counter() - t0
+            if isinstance(self.states, DurableTable):
+                sent.append(await self.states.put(key, value))
+            else:
+                self.states[key] = value
+        while len(self.in_flight) >= MAX_IN_FLIGHT:
+            await asyncio.wait([self.in_flight[0]])
+            self.in_flight.popleft()
+        self.in_flight.append(asyncio.ensure_future(self._release_when_delivered(sent, release)))
         assert self.online is not None
         assert self.feature_log is not None
         self.online.write(result.features)
@@ -133,6 +145,30 @@ class Pipeline:
         c.late += result.late
         c.duplicates += result.duplicates
         c.batches += 1
+
+    async def _release_when_delivered(
+        self, sent: list[Awaitable[Any]], release: Callable[[], None] | None
+    ) -> None:
+        t0 = time.perf_counter()
+        try:  # every output of the batch is in Kafka before it is acknowledged
+            await asyncio.wait_for(asyncio.gather(*sent), DELIVERY_TIMEOUT_S)
+        except Exception as exc:
+            log.error(
+                "worker: a batch's outputs were not delivered (%s; %s); stopping so it is replayed",
+                type(exc).__name__, pending(sent),
+            )  # fmt: skip
+            if self.crash is not None:
+                await self.crash(exc)
+            raise
+        if self.scorer is not None:
+            self.scorer.times.deliver += time.perf_counter() - t0
+        if release is not None:
+            release()
+
+    async def drain(self) -> None:
+        """Wait for the batches still being delivered (on shutdown, before the final commit)."""
+        while self.in_flight:
+            await asyncio.wait([self.in_flight.popleft()])
 
     async def _dead_letter(self, dead: DeadLetter) -> Awaitable[Any]:
         log.warning("worker: dead letter: %s", dead.reason)
@@ -174,8 +210,8 @@ class Pipeline:
             self.feature_log.flush()
             self.online.close()
             log.info(
-                "worker: feature log flushed (%d rows), %d online writes (%d failed)",
-                self.feature_log.written, self.online.written, self.online.errors,
+                "worker: feature log flushed (%d rows), %d online writes (%d failed, %d rows dropped)",
+                self.feature_log.written, self.online.written, self.online.errors, self.online.dropped,
             )  # fmt: skip
         if self.scorer is not None:
             self.scorer.store.close()
@@ -221,7 +257,7 @@ def create_app(settings: Settings) -> faust.App:
     # holds more than max_messages (default 100, i.e. less than one micro-batch).
     app.producer.buffer.max_messages = 4 * settings.batch_size
     dlq, scores = app.topic(settings.topic_dlq, **raw), app.topic(settings.topic_scores, **raw)
-    pipeline = Pipeline(settings, states, dlq, scores)
+    pipeline = Pipeline(settings, states, dlq, scores, crash=app.crash)
 
     @app.task
     async def open_sinks() -> None:
@@ -230,7 +266,10 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(source)
     async def card_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await pipeline.handle([raw_of(e) for e in events])
+            held = [e.message for e in events]
+            for message in held:  # one more reference: Faust's ack after this body does not release it
+                message.incref()
+            await pipeline.handle([raw_of(e) for e in events], partial(release, app, held))
 
     heartbeat = settings.data_dir / "health" / f"worker-{socket.gethostname()}"
     heartbeat.parent.mkdir(parents=True, exist_ok=True)
@@ -256,6 +295,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def flush_on_stop(_sender: Any, /, *_args: Any, **_kwargs: Any) -> None:
+        await pipeline.drain()
         pipeline.close()
 
     return app
@@ -277,6 +317,22 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
         username=settings.kafka_sasl_username, password=settings.kafka_sasl_password.get_secret_value(),
         ssl_context=context, mechanism=settings.kafka_sasl_mechanism,
     )  # fmt: skip
+
+
+def pending(futures: Sequence[Awaitable[Any]]) -> str:
+    """Which topics a batch still waits on, e.g. ``fraud-scores: 3, card-state-changelog: 1``."""
+    waiting = Counter(
+        str(getattr(getattr(getattr(f, "message", None), "channel", None), "topics", ["?"])[0])
+        for f in futures
+        if isinstance(f, asyncio.Future) and not f.done()
+    )
+    return ", ".join(f"{t}: {n}" for t, n in waiting.items()) or "nothing pending"
+
+
+def release(app: faust.App, messages: list[Any]) -> None:
+    """Drop the agent's extra reference: the messages become acknowledged, their offsets committable."""
+    for message in messages:
+        message.ack(app.consumer)
 
 
 def raw_of(event: Any) -> Raw:
