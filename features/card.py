@@ -103,10 +103,11 @@ class CardState:
     position: tuple[int, int] | None = None
 
     def to_bytes(self) -> bytes:
+        hours = [x for h, (count, total) in self.hours.items() for x in (h, count, total)]
         return orjson.dumps(
             {
                 "r": [list(r) for r in self.recent],
-                "h": self.hours,
+                "hf": hours,  # flat [hour, count, sum, ...]: a third of the encoding time of a dict
                 "c": self.countries,
                 "m": self.merchants,
                 "g": self.cells,
@@ -115,8 +116,7 @@ class CardState:
                 "s": list(self.last_settled) if self.last_settled else None,
                 "l": list(self.last) if self.last else None,
                 "p": self.position,
-            },
-            option=orjson.OPT_NON_STR_KEYS,
+            }
         )
 
     @classmethod
@@ -124,9 +124,14 @@ class CardState:
         if not raw:
             return cls()
         d: dict[str, Any] = orjson.loads(raw)
+        if "hf" in d:
+            flat = d["hf"]
+            hours = {int(flat[i]): [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)}
+        else:  # written before the flat encoding
+            hours = {int(k): v for k, v in d["h"].items()}
         return cls(
             recent=[Recent(*r) for r in d["r"]],
-            hours={int(k): v for k, v in d["h"].items()},
+            hours=hours,
             countries=d["c"],
             merchants=d["m"],
             cells=d["g"],

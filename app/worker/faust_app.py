@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from app.feedback import FeedbackService
 from app.feedback import parse as parse_feedback
 from app.settings import Settings
-from app.worker.card_features import DeadLetter, Raw, process_batch
+from app.worker.card_features import DeadLetter, DecodedStates, Raw, process_batch
 from app.worker.sinks import FeatureLog, OnlineFeatures
 from features.store import close_store, feature_store
 
@@ -59,12 +59,13 @@ class Counters:
     late: int = 0
     duplicates: int = 0
     batches: int = 0
+    states_reused: int = 0
 
     def line(self) -> str:
         return (
             f"worker: {self.processed} processed, {self.scored} scored ({self.flagged} flagged), "
             f"{self.dead} dead letters ({self.late} late), {self.duplicates} duplicates, "
-            f"{self.batches} batches"
+            f"{self.batches} batches, {self.states_reused} card states reused"
         )
 
 
@@ -104,6 +105,10 @@ class Pipeline:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     crash: Callable[[BaseException], Awaitable[None]] | None = None  # the app's: stop, replay on restart
     in_flight: deque[asyncio.Task[None]] = field(default_factory=deque)
+    known: DecodedStates = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.known = DecodedStates(self.settings.state_cache_cards)
 
     async def open(self) -> None:
         s = self.settings
@@ -121,7 +126,7 @@ class Pipeline:
     async def handle(self, batch: Sequence[Raw], release: Callable[[], None] | None = None) -> None:
         """Process one micro-batch; ``release`` (acknowledge its messages) runs once Kafka has all
         its outputs, after this returns (see the module docstring)."""
-        result = process_batch(list(batch), self.states, self.settings.lateness_s)
+        result = process_batch(list(batch), self.states, self.settings.lateness_s, self.known)
         sent = [await self._dead_letter(dead) for dead in result.dead]
         await self.ready.wait()  # the first batch can arrive before the sinks are open
         if self.scorer is not None and result.features:
@@ -145,6 +150,7 @@ class Pipeline:
         c.late += result.late
         c.duplicates += result.duplicates
         c.batches += 1
+        c.states_reused = self.known.hits
 
     async def _release_when_delivered(
         self, sent: list[Awaitable[Any]], release: Callable[[], None] | None

@@ -1,0 +1,98 @@
+"""The worker's bulk online writer stores exactly what Feast's own write_to_online_store stores."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+from app.settings import Settings
+from features.card import FEATURE_NAMES
+from features.online_write import OnlineWriter
+from features.store import CARD_VIEW, close_store, feature_store
+from tests.services import fresh_database
+
+COLUMNS = "entity_key, feature_name, value, value_text, event_ts, created_ts"
+
+
+def _rows(n: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(7)
+    start = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = {"card_id": f"card-{i:04d}", "event_time": start + timedelta(seconds=37 * i)}
+        for j, name in enumerate(FEATURE_NAMES):
+            kind = (i + j) % 7
+            row[name] = (
+                math.nan
+                if kind == 0
+                else 0.0
+                if kind == 1
+                else -1.5e-7
+                if kind == 2
+                else float(rng.normal(50, 400))
+            )
+        rows.append(row)
+    return rows
+
+
+def _table(settings: Settings) -> list[tuple[Any, ...]]:
+    table = (
+        "fraudstream_card_features"
+        if settings.feast_config == "sqlite"
+        else "feast.fraudstream_card_features"
+    )
+    query = f"select {COLUMNS} from {table} order by entity_key, feature_name"
+    if settings.feast_config == "sqlite":
+        with sqlite3.connect(settings.feast_dir / "online.db") as conn:
+            return [tuple(r) for r in conn.execute(query).fetchall()]
+    with psycopg.connect(settings.pg_conninfo(reveal=True)) as conn:
+        return [(bytes(r[0]), *r[1:2], bytes(r[2]), *r[3:]) for r in conn.execute(query).fetchall()]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_bulk_online_write_stores_what_feast_stores(settings: Settings, tmp_path: Path, kind: str) -> None:
+    rows = _rows(60)
+    with fresh_database(settings, "feast-own") as own_db, fresh_database(settings, "feast-bulk") as bulk_db:
+        own_s, bulk_s = (
+            settings.model_copy(
+                update={
+                    "feast_config": kind,
+                    "feast_dir": tmp_path / name,
+                    "feature_log_dir": tmp_path / "log",
+                    "pg_db": db,
+                }
+            )
+            for name, db in (("own", own_db), ("bulk", bulk_db))
+        )
+        own, bulk = feature_store(own_s), feature_store(bulk_s)
+        try:
+            own.write_to_online_store(
+                CARD_VIEW, pd.DataFrame(rows)[["card_id", "event_time", *FEATURE_NAMES]]
+            )
+            writer = OnlineWriter(bulk, CARD_VIEW, "card_id", FEATURE_NAMES)
+            assert writer.bulk, f"the {kind} online store takes the bulk path"
+            writer.write(rows[:30])
+            writer.write(rows)  # the first 30 again: an upsert, not a second row
+            expected, got = _table(own_s), _table(bulk_s)
+            assert len(got) == len(rows) * len(FEATURE_NAMES)
+            assert got == expected
+
+            online = bulk.get_online_features(
+                features=[f"{CARD_VIEW}:{n}" for n in FEATURE_NAMES],
+                entity_rows=[{"card_id": r["card_id"]} for r in rows],
+            ).to_df()
+            for name in FEATURE_NAMES:
+                np.testing.assert_array_equal(
+                    online[name].to_numpy(float), np.array([r[name] for r in rows], float), err_msg=name
+                )
+        finally:
+            close_store(own)
+            close_store(bulk)
