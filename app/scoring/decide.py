@@ -112,15 +112,13 @@ def score_batch(  # noqa: PLR0917 - the batch and the context it is scored in
         values, expected = model.contributions(x[explain])
         shap_rows = {i: (values[n], float(expected[n])) for n, i in enumerate(explain)}
     scored_at = now or datetime.now(UTC)
+    thresholds = policy.thresholds()
+    names, rows = model.features, x.astype(np.float64).tolist()  # Python floats: cheap per value
     out = []
     for i, txn in enumerate(txns):
-        names, row = model.features, x[i].astype(np.float64)
+        row = rows[i]
         explained = shap_rows.get(i)
-        reasons = (
-            []
-            if explained is None
-            else reason_codes(names, row.tolist(), explained[0].tolist(), policy.top_k)
-        )
+        reasons = [] if explained is None else reason_codes(names, row, explained[0].tolist(), policy.top_k)
         produced = produced_at[i]
         out.append(
             Decision(
@@ -133,7 +131,7 @@ def score_batch(  # noqa: PLR0917 - the batch and the context it is scored in
                 expected_value=None if explained is None else explained[1],
                 reasons=hits[i] + reasons,
                 rules=hits[i],
-                thresholds=policy.thresholds(),
+                thresholds=thresholds,
                 scored_at=scored_at,
                 latency_ms=None if not produced else max(0.0, scored_at.timestamp() - produced) * 1000,
                 shadow_version=None if shadow is None else shadow.version,

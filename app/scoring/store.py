@@ -1,8 +1,9 @@
 """Decisions in PostgreSQL: the append-only decision audit, alerts, and the block list.
 
-Writes are batched (COPY into a session-local staging table, then one INSERT ... ON CONFLICT
-(txn_id) DO NOTHING per table) and idempotent on txn_id: a replayed or redelivered batch never
-duplicates an audit row or an alert. ``decisions`` refuses UPDATE and DELETE (trigger).
+Writes are batched: one COPY into ``decisions`` and one multi-row insert of the alerts, in one
+transaction. They are idempotent on txn_id: a replayed batch whose decisions are (partly) recorded
+fails that COPY on the primary key and is written again through a session-local staging table
+with INSERT ... ON CONFLICT (txn_id) DO NOTHING, so it never duplicates an audit row or an alert. ``decisions`` refuses UPDATE and DELETE (trigger).
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ insert into alerts (txn_id, card_id, event_time, amount, score, decision, model_
     on conflict (txn_id) do nothing;
 """  # noqa: S608
 
+ALERT = """
+insert into alerts (txn_id, card_id, event_time, amount, score, decision, model_version)
+    values (%s, %s, %s, %s, %s, %s, %s) on conflict (txn_id) do nothing
+"""
+
 STAGE = f"create temp table if not exists decision_stage as select {_COLS} from decisions with no data"  # noqa: S608
 
 
@@ -107,6 +113,11 @@ def row(d: Decision) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def alert_row(d: Decision) -> tuple[Any, ...]:
+    t = d.txn
+    return (t.txn_id, t.card_id, t.event_time, t.amount, d.score, d.decision, d.model_version)
+
+
 def migrate(conninfo: str) -> None:
     with psycopg.connect(conninfo, connect_timeout=10) as conn:
         conn.execute(SCHEMA)
@@ -119,6 +130,7 @@ class DecisionStore:
         self.conninfo = conninfo
         self.max_backoff_s = max_backoff_s
         self.conn: psycopg.Connection[Any] | None = None
+        self.replays = 0  # batches that took the idempotent path
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
@@ -128,13 +140,25 @@ class DecisionStore:
         return self.conn
 
     def write_once(self, decisions: Sequence[Decision]) -> None:
+        """COPY straight into the audit (the usual case: none of them recorded yet); a batch that
+        was partly recorded before (a replay) trips the primary key and takes the idempotent path."""
         conn = self._connection()
-        with conn.transaction():
-            conn.execute("truncate decision_stage")
-            with conn.cursor().copy(f"copy decision_stage ({_COLS}) from stdin") as copy:
-                for d in decisions:
-                    copy.write_row(row(d))
-            conn.execute(WRITE)
+        try:
+            with conn.transaction():
+                with conn.cursor().copy(f"copy decisions ({_COLS}) from stdin") as copy:  # noqa: S608
+                    for d in decisions:
+                        copy.write_row(row(d))
+                alerts = [alert_row(d) for d in decisions if d.flagged]
+                if alerts:
+                    conn.cursor().executemany(ALERT, alerts)
+        except psycopg.errors.UniqueViolation:
+            self.replays += 1
+            with conn.transaction():
+                conn.execute("truncate decision_stage")
+                with conn.cursor().copy(f"copy decision_stage ({_COLS}) from stdin") as copy:  # noqa: S608
+                    for d in decisions:
+                        copy.write_row(row(d))
+                conn.execute(WRITE)
 
     def write(self, decisions: Sequence[Decision]) -> None:
         """Persist a batch, retrying with exponential backoff for as long as it takes.

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from app.scoring.store import DecisionStore, migrate
 from app.settings import Settings
-from tests.services import unique
+from tests.services import fresh_database, unique
+from tests.ui_data import populate
 
 HOSTILE = "Robert'); DROP TABLE students;-- \u00e9\u6f22 \\x00"
 
@@ -39,3 +44,31 @@ def test_connection_pool_serves_queries(settings: Settings) -> None:
             with pool.connection() as conn:
                 results.append(conn.execute("select current_database(), 1 + 1").fetchone())
     assert results == [(settings.pg_db, 2)] * 5
+
+
+def test_a_replayed_batch_never_duplicates_audit_rows_or_alerts(settings: Settings, tmp_path: Path) -> None:
+    with fresh_database(settings, "store-replay") as db:
+        conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+        migrate(conninfo)
+        decisions = populate(conninfo, tmp_path / "model", n=12)  # written once (the COPY path)
+        first_half = decisions[:6]
+        store = DecisionStore(conninfo)
+        try:
+            store.write(first_half)  # a replay of recorded decisions
+            assert store.replays == 1
+            extra = [
+                replace(d, txn=d.txn.model_copy(update={"txn_id": d.txn.txn_id + "-new"})) for d in first_half
+            ]
+            store.write(decisions[6:] + extra)  # partly recorded: the new ones are added
+            assert store.replays == 2
+            store.write(
+                extra[:1] + [replace(extra[1], txn=extra[1].txn.model_copy(update={"txn_id": "fresh"}))]
+            )
+        finally:
+            store.close()
+        with psycopg.connect(conninfo) as conn:
+            audit = conn.execute("select txn_id from decisions order by txn_id").fetchall()
+            alerts = conn.execute("select txn_id from alerts order by txn_id").fetchall()
+    expected = sorted([d.txn.txn_id for d in decisions + extra] + ["fresh"])
+    assert [r[0] for r in audit] == expected
+    assert [r[0] for r in alerts] == expected, "every decision here is flagged: one alert each"
