@@ -3,7 +3,8 @@
 Writes are batched: one COPY into ``decisions`` and one multi-row insert of the alerts, in one
 transaction. They are idempotent on txn_id: a replayed batch whose decisions are (partly) recorded
 fails that COPY on the primary key and is written again through a session-local staging table
-with INSERT ... ON CONFLICT (txn_id) DO NOTHING, so it never duplicates an audit row or an alert. ``decisions`` refuses UPDATE and DELETE (trigger).
+with INSERT ... ON CONFLICT (txn_id) DO NOTHING, so it never duplicates an audit row or an alert.
+``decisions`` refuses UPDATE and DELETE (trigger).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class DecisionStore:
         conn = self._connection()
         try:
             with conn.transaction():
-                with conn.cursor().copy(f"copy decisions ({_COLS}) from stdin") as copy:  # noqa: S608
+                with conn.cursor().copy(f"copy decisions ({_COLS}) from stdin") as copy:
                     for d in decisions:
                         copy.write_row(row(d))
                 alerts = [alert_row(d) for d in decisions if d.flagged]
@@ -155,7 +156,7 @@ class DecisionStore:
             self.replays += 1
             with conn.transaction():
                 conn.execute("truncate decision_stage")
-                with conn.cursor().copy(f"copy decision_stage ({_COLS}) from stdin") as copy:  # noqa: S608
+                with conn.cursor().copy(f"copy decision_stage ({_COLS}) from stdin") as copy:
                     for d in decisions:
                         copy.write_row(row(d))
                 conn.execute(WRITE)

@@ -61,9 +61,8 @@ def test_a_replayed_batch_never_duplicates_audit_rows_or_alerts(settings: Settin
             ]
             store.write(decisions[6:] + extra)  # partly recorded: the new ones are added
             assert store.replays == 2
-            store.write(
-                extra[:1] + [replace(extra[1], txn=extra[1].txn.model_copy(update={"txn_id": "fresh"}))]
-            )
+            fresh = replace(extra[1], txn=extra[1].txn.model_copy(update={"txn_id": "fresh"}))
+            store.write([extra[0], fresh])
         finally:
             store.close()
         with psycopg.connect(conninfo) as conn:
