@@ -160,9 +160,7 @@ class Pipeline:
         c.batches += 1
         c.states_reused = self.known.hits
 
-    async def _release_when_delivered(
-        self, sent: list[Sent], release: Callable[[], None] | None
-    ) -> None:
+    async def _release_when_delivered(self, sent: list[Sent], release: Callable[[], None] | None) -> None:
         t0 = time.perf_counter()
         try:  # every output of the batch is in Kafka before it is acknowledged
             await asyncio.wait_for(asyncio.gather(*(s.ack for s in sent)), DELIVERY_TIMEOUT_S)
