@@ -224,21 +224,24 @@ def _amount_windows(
         out[f"card_count_{name}"], out[f"card_sum_{name}"] = count, total
         out[f"card_mean_{name}"] = total / count
     hour = int(txn.t // HOUR)
-    prev_30d = (0.0, 0.0)
-    for name, hours in BUCKET_WINDOWS:
-        count, total = 0.0, 0.0  # of the card's other transactions
-        for h, (c, s) in state.hours.items():
-            if hour - hours < h <= hour:
-                count += c
-                total += s
-        for r in pending:
-            if hour - hours < int(r.t // HOUR):
-                count += 1
-                total += r.amount
-        if name == "30d":
-            prev_30d = (count, total)
+    sums = {name: [0.0, 0.0] for name, _ in BUCKET_WINDOWS}  # count, sum of the card's other transactions
+    windows = [(hour - hours, sums[name]) for name, hours in BUCKET_WINDOWS]
+    for h, (c, s) in state.hours.items():  # one pass over the buckets for every window
+        if h <= hour:
+            for lo, acc in windows:
+                if h > lo:
+                    acc[0] += c
+                    acc[1] += s
+    for r in pending:
+        h = int(r.t // HOUR)
+        for lo, acc in windows:
+            if h > lo:
+                acc[0] += 1
+                acc[1] += r.amount
+    for name, (count, total) in sums.items():
         out[f"card_count_{name}"], out[f"card_sum_{name}"] = count + 1, total + txn.amount
         out[f"card_mean_{name}"] = (total + txn.amount) / (count + 1)
+    prev_30d = sums["30d"]
     out["amount"] = txn.amount
     out["amount_to_mean_30d"] = txn.amount / (prev_30d[1] / prev_30d[0]) if prev_30d[0] else math.nan
     return out

@@ -125,6 +125,8 @@ class Pipeline:
             self.feedback = await asyncio.to_thread(build_feedback, s)
         await asyncio.to_thread(lambda: close_store(feature_store(s)))  # apply the definitions once
         self.online = OnlineFeatures(s, s.online_flush_s)
+        if not await asyncio.to_thread(self.online.ready.wait, 120):  # its start-up is not the first batches'
+            log.error("worker: the Feast online writer has not opened the store after 120 s; going on")
         self.feature_log = FeatureLog(
             s.feature_log_dir, s.app_id, s.feature_log_flush_rows, s.feature_log_flush_s
         )
