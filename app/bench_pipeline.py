@@ -182,6 +182,7 @@ def run_pipeline_bench(
         "scored": len(reader.txn_ids),
         "score_events": len(rows),
         "lost": sent - len(reader.txn_ids),
+        "missing_txn_ids": sorted(set(traffic["txn_id"].iloc[:sent]) - reader.txn_ids)[:100],
         "scored_per_s": round(len(rows) / span, 1) if span > 0 else None,
         "event_to_score_ms": _percentiles(list(e2e)),
         "decision_ms": _percentiles(list(rows[:, 2])),
