@@ -92,7 +92,8 @@ class OnlineFeatures:
         self.ready = ctx.Event()  # set once the writer has opened the store
         self.process = ctx.Process(
             target=_online_writer,
-            args=(settings, flush_s, self.inbox, self.outbox, os.getpid(), self.ready),
+            args=(settings, flush_s, self.inbox, self.outbox, os.getpid()),
+            kwargs={"ready": self.ready},
             name="feast-online-writer", daemon=True,
         )  # fmt: skip
         self.process.start()
@@ -121,7 +122,7 @@ class OnlineFeatures:
 
 def _online_writer(
     settings: Settings, flush_s: float, inbox: mp.Queue[list[dict[str, Any]] | None],
-    outbox: mp.Queue[tuple[int, int]], parent: int, ready: Any,
+    outbox: mp.Queue[tuple[int, int]], parent: int, *, ready: Any,
 ) -> None:  # fmt: skip
     """The writer process: coalesce per card, write every ``flush_s``; exit with the worker."""
     logging.basicConfig(

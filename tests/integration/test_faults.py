@@ -328,6 +328,34 @@ def test_the_surviving_worker_takes_over_a_killed_workers_partitions(cluster: Cl
     assert_output_is_the_input(s, tag, records, traffic)
 
 
+@pytest.mark.xfail(
+    reason="known loss, issue #10 note: after a worker joins and leaves a backlog mid-stream, a few "
+    "transactions are never decided (2 of 2 runs on 2026-11-30; the session-3 code passed its 1 run)",
+    strict=False,
+)
+def test_workers_joining_and_leaving_a_backlog_lose_nothing(cluster: Cluster) -> None:
+    """Rebalances with batches in flight: a second worker joins while the first drains a backlog,
+    then leaves cleanly (its partitions move back to the first)."""
+    tag = unique("join")
+    env = cluster.worker_env(tag, batch_size="20")  # small batches: slow enough for b to join mid-stream
+    s = settings_for(env)
+    records = cluster.records(tag, 12_000)
+    traffic = Traffic(s, list(records), rate=5_000)
+    traffic.start()
+    traffic.join(timeout=120)  # the whole input waits in Kafka
+    logs = [cluster.tmp / tag / "worker-a.log", cluster.tmp / tag / "worker-b.log"]
+    with running_worker(logs[0], env):
+        wait_until(lambda: decided(s, tag) >= 500, "a's first decisions", logs[0], 120)
+        with running_worker(logs[1], env):  # starts while a is busy: it joins mid-stream
+            wait_until(
+                lambda: PROCESSED.search(logs[1].read_text()) is not None or decided(s, tag) >= len(records),
+                "b's share", logs[1], 120,
+            )  # fmt: skip
+        # b stopped cleanly (SIGTERM): its partitions go back to a
+        wait_until(lambda: decided(s, tag) >= len(records), "every decision", logs[0], 150)
+    assert_output_is_the_input(s, tag, records, traffic)
+
+
 HOSTILE = [
     "'); drop table decisions; --",
     '" or "1"="1',
