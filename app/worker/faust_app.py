@@ -258,6 +258,7 @@ def create_app(settings: Settings) -> faust.App:
     app.producer.buffer.max_messages = 4 * settings.batch_size
     dlq, scores = app.topic(settings.topic_dlq, **raw), app.topic(settings.topic_scores, **raw)
     pipeline = Pipeline(settings, states, dlq, scores, crash=app.crash)
+    acks = FinishedOnly(app.consumer, settings.topic_transactions)
 
     @app.task
     async def open_sinks() -> None:
@@ -269,7 +270,7 @@ def create_app(settings: Settings) -> faust.App:
             held = [e.message for e in events]
             for message in held:  # one more reference: Faust's ack after this body does not release it
                 message.incref()
-            await pipeline.handle([raw_of(e) for e in events], partial(release, app, held))
+            await pipeline.handle([raw_of(e) for e in events], partial(acks.release, held))
 
     heartbeat = settings.data_dir / "health" / f"worker-{socket.gethostname()}"
     heartbeat.parent.mkdir(parents=True, exist_ok=True)
@@ -329,10 +330,40 @@ def pending(futures: Sequence[Awaitable[Any]]) -> str:
     return ", ".join(f"{t}: {n}" for t, n in waiting.items()) or "nothing pending"
 
 
-def release(app: faust.App, messages: list[Any]) -> None:
-    """Drop the agent's extra reference: the messages become acknowledged, their offsets committable."""
-    for message in messages:
-        message.ack(app.consumer)
+class FinishedOnly:
+    """Offsets of the source topic become committable only once the pipeline finished them.
+
+    Faust's stream acknowledges the messages it skips while flow control is off (a rebalance or a
+    shutdown in progress) or that belong to an older consumer generation, and its next commit
+    covers them although no agent processed them. A worker restarted after kill -9 rejoins while
+    the dead member still holds the group, so such a rebalance happens while it consumes; the
+    skipped transactions were then committed and never decided (the kill -9 fault test caught it
+    in CI). This wraps the consumer's ``ack``: a source message counts only when ``release``
+    marked it finished; a skipped one is forgotten (neither waited for nor committed) and is read
+    again from the committed offset Faust seeks to after the rebalance.
+    """
+
+    def __init__(self, consumer: Any, topic: str) -> None:
+        self.consumer, self.topic = consumer, topic
+        self.finished: set[tuple[Any, int]] = set()
+        self.faust_ack = consumer.ack
+        consumer.ack = self.ack
+
+    def ack(self, message: Any) -> bool:
+        if message.topic == self.topic:
+            key = (message.tp, message.offset)
+            if key not in self.finished:
+                self.consumer._unacked_messages.discard(message)
+                return False
+            self.finished.discard(key)
+        acked: bool = self.faust_ack(message)
+        return acked
+
+    def release(self, messages: list[Any]) -> None:
+        """Drop the agent's extra reference: the messages become acknowledged, their offsets committable."""
+        for message in messages:
+            self.finished.add((message.tp, message.offset))
+            message.ack(self.consumer)
 
 
 def raw_of(event: Any) -> Raw:
