@@ -119,6 +119,13 @@ def alert_row(d: Decision) -> tuple[Any, ...]:
     return (t.txn_id, t.card_id, t.event_time, t.amount, d.score, d.decision, d.model_version)
 
 
+def _copy(conn: psycopg.Connection[Any], table: str, decisions: Sequence[Decision]) -> None:
+    """COPY the audit rows into ``table`` (``decisions`` or the staging table; a constant, never input)."""
+    with conn.cursor().copy(f"copy {table} ({_COLS}) from stdin") as copy:
+        for d in decisions:
+            copy.write_row(row(d))
+
+
 def migrate(conninfo: str) -> None:
     with psycopg.connect(conninfo, connect_timeout=10) as conn:
         conn.execute(SCHEMA)
@@ -146,9 +153,7 @@ class DecisionStore:
         conn = self._connection()
         try:
             with conn.transaction():
-                with conn.cursor().copy(f"copy decisions ({_COLS}) from stdin") as copy:
-                    for d in decisions:
-                        copy.write_row(row(d))
+                _copy(conn, "decisions", decisions)
                 alerts = [alert_row(d) for d in decisions if d.flagged]
                 if alerts:
                     conn.cursor().executemany(ALERT, alerts)
@@ -156,9 +161,7 @@ class DecisionStore:
             self.replays += 1
             with conn.transaction():
                 conn.execute("truncate decision_stage")
-                with conn.cursor().copy(f"copy decision_stage ({_COLS}) from stdin") as copy:
-                    for d in decisions:
-                        copy.write_row(row(d))
+                _copy(conn, "decision_stage", decisions)
                 conn.execute(WRITE)
 
     def write(self, decisions: Sequence[Decision]) -> None:
