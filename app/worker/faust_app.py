@@ -41,6 +41,7 @@ from app.feedback import FeedbackService
 from app.feedback import parse as parse_feedback
 from app.settings import Settings
 from app.worker.card_features import DeadLetter, Raw, process_batch
+from app.worker.offsets import SourceOffsets
 from app.worker.sinks import FeatureLog, OnlineFeatures
 from features.store import close_store, feature_store
 
@@ -258,7 +259,15 @@ def create_app(settings: Settings) -> faust.App:
     app.producer.buffer.max_messages = 4 * settings.batch_size
     dlq, scores = app.topic(settings.topic_dlq, **raw), app.topic(settings.topic_scores, **raw)
     pipeline = Pipeline(settings, states, dlq, scores, crash=app.crash)
-    acks = FinishedOnly(app.consumer, settings.topic_transactions)
+    offsets = SourceOffsets(
+        app.consumer, settings.topic_transactions, partial(first_offset_in_log, settings),
+        current=lambda m: m.generation_id == app.consumer_generation_id and app.flow_control.is_active(),
+    )  # fmt: skip
+    offsets.install()
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(_sender: Any, /, *args: Any, **_kwargs: Any) -> None:
+        offsets.forget(args[0])  # the revoked partitions
 
     @app.task
     async def open_sinks() -> None:
@@ -266,11 +275,15 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(source)
     async def card_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        async for taken in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            admitted = await offsets.admit([e.message for e in taken])
+            events = [e for e, ok in zip(taken, admitted, strict=True) if ok]
+            if not events:
+                continue
             held = [e.message for e in events]
             for message in held:  # one more reference: Faust's ack after this body does not release it
                 message.incref()
-            await pipeline.handle([raw_of(e) for e in events], partial(acks.release, held))
+            await pipeline.handle([raw_of(e) for e in events], partial(offsets.release, held))
 
     heartbeat = settings.data_dir / "health" / f"worker-{socket.gethostname()}"
     heartbeat.parent.mkdir(parents=True, exist_ok=True)
@@ -330,40 +343,30 @@ def pending(futures: Sequence[Awaitable[Any]]) -> str:
     return ", ".join(f"{t}: {n}" for t, n in waiting.items()) or "nothing pending"
 
 
-class FinishedOnly:
-    """Offsets of the source topic become committable only once the pipeline finished them.
+async def first_offset_in_log(settings: Settings, tp: Any, offset: int) -> int | None:
+    """The offset a read of ``tp`` from ``offset`` starts with (a plain consumer, outside the group);
+    None when nothing came back in time."""
+    return await asyncio.to_thread(_first_offset, settings, tp.topic, tp.partition, offset)
 
-    Faust's stream acknowledges the messages it skips while flow control is off (a rebalance or a
-    shutdown in progress) or that belong to an older consumer generation, and its next commit
-    covers them although no agent processed them. A worker restarted after kill -9 rejoins while
-    the dead member still holds the group, so such a rebalance happens while it consumes; the
-    skipped transactions were then committed and never decided (the kill -9 fault test caught it
-    in CI). This wraps the consumer's ``ack``: a source message counts only when ``release``
-    marked it finished; a skipped one is forgotten (neither waited for nor committed) and is read
-    again from the committed offset Faust seeks to after the rebalance.
-    """
 
-    def __init__(self, consumer: Any, topic: str) -> None:
-        self.consumer, self.topic = consumer, topic
-        self.finished: set[tuple[Any, int]] = set()
-        self.faust_ack = consumer.ack
-        consumer.ack = self.ack
+def _first_offset(settings: Settings, topic: str, partition: int, offset: int) -> int | None:
+    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
 
-    def ack(self, message: Any) -> bool:
-        if message.topic == self.topic:
-            key = (message.tp, message.offset)
-            if key not in self.finished:
-                self.consumer._unacked_messages.discard(message)
-                return False
-            self.finished.discard(key)
-        acked: bool = self.faust_ack(message)
-        return acked
-
-    def release(self, messages: list[Any]) -> None:
-        """Drop the agent's extra reference: the messages become acknowledged, their offsets committable."""
-        for message in messages:
-            self.finished.add((message.tp, message.offset))
-            message.ack(self.consumer)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_servers, enable_auto_commit=False, auto_offset_reset="earliest",
+        **settings.kafka_security(),
+    )  # fmt: skip
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=1000, max_records=1).values():
+                return int(records[0].offset)
+        return None
+    finally:
+        consumer.close()
 
 
 def raw_of(event: Any) -> Raw:

@@ -328,11 +328,6 @@ def test_the_surviving_worker_takes_over_a_killed_workers_partitions(cluster: Cl
     assert_output_is_the_input(s, tag, records, traffic)
 
 
-@pytest.mark.xfail(
-    reason="known loss, issue #10 note: after a worker joins and leaves a backlog mid-stream, a few "
-    "transactions are never decided (2 of 2 runs on 2026-11-30; the session-3 code passed its 1 run)",
-    strict=False,
-)
 def test_workers_joining_and_leaving_a_backlog_lose_nothing(cluster: Cluster) -> None:
     """Rebalances with batches in flight: a second worker joins while the first drains a backlog,
     then leaves cleanly (its partitions move back to the first)."""

@@ -1,0 +1,160 @@
+"""Source-topic offsets owned by the pipeline: what it may process next and what may be committed.
+
+Card states remember the stream position of the last event they folded, and a replayed message at
+or below that position is recognised as processed. That is sound only if the pipeline sees each
+partition without gaps: processing offset 120 while 117 was never handed to the agent would make
+117 a "duplicate" forever. Faust does not promise that. Around a rebalance its fetcher drops the
+rest of a fetched batch (flow stopped, new generation), its stream skips and *acknowledges*
+messages of an older generation, its commit counts offset ranges it did not see as acknowledged
+(``Consumer._gap``), and its head-of-queue check lets one unacknowledged offset through
+(``min(acked) - committed > 1``) or is skipped when the committed offset is 0. The fault tests lost
+transactions through these paths (tests/integration/test_faults.py).
+
+So the worker keeps its own books for the ``transactions`` topic, per partition:
+
+- ``next``: the next offset the pipeline must receive. It starts at the committed offset (the one
+  Faust seeks to after each assignment); a message above it is refused (neither processed nor
+  acknowledged) and the consumer is sought back to ``next``. A message below it is a re-read of
+  something this process already handled (or committed) and goes through: the card state knows it.
+- ``done``: every offset below it is finished (decided, and every output delivered to Kafka); it is
+  what Faust commits, replacing its own offset arithmetic for this topic.
+
+Revoked partitions are forgotten; after the next assignment they start again from the committed
+offset. A gap that is real (offsets that are not in the log: compaction, transaction markers,
+retention) is recognised by reading the partition at ``next`` with a plain consumer, and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("fraudstream.worker")
+
+RESEEK_S = 5.0  # a gap still open after this long is sought back again (a later seek may have won)
+
+
+@dataclass
+class SourceOffsets:
+    """The books for one source topic (see the module docstring).
+
+    ``consumer`` is Faust's consumer (``ack``, ``_new_offset``, ``seek``, ``_committed_offset``,
+    ``_acked``, ``_unacked_messages``); ``first_offset(tp, offset)`` says which offset a read of the
+    log at ``offset`` starts with (None when nothing is there yet); ``current(message)`` says whether
+    a message belongs to the consumer's current generation while it is flowing.
+    """
+
+    consumer: Any
+    topic: str
+    first_offset: Callable[[Any, int], Awaitable[int | None]]
+    current: Callable[[Any], bool]
+    next: dict[Any, int] = field(default_factory=dict)
+    done: dict[Any, int] = field(default_factory=dict)
+    finished: dict[Any, set[int]] = field(default_factory=dict)
+    holes: dict[Any, dict[int, int]] = field(default_factory=dict)  # tp -> {start: stop} not in the log
+    sought: dict[Any, tuple[int, float]] = field(default_factory=dict)  # tp -> (offset, when)
+    refused: int = 0
+    seeks: int = 0
+
+    def install(self) -> None:
+        """Take over acknowledgement and the commit offset of the source topic from Faust."""
+        faust_ack, faust_new_offset = self.consumer.ack, self.consumer._new_offset
+
+        def ack(message: Any) -> bool:
+            if message.topic != self.topic:
+                return bool(faust_ack(message))
+            message.acked = True  # its last reference is gone; ``release`` did the bookkeeping
+            self.consumer._unacked_messages.discard(message)
+            return False
+
+        def new_offset(tp: Any) -> int | None:
+            if tp.topic != self.topic:
+                return faust_new_offset(tp)  # type: ignore[no-any-return]
+            return self.done.get(tp)
+
+        self.consumer.ack, self.consumer._new_offset = ack, new_offset
+
+    def forget(self, tps: Any) -> None:
+        """Partitions revoked: their books restart from the committed offset when assigned again."""
+        for tp in tps:
+            for books in (self.next, self.done, self.finished, self.holes, self.sought):
+                books.pop(tp, None)
+
+    async def admit(self, messages: Sequence[Any]) -> list[bool]:
+        """Which of ``messages`` (in arrival order) the pipeline may process now."""
+        return [await self._admit(m) for m in messages]
+
+    async def _admit(self, message: Any) -> bool:
+        tp, offset = message.tp, message.offset
+        if tp not in self.next:
+            if not self.current(message):  # fetched before the rebalance: re-read from the commit
+                self.refused += 1
+                return False
+            self._start(tp, self.consumer._committed_offset.get(tp) or 0)
+        expected = self.next[tp]
+        if offset > expected:
+            await self._gap(tp, expected, offset)
+            expected = self.next[tp]
+        if offset > expected:
+            self.refused += 1
+            return False
+        self.sought.pop(tp, None)
+        if offset == expected:
+            self.next[tp] = offset + 1
+        return True
+
+    def _start(self, tp: Any, offset: int) -> None:
+        self.next[tp] = self.done[tp] = offset
+        self.finished[tp], self.holes[tp] = set(), {}
+        self.consumer._acked.setdefault(tp, [])  # Faust commits only partitions listed in _acked
+
+    async def _gap(self, tp: Any, expected: int, offset: int) -> None:
+        at = self.sought.get(tp)
+        now = time.monotonic()
+        if at is not None and at[0] == expected and now - at[1] < RESEEK_S:
+            return  # sought back already; the messages in between are on their way
+        first = await self.first_offset(tp, expected)
+        if first is not None and first > expected:  # not in the log: nothing to wait for
+            log.warning("worker: offsets %d-%d of %s are not in the log; going on from %d",
+                        expected, first - 1, tp, first)  # fmt: skip
+            self._skip(tp, expected, first)
+            if offset <= first:
+                return
+            expected = first
+        log.warning("worker: %s skipped offsets %d-%d (got %d); seeking back to %d",
+                    tp, expected, offset - 1, offset, expected)  # fmt: skip
+        self.sought[tp] = (expected, now)
+        self.seeks += 1
+        await self.consumer.seek(tp, expected)
+
+    def _skip(self, tp: Any, start: int, stop: int) -> None:
+        self.next[tp] = stop
+        self.holes[tp][start] = stop
+        self.finish(tp, -1)  # done may now move over the hole
+
+    def finish(self, tp: Any, offset: int) -> None:
+        """``offset`` is decided and its outputs delivered; ``done`` moves over every finished prefix."""
+        done = self.done.get(tp)
+        if done is None:
+            return  # revoked meanwhile
+        pending, holes = self.finished[tp], self.holes[tp]
+        if offset >= done:
+            pending.add(offset)
+        while True:
+            if done in pending:
+                pending.discard(done)
+                done += 1
+            elif done in holes:
+                done = holes.pop(done)
+            else:
+                break
+        self.done[tp] = done
+
+    def release(self, messages: Sequence[Any]) -> None:
+        """The pipeline finished these messages: mark them, then drop the agent's extra reference."""
+        for message in messages:
+            self.finish(message.tp, message.offset)
+            message.ack(self.consumer)

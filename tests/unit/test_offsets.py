@@ -1,0 +1,148 @@
+"""The worker's books for the source topic: no gap is processed, only a finished prefix is committed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from app.worker.offsets import SourceOffsets
+
+SOURCE = "transactions"
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+P0, P1 = TP(SOURCE, 0), TP(SOURCE, 1)
+
+
+@dataclass(eq=False)
+class Message:
+    tp: TP
+    offset: int
+    current: bool = True
+    acked: bool = False
+
+    @property
+    def topic(self) -> str:
+        return self.tp.topic
+
+    def ack(self, consumer: Any) -> bool:
+        return bool(consumer.ack(self))
+
+
+@dataclass
+class Consumer:
+    """The parts of Faust's consumer that SourceOffsets touches."""
+
+    committed: dict[TP, int | None] = field(default_factory=dict)
+    faust_acks: list[Message] = field(default_factory=list)
+    seeks: list[tuple[TP, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._committed_offset = self.committed
+        self._acked: defaultdict[TP, list[int]] = defaultdict(list)
+        self._unacked_messages: set[Message] = set()
+
+    def ack(self, message: Message) -> bool:
+        self.faust_acks.append(message)
+        return True
+
+    def _new_offset(self, tp: TP) -> int | None:
+        return -1  # Faust's own arithmetic
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+def books(consumer: Consumer, log_starts: dict[int, int] | None = None) -> SourceOffsets:
+    async def first_offset(tp: TP, offset: int) -> int | None:
+        return max(offset, (log_starts or {}).get(offset, offset))
+
+    offsets = SourceOffsets(consumer, SOURCE, first_offset, current=lambda m: m.current)
+    offsets.install()
+    return offsets
+
+
+def admit(offsets: SourceOffsets, *messages: Message) -> list[bool]:
+    return asyncio.run(offsets.admit(messages))
+
+
+def test_a_gap_is_refused_and_sought_back_then_read_in_order() -> None:
+    consumer = Consumer(committed={P0: 10})
+    offsets = books(consumer)
+    m = [Message(P0, o) for o in range(10, 16)]
+    assert admit(offsets, m[0], m[1], m[4], m[5]) == [True, True, False, False]
+    assert consumer.seeks == [(P0, 12)]  # once, not once per refused message
+    assert offsets.refused == 2
+    assert admit(offsets, m[2], m[3], m[4], m[5]) == [True, True, True, True]
+    assert offsets.next[P0] == 16
+
+
+def test_only_a_finished_prefix_is_committed_whatever_order_batches_finish_in() -> None:
+    consumer = Consumer(committed={P0: None})  # Faust says None for "committed 0" and "no commit"
+    offsets = books(consumer)
+    first, second = [Message(P0, o) for o in range(3)], [Message(P0, o) for o in range(3, 6)]
+    assert all(admit(offsets, *first, *second))
+    assert consumer._new_offset(P0) == 0
+    offsets.release(second)  # the later batch's outputs were delivered first
+    assert consumer._new_offset(P0) == 0
+    offsets.release(first)
+    assert consumer._new_offset(P0) == 6
+    assert consumer.faust_acks == []  # Faust's own ack bookkeeping never sees source messages
+    assert all(m.acked for m in first + second)
+
+
+def test_a_message_skipped_by_faust_is_never_committed() -> None:
+    consumer = Consumer(committed={P0: 4})
+    offsets = books(consumer)
+    kept, skipped = Message(P0, 4), Message(P0, 5)
+    assert admit(offsets, kept, skipped) == [True, True]
+    consumer._unacked_messages.add(skipped)
+    skipped.ack(consumer)  # Faust's stream acknowledging a message it skipped
+    assert skipped not in consumer._unacked_messages
+    offsets.release([kept])
+    assert consumer._new_offset(P0) == 5
+
+
+def test_offsets_missing_from_the_log_are_skipped_and_committed_over() -> None:
+    consumer = Consumer(committed={P0: 7})
+    offsets = books(consumer, log_starts={7: 9})  # 7 and 8 are gone (retention, compaction, markers)
+    assert admit(offsets, Message(P0, 9)) == [True]
+    assert consumer.seeks == []
+    offsets.release([Message(P0, 9)])
+    assert consumer._new_offset(P0) == 10
+
+
+def test_messages_from_before_a_rebalance_wait_for_the_new_assignment() -> None:
+    consumer = Consumer(committed={P0: 20, P1: 3})
+    offsets = books(consumer)
+    assert admit(offsets, Message(P0, 20), Message(P0, 21)) == [True, True]
+    offsets.forget([P0, P1])  # revoked; Faust seeks to the committed offsets after the assignment
+    assert admit(offsets, Message(P0, 22, current=False), Message(P1, 9, current=False)) == [False, False]
+    assert consumer.seeks == []
+    consumer.committed[P0] = 21
+    assert admit(offsets, Message(P0, 21), Message(P0, 22), Message(P1, 3)) == [True, True, True]
+    offsets.release([Message(P0, 20)])  # finished before the revocation: below the new start
+    assert consumer._new_offset(P0) == 21
+
+
+def test_a_re_read_below_the_next_offset_goes_through() -> None:
+    consumer = Consumer(committed={P0: 0})
+    offsets = books(consumer)
+    assert all(admit(offsets, *(Message(P0, o) for o in range(5))))
+    assert admit(offsets, Message(P0, 2), Message(P0, 3)) == [True, True]  # Faust sought to a commit
+    assert offsets.next[P0] == 5
+
+
+def test_other_topics_keep_fausts_bookkeeping() -> None:
+    consumer = Consumer()
+    books(consumer)
+    other = Message(TP("card-state-changelog", 0), 3)
+    assert other.ack(consumer) is True
+    assert consumer.faust_acks == [other]
+    assert consumer._new_offset(other.tp) == -1
