@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     feature_log_flush_rows: int = Field(20_000, ge=1)
     feature_log_flush_s: float = Field(10.0, gt=0)
     online_flush_s: float = Field(0.5, gt=0, description="Coalescing interval of Feast online writes")
+    state_cache_cards: int = Field(
+        20_000, ge=0, description="Decoded card states a worker keeps in memory (0: decode every batch)"
+    )
     worker_web_port: int = 6066
     worker_session_timeout_s: float = Field(
         30.0, ge=6, description="A worker silent this long leaves the group; its partitions move"

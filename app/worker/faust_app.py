@@ -31,7 +31,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import faust
 import orjson
@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from app.feedback import FeedbackService
 from app.feedback import parse as parse_feedback
 from app.settings import Settings
-from app.worker.card_features import DeadLetter, Raw, process_batch
+from app.worker.card_features import DeadLetter, DecodedStates, Raw, process_batch
 from app.worker.offsets import SourceOffsets
 from app.worker.sinks import FeatureLog, OnlineFeatures
 from features.store import close_store, feature_store
@@ -60,12 +60,13 @@ class Counters:
     late: int = 0
     duplicates: int = 0
     batches: int = 0
+    states_reused: int = 0
 
     def line(self) -> str:
         return (
             f"worker: {self.processed} processed, {self.scored} scored ({self.flagged} flagged), "
             f"{self.dead} dead letters ({self.late} late), {self.duplicates} duplicates, "
-            f"{self.batches} batches"
+            f"{self.batches} batches, {self.states_reused} card states reused"
         )
 
 
@@ -77,16 +78,22 @@ class DurableTable(faust.Table[bytes, bytes | None]):
     """The card-state table, written with awaitable changelog sends (``await table.put(k, v)``).
 
     ``table[key] = value`` queues the changelog message in Faust's producer buffer and returns
-    nothing to wait on; ``put`` sets the value in the store and publishes the changelog message
-    directly, like any topic send, returning the future Kafka's acknowledgement resolves.
+    nothing to wait on; ``put`` sets the value in the store and hands the changelog message
+    straight to the producer (raw bytes, partitioned by key like ``table[key] = value`` with
+    ``use_partitioner``), returning the future Kafka's acknowledgement resolves.
     """
 
-    async def put(self, key: bytes, value: bytes | None) -> Awaitable[Any]:
+    async def put(self, key: bytes, value: bytes | None) -> Sent:
         self.data[key] = value
-        sent: Awaitable[Any] = await self.changelog_topic.send(
-            key=key, value=value, key_serializer=self.key_serializer, value_serializer=self.value_serializer
-        )
-        return sent
+        topic = self.changelog_topic.get_topic_name()
+        return Sent(topic, await self.app.producer.send(topic, key, value, None, None, None))
+
+
+class Sent(NamedTuple):
+    """An output of a batch: its topic (for diagnostics) and the future Kafka's acknowledgement resolves."""
+
+    topic: str
+    ack: Awaitable[Any]
 
 
 @dataclass
@@ -95,8 +102,8 @@ class Pipeline:
 
     settings: Settings
     states: MutableMapping[bytes, bytes | None]
-    dlq: Any
-    scores: Any
+    producer: Any  # the app's (aiokafka) producer
+    topics: Sequence[Any] = ()  # the output topics, declared (created if missing) when the sinks open
     counters: Counters = field(default_factory=Counters)
     scorer: Scorer | None = None
     feedback: FeedbackService | None = None
@@ -105,14 +112,22 @@ class Pipeline:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     crash: Callable[[BaseException], Awaitable[None]] | None = None  # the app's: stop, replay on restart
     in_flight: deque[asyncio.Task[None]] = field(default_factory=deque)
+    known: DecodedStates = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.known = DecodedStates(self.settings.state_cache_cards)
 
     async def open(self) -> None:
         s = self.settings
+        for topic in self.topics:
+            await topic.maybe_declare()
         if s.scoring:
             self.scorer = await asyncio.to_thread(build_scorer, s)
             self.feedback = await asyncio.to_thread(build_feedback, s)
         await asyncio.to_thread(lambda: close_store(feature_store(s)))  # apply the definitions once
         self.online = OnlineFeatures(s, s.online_flush_s)
+        if not await asyncio.to_thread(self.online.ready.wait, 120):  # its start-up is not the first batches'
+            log.error("worker: the Feast online writer has not opened the store after 120 s; going on")
         self.feature_log = FeatureLog(
             s.feature_log_dir, s.app_id, s.feature_log_flush_rows, s.feature_log_flush_s
         )
@@ -122,7 +137,7 @@ class Pipeline:
     async def handle(self, batch: Sequence[Raw], release: Callable[[], None] | None = None) -> None:
         """Process one micro-batch; ``release`` (acknowledge its messages) runs once Kafka has all
         its outputs, after this returns (see the module docstring)."""
-        result = process_batch(list(batch), self.states, self.settings.lateness_s)
+        result = process_batch(list(batch), self.states, self.settings.lateness_s, self.known)
         sent = [await self._dead_letter(dead) for dead in result.dead]
         await self.ready.wait()  # the first batch can arrive before the sinks are open
         if self.scorer is not None and result.features:
@@ -146,13 +161,12 @@ class Pipeline:
         c.late += result.late
         c.duplicates += result.duplicates
         c.batches += 1
+        c.states_reused = self.known.hits
 
-    async def _release_when_delivered(
-        self, sent: list[Awaitable[Any]], release: Callable[[], None] | None
-    ) -> None:
+    async def _release_when_delivered(self, sent: list[Sent], release: Callable[[], None] | None) -> None:
         t0 = time.perf_counter()
         try:  # every output of the batch is in Kafka before it is acknowledged
-            await asyncio.wait_for(asyncio.gather(*sent), DELIVERY_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.gather(*(s.ack for s in sent)), DELIVERY_TIMEOUT_S)
         except Exception as exc:
             log.error(
                 "worker: a batch's outputs were not delivered (%s; %s); stopping so it is replayed",
@@ -171,19 +185,22 @@ class Pipeline:
         while self.in_flight:
             await asyncio.wait([self.in_flight.popleft()])
 
-    async def _dead_letter(self, dead: DeadLetter) -> Awaitable[Any]:
-        log.warning("worker: dead letter: %s", dead.reason)
-        sent: Awaitable[Any] = await self.dlq.send(key=dead.masked_key(), value=orjson.dumps(dead.record()))
-        return sent
+    async def _send(self, topic: str, key: bytes | None, value: bytes) -> Sent:
+        """Straight to the producer: Faust's topic machinery costs more than the send itself."""
+        return Sent(topic, await self.producer.send(topic, key, value, None, None, None))
 
-    async def _score(self, scorer: Scorer, *batch: Any) -> list[Awaitable[Any]]:
+    async def _dead_letter(self, dead: DeadLetter) -> Sent:
+        log.warning("worker: dead letter: %s", dead.reason)
+        return await self._send(self.settings.topic_dlq, dead.masked_key(), orjson.dumps(dead.record()))
+
+    async def _score(self, scorer: Scorer, *batch: Any) -> list[Sent]:
         while scorer.champion.current is None:  # hold the batch, unacknowledged, until a model exists
             log.warning("worker: no champion model yet (run fraudstream train); waiting")
             await asyncio.sleep(self.settings.model_poll_s)
             await asyncio.to_thread(scorer.refresh)
         decisions = await asyncio.to_thread(scorer.score, *batch)
-        send = self.scores.send
-        sent = [await send(key=d.txn.card_id.encode(), value=orjson.dumps(d.event())) for d in decisions]
+        topic, send = self.settings.topic_scores, self._send
+        sent = [await send(topic, d.txn.card_id.encode(), orjson.dumps(d.event())) for d in decisions]
         self.counters.scored += len(decisions)
         self.counters.flagged += sum(d.flagged for d in decisions)
         return sent
@@ -200,7 +217,7 @@ class Pipeline:
                 good.append(parsed)
         if self.feedback is not None and good:
             await asyncio.to_thread(self.feedback.handle, good)
-        await asyncio.gather(*sent)
+        await asyncio.gather(*(s.ack for s in sent))
 
     async def refresh(self) -> None:
         if self.scorer is not None:
@@ -257,8 +274,8 @@ def create_app(settings: Settings) -> faust.App:
     # Table writes and score events queue in the producer buffer; Faust pauses the stream while it
     # holds more than max_messages (default 100, i.e. less than one micro-batch).
     app.producer.buffer.max_messages = 4 * settings.batch_size
-    dlq, scores = app.topic(settings.topic_dlq, **raw), app.topic(settings.topic_scores, **raw)
-    pipeline = Pipeline(settings, states, dlq, scores, crash=app.crash)
+    outputs = [app.topic(settings.topic_dlq, **raw), app.topic(settings.topic_scores, **raw)]
+    pipeline = Pipeline(settings, states, app.producer, outputs, crash=app.crash)
     offsets = SourceOffsets(
         app.consumer, settings.topic_transactions, partial(first_offset_in_log, settings),
         current=lambda m: m.generation_id == app.consumer_generation_id and app.flow_control.is_active(),
@@ -333,13 +350,9 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     )  # fmt: skip
 
 
-def pending(futures: Sequence[Awaitable[Any]]) -> str:
+def pending(sent: Sequence[Sent]) -> str:
     """Which topics a batch still waits on, e.g. ``fraud-scores: 3, card-state-changelog: 1``."""
-    waiting = Counter(
-        str(getattr(getattr(getattr(f, "message", None), "channel", None), "topics", ["?"])[0])
-        for f in futures
-        if isinstance(f, asyncio.Future) and not f.done()
-    )
+    waiting = Counter(s.topic for s in sent if not (isinstance(s.ack, asyncio.Future) and s.ack.done()))
     return ", ".join(f"{t}: {n}" for t, n in waiting.items()) or "nothing pending"
 
 

@@ -89,9 +89,11 @@ class OnlineFeatures:
         ctx = mp.get_context("spawn")
         self.inbox: mp.Queue[list[dict[str, Any]] | None] = ctx.Queue(self.MAX_QUEUED)
         self.outbox: mp.Queue[tuple[int, int]] = ctx.Queue()
+        self.ready = ctx.Event()  # set once the writer has opened the store
         self.process = ctx.Process(
             target=_online_writer,
             args=(settings, flush_s, self.inbox, self.outbox, os.getpid()),
+            kwargs={"ready": self.ready},
             name="feast-online-writer", daemon=True,
         )  # fmt: skip
         self.process.start()
@@ -120,7 +122,7 @@ class OnlineFeatures:
 
 def _online_writer(
     settings: Settings, flush_s: float, inbox: mp.Queue[list[dict[str, Any]] | None],
-    outbox: mp.Queue[tuple[int, int]], parent: int,
+    outbox: mp.Queue[tuple[int, int]], parent: int, *, ready: Any,
 ) -> None:  # fmt: skip
     """The writer process: coalesce per card, write every ``flush_s``; exit with the worker."""
     logging.basicConfig(
@@ -128,6 +130,7 @@ def _online_writer(
     )
     store = feature_store(settings, apply=False)
     writer = OnlineWriter(store, CARD_VIEW, "card_id", FEATURE_NAMES)
+    ready.set()
     pending: dict[str, dict[str, Any]] = {}
     written = errors = 0
     due = time.monotonic() + flush_s

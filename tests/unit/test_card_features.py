@@ -13,7 +13,7 @@ import pytest
 from app.pan import find_pans, mask_pans
 from app.schema import encode
 from app.simulator.model import SimConfig, simulate
-from app.worker.card_features import Raw, process_batch
+from app.worker.card_features import DecodedStates, Raw, process_batch
 from features.backfill import card_feature_frame
 from features.card import (
     FEATURE_NAMES,
@@ -296,3 +296,33 @@ def test_a_replay_after_a_crash_is_recognised_by_stream_position_however_old(his
     by_id = process_batch(resent, table, lateness_s=300)  # a producer resending: same txn_id, new offset
     assert by_id.features == []
     assert by_id.duplicates + by_id.late == 50
+
+
+def test_decoded_states_are_reused_only_while_the_table_holds_their_bytes(history: pd.DataFrame) -> None:
+    sample = history.iloc[:600]
+    raws = [
+        _raw({k: r[k] for k in sample.columns[:11]}, r["card_id"].encode(), offset=i)
+        for i, r in enumerate(sample.to_dict("records"))
+    ]
+    plain: dict[bytes, bytes | None] = {}
+    cached: dict[bytes, bytes | None] = {}
+    known = DecodedStates(capacity=10_000)
+    for part in (raws[:200], raws[200:400], raws[400:]):
+        expected = process_batch(part, plain, 300)
+        got = process_batch(part, cached, 300, known)
+        assert got.features == expected.features
+        assert got.states == expected.states
+        plain.update(expected.states)
+        cached.update(got.states)
+    assert known.hits > 0, "cards seen in an earlier batch were not decoded again"
+    hits = known.hits
+
+    # a rebalance or changelog recovery puts equal but new bytes objects in the table: decoded afresh
+    recovered = {k: bytes(bytearray(v)) for k, v in cached.items() if v is not None}
+    again = process_batch(raws[:50], recovered, 300, known)
+    assert known.hits == hits
+    assert again.duplicates == 50, "replayed positions are recognised from the recovered states"
+
+    small = DecodedStates(capacity=3)
+    process_batch(raws[:200], {}, 300, small)
+    assert len(small.entries) == 3
