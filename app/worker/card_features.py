@@ -64,6 +64,7 @@ class BatchResult:
     transactions: list[Transaction] = field(default_factory=list)
     produced_at: list[float | None] = field(default_factory=list)
     states: dict[bytes, bytes] = field(default_factory=dict)  # changed card states, to write back
+    partitions: dict[bytes, int] = field(default_factory=dict)  # card -> the source partition it came from
     dead: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
     late: int = 0
@@ -184,6 +185,7 @@ def process_batch(
         update(state, txn, pending_s=lateness_s)
         if raw.offset >= 0:
             state.position = (raw.partition, raw.offset)
+            result.partitions[key] = raw.partition
         changed.add(key)
         result.features.append(row)
         result.transactions.append(decoded)

@@ -79,14 +79,16 @@ class DurableTable(faust.Table[bytes, bytes | None]):
 
     ``table[key] = value`` queues the changelog message in Faust's producer buffer and returns
     nothing to wait on; ``put`` sets the value in the store and hands the changelog message
-    straight to the producer (raw bytes, partitioned by key like ``table[key] = value`` with
-    ``use_partitioner``), returning the future Kafka's acknowledgement resolves.
+    straight to the producer (raw bytes), returning the future Kafka's acknowledgement resolves.
+    ``partition`` is the source partition the card's transactions came from: Faust recovers
+    changelog partition N for whoever owns source partition N, so the state lands there whatever
+    partitioner the transactions' producer used (None: partitioned by key).
     """
 
-    async def put(self, key: bytes, value: bytes | None) -> Sent:
+    async def put(self, key: bytes, value: bytes | None, partition: int | None = None) -> Sent:
         self.data[key] = value
         topic = self.changelog_topic.get_topic_name()
-        return Sent(topic, await self.app.producer.send(topic, key, value, None, None, None))
+        return Sent(topic, await self.app.producer.send(topic, key, value, partition, None, None))
 
 
 class Sent(NamedTuple):
@@ -144,7 +146,7 @@ class Pipeline:
             sent += await self._score(self.scorer, result.features, result.transactions, result.produced_at)
         for key, value in result.states.items():  # each write is a changelog message
             if isinstance(self.states, DurableTable):
-                sent.append(await self.states.put(key, value))
+                sent.append(await self.states.put(key, value, result.partitions.get(key)))
             else:
                 self.states[key] = value
         while len(self.in_flight) >= MAX_IN_FLIGHT:

@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mode.utils.futures import notify
+
 log = logging.getLogger("fraudstream.worker")
 
 RESEEK_S = 5.0  # a gap still open after this long is sought back again (a later seek may have won)
@@ -68,6 +70,7 @@ class SourceOffsets:
                 return bool(faust_ack(message))
             message.acked = True  # its last reference is gone; ``release`` did the bookkeeping
             self.consumer._unacked_messages.discard(message)
+            notify(self.consumer._waiting_for_ack)  # a rebalance waiting for in-flight messages
             return False
 
         def new_offset(tp: Any) -> int | None:

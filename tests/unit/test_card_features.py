@@ -196,6 +196,7 @@ def test_batch_service_matches_backfill_and_dead_letters_bad_input(history: pd.D
     for name in FEATURE_NAMES:
         np.testing.assert_allclose(stream[name], batch[name], rtol=1e-12, equal_nan=True, err_msg=name)
     assert set(result.states) == {c.encode() for c in sample["card_id"]}
+    assert result.partitions == dict.fromkeys(result.states, 0)  # each state goes where its card came from
     assert table == {}, "the service returns changed states; the caller writes them back"
 
 

@@ -47,6 +47,7 @@ class Consumer:
         self._committed_offset = self.committed
         self._acked: defaultdict[TP, list[int]] = defaultdict(list)
         self._unacked_messages: set[Message] = set()
+        self._waiting_for_ack: Any = None
 
     def ack(self, message: Message) -> bool:
         self.faust_acks.append(message)
