@@ -281,6 +281,7 @@ def create_app(settings: Settings) -> faust.App:
     offsets = SourceOffsets(
         app.consumer, settings.topic_transactions, partial(first_offset_in_log, settings),
         current=lambda m: m.generation_id == app.consumer_generation_id and app.flow_control.is_active(),
+        committed=partial(committed_offset, settings),
     )  # fmt: skip
     offsets.install()
 
@@ -362,6 +363,26 @@ async def first_offset_in_log(settings: Settings, tp: Any, offset: int) -> int |
     """The offset a read of ``tp`` from ``offset`` starts with (a plain consumer, outside the group);
     None when nothing came back in time."""
     return await asyncio.to_thread(_first_offset, settings, tp.topic, tp.partition, offset)
+
+
+async def committed_offset(settings: Settings, tp: Any) -> int | None:
+    """The worker group's committed offset of ``tp``, asked of Kafka (None: nothing committed)."""
+    return await asyncio.to_thread(_committed, settings, tp.topic, tp.partition)
+
+
+def _committed(settings: Settings, topic: str, partition: int) -> int | None:
+    from kafka import KafkaAdminClient  # noqa: PLC0415
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_servers, client_id=f"{settings.app_id}-offsets",
+        **settings.kafka_security(),
+    )  # fmt: skip
+    try:
+        offsets = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
+    finally:
+        admin.close()
+    found = [meta.offset for tp, meta in offsets.items() if (tp.topic, tp.partition) == (topic, partition)]
+    return found[0] if found and found[0] >= 0 else None
 
 
 def _first_offset(settings: Settings, topic: str, partition: int, offset: int) -> int | None:

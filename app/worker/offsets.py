@@ -46,13 +46,15 @@ class SourceOffsets:
     ``consumer`` is Faust's consumer (``ack``, ``_new_offset``, ``seek``, ``_committed_offset``,
     ``_acked``, ``_unacked_messages``); ``first_offset(tp, offset)`` says which offset a read of the
     log at ``offset`` starts with (None when nothing is there yet); ``current(message)`` says whether
-    a message belongs to the consumer's current generation while it is flowing.
+    a message belongs to the consumer's current generation while it is flowing; ``committed(tp)``
+    asks Kafka for the group's committed offset when Faust has not recorded it yet.
     """
 
     consumer: Any
     topic: str
     first_offset: Callable[[Any, int], Awaitable[int | None]]
     current: Callable[[Any], bool]
+    committed: Callable[[Any], Awaitable[int | None]]  # the group's committed offset, asked of Kafka
     next: dict[Any, int] = field(default_factory=dict)
     done: dict[Any, int] = field(default_factory=dict)
     finished: dict[Any, set[int]] = field(default_factory=dict)
@@ -96,7 +98,11 @@ class SourceOffsets:
             if not self.current(message):  # fetched before the rebalance: re-read from the commit
                 self.refused += 1
                 return False
-            self._start(tp, self.consumer._committed_offset.get(tp) or 0)
+            committed = self.consumer._committed_offset.get(tp)
+            if committed is None:  # not known to Faust yet (its seek may come after the first fetch)
+                committed = await self._ask(self.committed(tp), f"the committed offset of {tp}")
+            log.info("worker: %s starts at the committed offset %s", tp, committed)
+            self._start(tp, committed or 0)
         expected = self.next[tp]
         if offset > expected:
             await self._gap(tp, expected, offset)
@@ -109,6 +115,16 @@ class SourceOffsets:
             self.next[tp] = offset + 1
         return True
 
+    @staticmethod
+    async def _ask(question: Awaitable[int | None], what: str) -> int | None:
+        """Kafka's answer, or None (the safe default: read again from further back) if it fails."""
+        try:
+            return await question
+        except Exception as exc:  # a failed lookup must not stop the agent
+            log.warning("worker: could not read %s from Kafka (%s); reading again from before it",
+                        what, f"{type(exc).__name__}: {exc}"[:200])  # fmt: skip
+            return None
+
     def _start(self, tp: Any, offset: int) -> None:
         self.next[tp] = self.done[tp] = offset
         self.finished[tp], self.holes[tp] = set(), {}
@@ -119,7 +135,7 @@ class SourceOffsets:
         now = time.monotonic()
         if at is not None and at[0] == expected and now - at[1] < RESEEK_S:
             return  # sought back already; the messages in between are on their way
-        first = await self.first_offset(tp, expected)
+        first = await self._ask(self.first_offset(tp, expected), f"offset {expected} of {tp}")
         if first is not None and first > expected:  # not in the log: nothing to wait for
             log.warning("worker: offsets %d-%d of %s are not in the log; going on from %d",
                         expected, first - 1, tp, first)  # fmt: skip

@@ -39,7 +39,8 @@ class Message:
 class Consumer:
     """The parts of Faust's consumer that SourceOffsets touches."""
 
-    committed: dict[TP, int | None] = field(default_factory=dict)
+    committed: dict[TP, int | None] = field(default_factory=dict)  # what Faust has recorded
+    in_kafka: dict[TP, int] = field(default_factory=dict)  # what the group has committed
     faust_acks: list[Message] = field(default_factory=list)
     seeks: list[tuple[TP, int]] = field(default_factory=list)
 
@@ -64,7 +65,10 @@ def books(consumer: Consumer, log_starts: dict[int, int] | None = None) -> Sourc
     async def first_offset(tp: TP, offset: int) -> int | None:
         return max(offset, (log_starts or {}).get(offset, offset))
 
-    offsets = SourceOffsets(consumer, SOURCE, first_offset, current=lambda m: m.current)
+    async def committed(tp: TP) -> int | None:
+        return consumer.in_kafka.get(tp)
+
+    offsets = SourceOffsets(consumer, SOURCE, first_offset, current=lambda m: m.current, committed=committed)
     offsets.install()
     return offsets
 
@@ -147,3 +151,23 @@ def test_other_topics_keep_fausts_bookkeeping() -> None:
     assert other.ack(consumer) is True
     assert consumer.faust_acks == [other]
     assert consumer._new_offset(other.tp) == -1
+
+
+def test_a_commit_faust_has_not_recorded_yet_is_asked_of_kafka() -> None:
+    consumer = Consumer(committed={}, in_kafka={P0: 231})  # Faust's seek comes after the first fetch
+    offsets = books(consumer)
+    assert admit(offsets, Message(P0, 231), Message(P0, 232)) == [True, True]
+    assert consumer.seeks == []  # not sought back to 0: the partition is not re-read from the start
+    assert offsets.next[P0] == 233
+
+
+def test_a_failed_lookup_falls_back_to_reading_again() -> None:
+    consumer = Consumer(committed={})
+    offsets = books(consumer)
+
+    async def broken(tp: TP) -> int | None:
+        raise OSError("broker unreachable")
+
+    offsets.committed = broken
+    assert admit(offsets, Message(P0, 40)) == [False]  # started at 0: sought back, nothing skipped
+    assert consumer.seeks == [(P0, 0)]
