@@ -14,8 +14,10 @@ gives up after 0.1 s without progress, so without it a crash could leave committ
 card state never reached the changelog (found by the kill -9 test in tests/integration/test_faults.py).
 The wait is pipelined: the agent holds a reference on each message of the batch (so Faust cannot
 acknowledge it) and goes on with the next batch; a task releases the batch once Kafka has all its
-outputs (at most ``MAX_IN_FLIGHT`` batches wait at once). Offsets are committed only up to the
-first unacknowledged message of a partition, so a later batch delivered first commits nothing early.
+outputs (at most ``MAX_IN_FLIGHT`` batches wait at once). What is committed for the source topic is
+``SourceOffsets``' number (app/worker/offsets.py): the offset below which every message is finished,
+so a later batch delivered first commits nothing early, and no offset Faust skipped is ever
+processed past or committed.
 """
 
 from __future__ import annotations
@@ -270,7 +272,7 @@ def create_app(settings: Settings) -> faust.App:
         key_type=bytes,
         value_type=bytes,
         partitions=settings.topic_partitions,
-        use_partitioner=True,  # changelog partition by key, as the producers partition transactions
+        use_partitioner=True,  # only for Faust's own writes; ``put`` names the source partition
     )
     app.tables.add(states)
     # Table writes and score events queue in the producer buffer; Faust pauses the stream while it
