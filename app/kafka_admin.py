@@ -42,8 +42,8 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
         admin.close()
 
 
-def committed(settings: Settings, group: str, topic: str) -> int:
-    """Sum of ``group``'s committed offsets on ``topic`` (0: the group never consumed it)."""
+def group_offsets(settings: Settings, group: str) -> dict[tuple[str, int], int]:
+    """``group``'s committed offsets, by (topic, partition); a partition never committed is absent."""
     from kafka import KafkaAdminClient  # noqa: PLC0415
 
     admin = KafkaAdminClient(
@@ -53,4 +53,9 @@ def committed(settings: Settings, group: str, topic: str) -> int:
         offsets = admin.list_group_offsets(group).get(group, {})
     finally:
         admin.close()
-    return sum(max(0, meta.offset) for tp, meta in offsets.items() if tp.topic == topic)
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+def committed(settings: Settings, group: str, topic: str) -> int:
+    """Sum of ``group``'s committed offsets on ``topic`` (0: the group never consumed it)."""
+    return sum(offset for (t, _), offset in group_offsets(settings, group).items() if t == topic)

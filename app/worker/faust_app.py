@@ -369,22 +369,10 @@ async def first_offset_in_log(settings: Settings, tp: Any, offset: int) -> int |
 
 async def committed_offset(settings: Settings, tp: Any) -> int | None:
     """The worker group's committed offset of ``tp``, asked of Kafka (None: nothing committed)."""
-    return await asyncio.to_thread(_committed, settings, tp.topic, tp.partition)
+    from app.kafka_admin import group_offsets  # noqa: PLC0415
 
-
-def _committed(settings: Settings, topic: str, partition: int) -> int | None:
-    from kafka import KafkaAdminClient  # noqa: PLC0415
-
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka_servers, client_id=f"{settings.app_id}-offsets",
-        **settings.kafka_security(),
-    )  # fmt: skip
-    try:
-        offsets = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
-    finally:
-        admin.close()
-    found = [meta.offset for tp, meta in offsets.items() if (tp.topic, tp.partition) == (topic, partition)]
-    return found[0] if found and found[0] >= 0 else None
+    offsets = await asyncio.to_thread(group_offsets, settings, settings.app_id)
+    return offsets.get((tp.topic, tp.partition))
 
 
 def _first_offset(settings: Settings, topic: str, partition: int, offset: int) -> int | None:
