@@ -10,8 +10,9 @@ workers start, and throughput is how fast they drain it. Reported:
 - ``event_to_score_ms``: the transaction's produce timestamp -> the score event's timestamp (both
   stamped by Kafka clients on this machine), p50/p95/p99/max;
 - ``decision_ms``: produce timestamp -> decision made (the event's own ``latency_ms``);
-- throughput (scored events / s between the first and last score), consumer lag at the end, CPU
-  and memory of the workers, per-stage seconds from the workers' in-process timers;
+- throughput (scored events / s between the first and last score), the consumer group's lag on the
+  input topic (sampled every second: max and last), CPU and memory of the workers, per-stage
+  seconds from the workers' in-process timers;
 - micro-benchmarks: predict and exact TreeSHAP µs/row by batch size (``--device`` cpu or cuda).
 """
 
@@ -96,6 +97,43 @@ class ScoreReader(threading.Thread):
         self.consumer.close()
 
 
+class LagSampler(threading.Thread):
+    """Every second: the workers' consumer lag on the input topic (log end minus committed offset).
+
+    One client for the whole run, in the workers' group but never joining it (it only reads the
+    group's committed offsets), so sampling costs a few small requests a second.
+    """
+
+    def __init__(self, s: Settings) -> None:
+        super().__init__(daemon=True, name="lag-sampler")
+        from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
+
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=s.kafka_servers, group_id=s.app_id, enable_auto_commit=False,
+            **s.kafka_security(),
+        )  # fmt: skip
+        self.tps = [TopicPartition(s.topic_transactions, p) for p in range(s.topic_partitions)]
+        self.samples: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                ends = self.consumer.end_offsets(self.tps)
+                behind = [end - (self.consumer.committed(tp) or 0) for tp, end in ends.items()]
+            except Exception:  # noqa: S112 - a missed sample is not a failed bench
+                continue
+            self.samples.append(sum(max(0, b) for b in behind))
+        self.consumer.close(autocommit=False)
+
+    def summary(self) -> dict[str, int | None]:
+        return {
+            "max": max(self.samples, default=None),
+            "end": self.samples[-1] if self.samples else None,
+            "samples": len(self.samples),
+        }
+
+
 def _epoch(iso: str) -> float:
     from datetime import datetime  # noqa: PLC0415
 
@@ -129,6 +167,7 @@ def run_pipeline_bench(
         traffic = history[history["event_time"] >= history["event_time"].max() - timedelta(days=14)]
         reader = ScoreReader(s)
         reader.start()
+        lag = LagSampler(s)
         backlog = rate == 0  # saturation: the input is all in Kafka before the workers start
         sink = KafkaSink(s.kafka_servers, **s.kafka_security())
 
@@ -145,6 +184,7 @@ def run_pipeline_bench(
             ]
             cpu_before = [psutil.Process(p.pid).cpu_times() for p in procs]
             started = time.monotonic()
+            lag.start()
             if not backlog:
                 time.sleep(warm_s)  # group joined, partitions assigned
                 sent = send()
@@ -153,8 +193,9 @@ def run_pipeline_bench(
                 time.sleep(0.5)
             elapsed = time.monotonic() - started
             usage = [_usage(p.pid, before, elapsed) for p, before in zip(procs, cpu_before, strict=True)]
-        reader.stop.set()
-        reader.join(timeout=10)
+        for thread in (reader, lag):
+            thread.stop.set()
+            thread.join(timeout=10)
         logs = [(workdir / f"worker-{i}.log").read_text() for i in range(workers)]
         out.parent.mkdir(parents=True, exist_ok=True)
         for i, text in enumerate(logs):  # kept beside the results
@@ -186,6 +227,7 @@ def run_pipeline_bench(
         "scored_per_s": round(len(rows) / span, 1) if span > 0 else None,
         "event_to_score_ms": _percentiles(list(e2e)),
         "decision_ms": _percentiles(list(rows[:, 2])),
+        "consumer_lag": lag.summary(),  # committed lag of the input topic, sampled every second
         "workers": usage,
         "stage_seconds": [json.loads(m.group(1)) for log in logs for m in STAGES.finditer(log)],
         "micro": micro_bench(model, batches=(1, 10, 100, 500, 2_000)),
