@@ -1,6 +1,8 @@
-"""Create the application's topics (idempotent) with the configured partition count."""
+"""Kafka administration: the application's topics (idempotent), group offsets, where a log starts."""
 
 from __future__ import annotations
+
+import time
 
 from app.errors import FraudstreamError
 from app.settings import Settings
@@ -59,3 +61,25 @@ def group_offsets(settings: Settings, group: str) -> dict[tuple[str, int], int]:
 def committed(settings: Settings, group: str, topic: str) -> int:
     """Sum of ``group``'s committed offsets on ``topic`` (0: the group never consumed it)."""
     return sum(offset for (t, _), offset in group_offsets(settings, group).items() if t == topic)
+
+
+def first_offset(settings: Settings, topic: str, partition: int, offset: int) -> int | None:
+    """The offset a read of ``topic``/``partition`` from ``offset`` starts with (a plain consumer,
+    outside any group; before the log start it starts at the log start); None if nothing came back."""
+    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_servers, enable_auto_commit=False, auto_offset_reset="earliest",
+        **settings.kafka_security(),
+    )  # fmt: skip
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=1000, max_records=1).values():
+                return int(records[0].offset)
+        return None
+    finally:
+        consumer.close()

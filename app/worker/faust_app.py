@@ -364,7 +364,9 @@ def pending(sent: Sequence[Sent]) -> str:
 async def first_offset_in_log(settings: Settings, tp: Any, offset: int) -> int | None:
     """The offset a read of ``tp`` from ``offset`` starts with (a plain consumer, outside the group);
     None when nothing came back in time."""
-    return await asyncio.to_thread(_first_offset, settings, tp.topic, tp.partition, offset)
+    from app.kafka_admin import first_offset  # noqa: PLC0415
+
+    return await asyncio.to_thread(first_offset, settings, tp.topic, tp.partition, offset)
 
 
 async def committed_offset(settings: Settings, tp: Any) -> int | None:
@@ -373,26 +375,6 @@ async def committed_offset(settings: Settings, tp: Any) -> int | None:
 
     offsets = await asyncio.to_thread(group_offsets, settings, settings.app_id)
     return offsets.get((tp.topic, tp.partition))
-
-
-def _first_offset(settings: Settings, topic: str, partition: int, offset: int) -> int | None:
-    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_servers, enable_auto_commit=False, auto_offset_reset="earliest",
-        **settings.kafka_security(),
-    )  # fmt: skip
-    try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, offset)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=1000, max_records=1).values():
-                return int(records[0].offset)
-        return None
-    finally:
-        consumer.close()
 
 
 def raw_of(event: Any) -> Raw:

@@ -60,8 +60,7 @@ class SourceOffsets:
     finished: dict[Any, set[int]] = field(default_factory=dict)
     holes: dict[Any, dict[int, int]] = field(default_factory=dict)  # tp -> {start: stop} not in the log
     sought: dict[Any, tuple[int, float]] = field(default_factory=dict)  # tp -> (offset, when)
-    refused: int = 0
-    seeks: int = 0
+    refused: int = 0  # messages refused (after a gap, or fetched before a rebalance)
 
     def install(self) -> None:
         """Take over acknowledgement and the commit offset of the source topic from Faust."""
@@ -146,22 +145,25 @@ class SourceOffsets:
         log.warning("worker: %s skipped offsets %d-%d (got %d); seeking back to %d",
                     tp, expected, offset - 1, offset, expected)  # fmt: skip
         self.sought[tp] = (expected, now)
-        self.seeks += 1
         await self.consumer.seek(tp, expected)
 
     def _skip(self, tp: Any, start: int, stop: int) -> None:
         self.next[tp] = stop
         self.holes[tp][start] = stop
-        self.finish(tp, -1)  # done may now move over the hole
+        self._advance(tp)
 
     def finish(self, tp: Any, offset: int) -> None:
         """``offset`` is decided and its outputs delivered; ``done`` moves over every finished prefix."""
         done = self.done.get(tp)
         if done is None:
             return  # revoked meanwhile
-        pending, holes = self.finished[tp], self.holes[tp]
-        if offset >= done:
-            pending.add(offset)
+        if offset >= done:  # below it: finished before (a re-read)
+            self.finished[tp].add(offset)
+            self._advance(tp)
+
+    def _advance(self, tp: Any) -> None:
+        """Move ``done`` over the finished offsets and the holes that follow it."""
+        done, pending, holes = self.done[tp], self.finished[tp], self.holes[tp]
         while True:
             if done in pending:
                 pending.discard(done)
