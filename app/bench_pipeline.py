@@ -3,15 +3,18 @@
 A champion is registered in a private PostgreSQL database (trained on a simulated history, or
 ``--model DIR`` from an earlier training run); worker processes consume a private topic; the
 bench replays simulated traffic into it at ``--rate`` (0 = as fast as the producer can) for
-``--duration`` seconds and reads every ``fraud-scores`` event back. ``--rate 0`` measures saturation
-without the bench's own producer competing for the CPU: the input is all in Kafka before the
-workers start, and throughput is how fast they drain it. Reported:
+``--duration`` seconds, waits until the workers have committed everything, then reads every
+``fraud-scores`` event back (afterwards, so that the bench's consumer does not compete for the
+CPU). ``--rate 0`` measures saturation without the bench's own producer competing for the CPU
+either: the input is all in Kafka before the workers start, and throughput is how fast they drain
+it. Reported:
 
 - ``event_to_score_ms``: the transaction's produce timestamp -> the score event's timestamp (both
   stamped by Kafka clients on this machine), p50/p95/p99/max;
 - ``decision_ms``: produce timestamp -> decision made (the event's own ``latency_ms``);
 - throughput (scored events / s between the first and last score), the consumer group's lag on the
-  input topic (sampled every second: max and last), CPU and memory of the workers, per-stage
+  input topic (sampled every second: max and last), CPU and memory of the workers (with their
+  Feast online writers), the whole machine's CPU, the workers' CPU µs per transaction, per-stage
   seconds from the workers' in-process timers;
 - micro-benchmarks: predict and exact TreeSHAP µs/row by batch size (``--device`` cpu or cuda).
 """
@@ -70,31 +73,34 @@ def prepare_champion(s: Settings, workdir: Path, model_dir: Path | None, custome
     return history
 
 
-class ScoreReader(threading.Thread):
-    """Reads fraud-scores from the beginning; keeps (score event timestamp, txn produce time, latency)."""
+def read_scores(s: Settings) -> tuple[list[tuple[float, float, float]], set[str]]:
+    """Every fraud-scores event, read once the run is over: (score event timestamp, txn produce
+    time, latency_ms) per event, and the distinct txn_ids. Read afterwards, not during the run, so
+    the bench's own consumer does not compete with the pipeline for the CPU; the latencies come
+    from the timestamps Kafka clients stamped during the run, so they are the same either way."""
+    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
 
-    def __init__(self, s: Settings) -> None:
-        super().__init__(daemon=True, name="score-reader")
-        from kafka import KafkaConsumer  # noqa: PLC0415
-
-        self.consumer = KafkaConsumer(
-            s.topic_scores, bootstrap_servers=s.kafka_servers, group_id=None, auto_offset_reset="earliest",
-            enable_auto_commit=False, fetch_max_wait_ms=20, **s.kafka_security(),
-        )  # fmt: skip
-        self.rows: list[tuple[float, float, float]] = []
-        self.txn_ids: set[str] = set()
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for records in self.consumer.poll(timeout_ms=200).values():
-                for r in records:
-                    event = orjson.loads(r.value)
-                    self.txn_ids.add(event["txn_id"])
-                    scored = _epoch(event["scored_at"])
-                    produced = scored - event["latency_ms"] / 1000
-                    self.rows.append((r.timestamp / 1000, produced, event["latency_ms"]))
-        self.consumer.close()
+    consumer = KafkaConsumer(
+        bootstrap_servers=s.kafka_servers, group_id=None, enable_auto_commit=False, **s.kafka_security()
+    )
+    tps = [
+        TopicPartition(s.topic_scores, p) for p in sorted(consumer.partitions_for_topic(s.topic_scores) or ())
+    ]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ends = consumer.end_offsets(tps)
+    rows: list[tuple[float, float, float]] = []
+    txn_ids: set[str] = set()
+    deadline = time.monotonic() + 120
+    while any(consumer.position(tp) < end for tp, end in ends.items()) and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500, max_records=10_000).values():
+            for r in records:
+                event = orjson.loads(r.value)
+                txn_ids.add(event["txn_id"])
+                produced = _epoch(event["scored_at"]) - event["latency_ms"] / 1000
+                rows.append((r.timestamp / 1000, produced, event["latency_ms"]))
+    consumer.close()
+    return rows, txn_ids
 
 
 class LagSampler(threading.Thread):
@@ -114,6 +120,7 @@ class LagSampler(threading.Thread):
         )  # fmt: skip
         self.tps = [TopicPartition(s.topic_transactions, p) for p in range(s.topic_partitions)]
         self.samples: list[int] = []
+        self.times: list[float] = []  # monotonic time of each sample
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -124,7 +131,16 @@ class LagSampler(threading.Thread):
             except Exception:  # noqa: S112 - a missed sample is not a failed bench
                 continue
             self.samples.append(sum(max(0, b) for b in behind))
+            self.times.append(time.monotonic())
         self.consumer.close(autocommit=False)
+
+    def wait_drained(self, since: float, deadline: float) -> bool:
+        """Wait for a sample taken after ``since`` (monotonic) with nothing left to commit."""
+        while time.monotonic() < deadline:
+            if any(t > since and lag == 0 for t, lag in zip(self.times, self.samples, strict=False)):
+                return True
+            time.sleep(0.2)
+        return False
 
     def summary(self) -> dict[str, int | None]:
         return {
@@ -165,8 +181,6 @@ def run_pipeline_bench(
         ensure_topics(s)
         history = read_history(history_dir)
         traffic = history[history["event_time"] >= history["event_time"].max() - timedelta(days=14)]
-        reader = ScoreReader(s)
-        reader.start()
         lag = LagSampler(s)
         backlog = rate == 0  # saturation: the input is all in Kafka before the workers start
         sink = KafkaSink(s.kafka_servers, **s.kafka_security())
@@ -182,25 +196,25 @@ def run_pipeline_bench(
             procs = [
                 stack.enter_context(running_worker(workdir / f"worker-{i}.log", env)) for i in range(workers)
             ]
-            cpu_before = [psutil.Process(p.pid).cpu_times() for p in procs]
+            cpu_before = [_cpu_seconds(p.pid) for p in procs]
+            machine_before = psutil.cpu_times()
             started = time.monotonic()
             lag.start()
             if not backlog:
                 time.sleep(warm_s)  # group joined, partitions assigned
                 sent = send()
-            deadline = time.monotonic() + 300
-            while len(reader.txn_ids) < sent and time.monotonic() < deadline:
-                time.sleep(0.5)
+            drained = lag.wait_drained(time.monotonic(), time.monotonic() + 300)
             elapsed = time.monotonic() - started
             usage = [_usage(p.pid, before, elapsed) for p, before in zip(procs, cpu_before, strict=True)]
-        for thread in (reader, lag):
-            thread.stop.set()
-            thread.join(timeout=10)
+            busy = _busy_share(machine_before, psutil.cpu_times())
+        lag.stop.set()
+        lag.join(timeout=10)
+        rows_read, txn_ids = read_scores(s)
         logs = [(workdir / f"worker-{i}.log").read_text() for i in range(workers)]
         out.parent.mkdir(parents=True, exist_ok=True)
         for i, text in enumerate(logs):  # kept beside the results
             (out.parent / f"{out.stem}-worker-{i}.log").write_text(text)
-    rows = np.array(reader.rows)
+    rows = np.array(rows_read)
     e2e = (rows[:, 0] - rows[:, 1]) * 1000
     span = float(rows[:, 0].max() - rows[:, 0].min()) if len(rows) > 1 else 0.0
     result = {
@@ -220,15 +234,20 @@ def run_pipeline_bench(
         },
         "model": {"version": model.version, **model.shape(), "features": len(model.features)},
         "sent": sent,
-        "scored": len(reader.txn_ids),
+        "scored": len(txn_ids),
         "score_events": len(rows),
-        "lost": sent - len(reader.txn_ids),
-        "missing_txn_ids": sorted(set(traffic["txn_id"].iloc[:sent]) - reader.txn_ids)[:100],
+        "lost": sent - len(txn_ids),
+        "missing_txn_ids": sorted(set(traffic["txn_id"].iloc[:sent]) - txn_ids)[:100],
+        "drained": drained,  # the workers committed everything before the 300 s deadline
         "scored_per_s": round(len(rows) / span, 1) if span > 0 else None,
         "event_to_score_ms": _percentiles(list(e2e)),
         "decision_ms": _percentiles(list(rows[:, 2])),
         "consumer_lag": lag.summary(),  # committed lag of the input topic, sampled every second
-        "workers": usage,
+        "workers": usage,  # each worker process with its children (the Feast online writer)
+        "machine_cpu_percent": busy,  # all cores together (100 = every core busy), the run's span
+        "worker_cpu_us_per_txn": round(
+            sum(u.get("cpu_s", 0.0) for u in usage) / max(1, len(txn_ids)) * 1e6, 1
+        ),
         "stage_seconds": [json.loads(m.group(1)) for log in logs for m in STAGES.finditer(log)],
         "micro": micro_bench(model, batches=(1, 10, 100, 500, 2_000)),
     }
@@ -237,12 +256,34 @@ def run_pipeline_bench(
     return result
 
 
-def _usage(pid: int, before: Any, elapsed: float) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (the worker and its Feast online writer)."""
+    total = 0.0
     try:
         proc = psutil.Process(pid)
-        now = proc.cpu_times()
-        rss = proc.memory_info().rss
+        for p in [proc, *proc.children(recursive=True)]:
+            t = p.cpu_times()
+            total += t.user + t.system
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+def _usage(pid: int, before: float, elapsed: float) -> dict[str, float]:
+    try:
+        rss = psutil.Process(pid).memory_info().rss
     except psutil.NoSuchProcess:
         return {}
-    busy = (now.user - before.user) + (now.system - before.system)
-    return {"cpu_percent": round(100 * busy / elapsed, 1), "rss_mb": round(rss / 2**20, 1)}
+    busy = _cpu_seconds(pid) - before
+    return {
+        "cpu_percent": round(100 * busy / elapsed, 1),
+        "cpu_s": round(busy, 2),
+        "rss_mb": round(rss / 2**20, 1),
+    }
+
+
+def _busy_share(before: Any, after: Any) -> float:
+    """Share of all cores' time spent busy between two ``psutil.cpu_times()`` readings, in %."""
+    idle = (after.idle + getattr(after, "iowait", 0.0)) - (before.idle + getattr(before, "iowait", 0.0))
+    total = sum(after) - sum(before)
+    return round(100 * (1 - idle / total), 1) if total > 0 else 0.0
