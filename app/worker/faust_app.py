@@ -6,18 +6,24 @@ partitioned like the source by the same key partitioner), scores each transactio
 champion (decisions to PostgreSQL, events to ``fraud-scores``), writes features to Feast and the
 offline log, and sends what it cannot process to the dead-letter topic with the reason.
 
-Order within a batch (at-least-once, nothing lost, nothing duplicated in PostgreSQL):
-features -> decisions persisted (retried until PostgreSQL answers) -> score events, dead letters and
-card states (changelog) sent -> *all of them delivered* -> batch acknowledged (Faust commits offsets
-of acknowledged messages only). Waiting for delivery matters: Faust's commit-time producer flush
-gives up after 0.1 s without progress, so without it a crash could leave committed offsets whose
-card state never reached the changelog (found by the kill -9 test in tests/integration/test_faults.py).
-The wait is pipelined: the agent holds a reference on each message of the batch (so Faust cannot
-acknowledge it) and goes on with the next batch; a task releases the batch once Kafka has all its
-outputs (at most ``MAX_IN_FLIGHT`` batches wait at once). What is committed for the source topic is
-``SourceOffsets``' number (app/worker/offsets.py): the offset below which every message is finished,
-so a later batch delivered first commits nothing early, and no offset Faust skipped is ever
-processed past or committed.
+Order within a batch (at-least-once, nothing lost, nothing duplicated in PostgreSQL): the agent
+computes the features and sets the new card states in the in-memory table (the next batch reads
+them) -> the scoring stage, one batch at a time in arrival order, persists the decisions (retried
+until PostgreSQL answers) -> queues the score events, dead letters and card states (changelog) with
+the producer, in record batches (``Outbox``) -> *all of them delivered* -> batch acknowledged
+(Faust commits offsets of acknowledged messages only). The agent goes on with the next batch's
+features while the stage scores the previous one (two stages overlap; at most ``SCORE_QUEUE``
+batches wait between them). A crash anywhere loses only the in-memory table, which is rebuilt from
+the changelog: a state reaches the changelog only after its batch's decisions are persisted.
+Waiting for delivery matters: Faust's commit-time producer flush gives up after 0.1 s without
+progress, so without it a crash could leave committed offsets whose card state never reached the
+changelog (found by the kill -9 test in tests/integration/test_faults.py). The wait is pipelined:
+the agent holds a reference on each message of the batch (so Faust cannot acknowledge it) and goes
+on; a task releases the batch once Kafka has all its outputs (at most ``MAX_IN_FLIGHT`` batches
+wait at once). What is committed for the source topic is ``SourceOffsets``' number
+(app/worker/offsets.py): the offset below which every message is finished, so a later batch
+delivered first commits nothing early, and no offset Faust skipped is ever processed past or
+committed.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import faust
 import orjson
@@ -42,8 +48,9 @@ import pyarrow.parquet as pq
 from app.feedback import FeedbackService
 from app.feedback import parse as parse_feedback
 from app.settings import Settings
-from app.worker.card_features import DeadLetter, DecodedStates, Raw, process_batch
+from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
 from app.worker.offsets import SourceOffsets
+from app.worker.outbox import Message, Outbox, Sent
 from app.worker.sinks import FeatureLog, OnlineFeatures
 from features.store import close_store, feature_store
 
@@ -73,31 +80,35 @@ class Counters:
 
 
 MAX_IN_FLIGHT = 4  # batches processed whose outputs Kafka has not acknowledged yet
+SCORE_QUEUE = 1  # batches with features computed, waiting for the scoring stage
 DELIVERY_TIMEOUT_S = 150.0  # beyond the producer's own retries (2 min): stop and replay
 
 
 class DurableTable(faust.Table[bytes, bytes | None]):
-    """The card-state table, written with awaitable changelog sends (``await table.put(k, v)``).
+    """The card-state table, written in two steps: ``set_local`` now, ``changelog`` messages later.
 
-    ``table[key] = value`` queues the changelog message in Faust's producer buffer and returns
-    nothing to wait on; ``put`` sets the value in the store and hands the changelog message
-    straight to the producer (raw bytes), returning the future Kafka's acknowledgement resolves.
-    ``partition`` is the source partition the card's transactions came from: Faust recovers
-    changelog partition N for whoever owns source partition N, so the state lands there whatever
-    partitioner the transactions' producer used (None: partitioned by key).
+    ``table[key] = value`` queues the changelog message in Faust's producer buffer at once, with
+    nothing to wait on. The worker instead sets the value in the store as soon as a batch's
+    features are computed (the next batch reads it) and publishes the changelog message only after
+    the batch's decisions are persisted, through the ``Outbox`` (awaitable, acknowledged before the
+    batch's offsets are committed). ``partition`` is the source partition the card's transactions
+    came from: Faust recovers changelog partition N for whoever owns source partition N, so the
+    state lands there whatever partitioner the transactions' producer used (None: by key).
     """
 
-    async def put(self, key: bytes, value: bytes | None, partition: int | None = None) -> Sent:
+    def set_local(self, key: bytes, value: bytes | None) -> None:
         self.data[key] = value
-        topic = self.changelog_topic.get_topic_name()
-        return Sent(topic, await self.app.producer.send(topic, key, value, partition, None, None))
+
+    def changelog(self, key: bytes, value: bytes | None, partition: int | None) -> Message:
+        return Message(self.changelog_topic.get_topic_name(), key, value, partition)
 
 
-class Sent(NamedTuple):
-    """An output of a batch: its topic (for diagnostics) and the future Kafka's acknowledgement resolves."""
+@dataclass(frozen=True)
+class Processed:
+    """A micro-batch whose features are computed, on its way to scoring and delivery."""
 
-    topic: str
-    ack: Awaitable[Any]
+    result: BatchResult
+    release: Callable[[], None] | None  # acknowledges its messages once Kafka has all its outputs
 
 
 @dataclass
@@ -117,9 +128,14 @@ class Pipeline:
     crash: Callable[[BaseException], Awaitable[None]] | None = None  # the app's: stop, replay on restart
     in_flight: deque[asyncio.Task[None]] = field(default_factory=deque)
     known: DecodedStates = field(init=False)
+    outbox: Outbox = field(init=False)
+    to_score: asyncio.Queue[Processed] = field(init=False)
+    scoring: asyncio.Task[None] | None = None  # the scoring stage, started with the first batch
 
     def __post_init__(self) -> None:
         self.known = DecodedStates(self.settings.state_cache_cards)
+        self.outbox = Outbox(self.producer._ensure_producer)  # Faust's aiokafka producer, once started
+        self.to_score = asyncio.Queue(maxsize=SCORE_QUEUE)
 
     async def open(self) -> None:
         s = self.settings
@@ -139,22 +155,17 @@ class Pipeline:
         log.info("worker: feature store ready (%s)", s.feast_config)
 
     async def handle(self, batch: Sequence[Raw], release: Callable[[], None] | None = None) -> None:
-        """Process one micro-batch; ``release`` (acknowledge its messages) runs once Kafka has all
-        its outputs, after this returns (see the module docstring)."""
+        """Features of one micro-batch now; scoring and delivery in the scoring stage, in order.
+        ``release`` (acknowledge its messages) runs once Kafka has all its outputs."""
         result = process_batch(list(batch), self.states, self.settings.lateness_s, self.known)
-        sent = [await self._dead_letter(dead) for dead in result.dead]
+        for dead in result.dead:
+            log.warning("worker: dead letter: %s", dead.reason)
         await self.ready.wait()  # the first batch can arrive before the sinks are open
-        if self.scorer is not None and result.features:
-            sent += await self._score(self.scorer, result.features, result.transactions, result.produced_at)
-        for key, value in result.states.items():  # each write is a changelog message
+        for key, value in result.states.items():  # the next batch reads them; the changelog waits
             if isinstance(self.states, DurableTable):
-                sent.append(await self.states.put(key, value, result.partitions.get(key)))
+                self.states.set_local(key, value)
             else:
                 self.states[key] = value
-        while len(self.in_flight) >= MAX_IN_FLIGHT:
-            await asyncio.wait([self.in_flight[0]])
-            self.in_flight.popleft()
-        self.in_flight.append(asyncio.ensure_future(self._release_when_delivered(sent, release)))
         assert self.online is not None
         assert self.feature_log is not None
         self.online.write(result.features)
@@ -166,6 +177,39 @@ class Pipeline:
         c.duplicates += result.duplicates
         c.batches += 1
         c.states_reused = self.known.hits
+        if self.scoring is None:
+            self.scoring = asyncio.ensure_future(self._scoring_stage())
+        await self.to_score.put(Processed(result, release))  # waits while the stage is behind
+
+    async def _scoring_stage(self) -> None:
+        """Batches in arrival order: decisions persisted, then every output queued with the producer
+        (score events, dead letters, card states), then released once Kafka has them all."""
+        while True:
+            item = await self.to_score.get()
+            try:
+                await self._deliver(item)
+            except Exception as exc:
+                log.exception("worker: scoring a batch failed; stopping so it is replayed")
+                if self.crash is not None:
+                    await self.crash(exc)
+                raise
+            finally:
+                self.to_score.task_done()
+
+    async def _deliver(self, item: Processed) -> None:
+        result = item.result
+        messages = [self._dead_letter(dead) for dead in result.dead]
+        if self.scorer is not None and result.features:
+            batch = (result.features, result.transactions, result.produced_at)
+            messages += await self._score(self.scorer, *batch)
+        if isinstance(self.states, DurableTable):
+            states = self.states
+            messages += [states.changelog(k, v, result.partitions.get(k)) for k, v in result.states.items()]
+        sent = await self.outbox.send(messages)
+        while len(self.in_flight) >= MAX_IN_FLIGHT:
+            await asyncio.wait([self.in_flight[0]])
+            self.in_flight.popleft()
+        self.in_flight.append(asyncio.ensure_future(self._release_when_delivered(sent, item.release)))
 
     async def _release_when_delivered(self, sent: list[Sent], release: Callable[[], None] | None) -> None:
         t0 = time.perf_counter()
@@ -185,43 +229,40 @@ class Pipeline:
             release()
 
     async def drain(self) -> None:
-        """Wait for the batches still being delivered (on shutdown, before the final commit)."""
+        """Wait for the batches still being scored and delivered (on shutdown, before the final commit)."""
+        if self.scoring is not None and not self.scoring.done():
+            await self.to_score.join()
         while self.in_flight:
             await asyncio.wait([self.in_flight.popleft()])
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes) -> Sent:
-        """Straight to the producer: Faust's topic machinery costs more than the send itself."""
-        return Sent(topic, await self.producer.send(topic, key, value, None, None, None))
+    def _dead_letter(self, dead: DeadLetter) -> Message:
+        return Message(self.settings.topic_dlq, dead.masked_key(), orjson.dumps(dead.record()))
 
-    async def _dead_letter(self, dead: DeadLetter) -> Sent:
-        log.warning("worker: dead letter: %s", dead.reason)
-        return await self._send(self.settings.topic_dlq, dead.masked_key(), orjson.dumps(dead.record()))
-
-    async def _score(self, scorer: Scorer, *batch: Any) -> list[Sent]:
+    async def _score(self, scorer: Scorer, *batch: Any) -> list[Message]:
         while scorer.champion.current is None:  # hold the batch, unacknowledged, until a model exists
             log.warning("worker: no champion model yet (run fraudstream train); waiting")
             await asyncio.sleep(self.settings.model_poll_s)
             await asyncio.to_thread(scorer.refresh)
         decisions = await asyncio.to_thread(scorer.score, *batch)
-        topic, send = self.settings.topic_scores, self._send
-        sent = [await send(topic, d.txn.card_id.encode(), orjson.dumps(d.event())) for d in decisions]
         self.counters.scored += len(decisions)
         self.counters.flagged += sum(d.flagged for d in decisions)
-        return sent
+        topic = self.settings.topic_scores
+        return [Message(topic, d.txn.card_id.encode(), orjson.dumps(d.event())) for d in decisions]
 
     async def handle_feedback(self, batch: Sequence[Raw]) -> None:
         """Chargebacks and verdicts -> labels; enough confirmed fraud -> one retrain request."""
         await self.ready.wait()
-        good, sent = [], []
+        good, dead = [], []
         for raw in batch:
             parsed = parse_feedback(raw.value)
             if isinstance(parsed, str):
-                sent.append(await self._dead_letter(DeadLetter(raw.key, f"feedback: {parsed}", raw)))
+                log.warning("worker: dead letter: feedback: %s", parsed)
+                dead.append(self._dead_letter(DeadLetter(raw.key, f"feedback: {parsed}", raw)))
             else:
                 good.append(parsed)
         if self.feedback is not None and good:
             await asyncio.to_thread(self.feedback.handle, good)
-        await asyncio.gather(*(s.ack for s in sent))
+        await asyncio.gather(*(s.ack for s in await self.outbox.send(dead)))
 
     async def refresh(self) -> None:
         if self.scorer is not None:
