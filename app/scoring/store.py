@@ -1,9 +1,12 @@
 """Decisions in PostgreSQL: the append-only decision audit, alerts, and the block list.
 
-Writes are batched: one COPY into ``decisions`` and one multi-row insert of the alerts, in one
-transaction. They are idempotent on txn_id: a replayed batch whose decisions are (partly) recorded
-fails that COPY on the primary key and is written again through a session-local staging table
-with INSERT ... ON CONFLICT (txn_id) DO NOTHING, so it never duplicates an audit row or an alert.
+Writes are batched: one COPY into ``decisions`` (a statement of its own, committed by itself: no
+BEGIN/COMMIT round trips), then, when the batch has any, one transaction inserting its alerts.
+They are idempotent on txn_id: a replayed batch whose decisions are (partly) recorded fails that
+COPY on the primary key and is written again through a session-local staging table with
+INSERT ... ON CONFLICT (txn_id) DO NOTHING, so it never duplicates an audit row or an alert. A
+crash between the COPY and the alerts is such a replay: the batch is not acknowledged until both
+are done, and its replay takes the staging path, which inserts the alerts still missing.
 ``decisions`` refuses UPDATE and DELETE (trigger).
 """
 
@@ -142,9 +145,8 @@ class DecisionStore:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.conninfo, connect_timeout=5)
+            self.conn = psycopg.connect(self.conninfo, connect_timeout=5, autocommit=True)
             self.conn.execute(STAGE)
-            self.conn.commit()
         return self.conn
 
     def write_once(self, decisions: Sequence[Decision]) -> None:
@@ -152,10 +154,10 @@ class DecisionStore:
         was partly recorded before (a replay) trips the primary key and takes the idempotent path."""
         conn = self._connection()
         try:
-            with conn.transaction():
-                _copy(conn, "decisions", decisions)
-                alerts = [alert_row(d) for d in decisions if d.flagged]
-                if alerts:
+            _copy(conn, "decisions", decisions)  # autocommit: the COPY is its own transaction
+            alerts = [alert_row(d) for d in decisions if d.flagged]
+            if alerts:
+                with conn.transaction():
                     conn.cursor().executemany(ALERT, alerts)
         except psycopg.errors.UniqueViolation:
             self.replays += 1

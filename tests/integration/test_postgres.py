@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from app.scoring.store import DecisionStore, migrate
+from app.scoring.store import DecisionStore, _copy, migrate
 from app.settings import Settings
 from tests.services import fresh_database, unique
 from tests.ui_data import populate
@@ -71,3 +71,24 @@ def test_a_replayed_batch_never_duplicates_audit_rows_or_alerts(settings: Settin
     expected = sorted([d.txn.txn_id for d in decisions + extra] + ["fresh"])
     assert [r[0] for r in audit] == expected
     assert [r[0] for r in alerts] == expected, "every decision here is flagged: one alert each"
+
+
+def test_a_crash_between_the_audit_copy_and_the_alerts_is_repaired_by_the_replay(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with fresh_database(settings, "store-alerts") as db:
+        conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+        migrate(conninfo)
+        decisions = populate(conninfo, tmp_path / "model", n=4)
+        batch = [replace(d, txn=d.txn.model_copy(update={"txn_id": d.txn.txn_id + "-b"})) for d in decisions]
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            _copy(conn, "decisions", batch)  # the COPY committed, then the worker died
+        store = DecisionStore(conninfo)
+        try:
+            store.write(batch)  # the replay
+        finally:
+            store.close()
+        with psycopg.connect(conninfo) as conn:
+            alerts = {r[0] for r in conn.execute("select txn_id from alerts")}
+    assert store.replays == 1
+    assert {d.txn.txn_id for d in batch} <= alerts
