@@ -34,6 +34,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -82,6 +83,10 @@ class Counters:
 MAX_IN_FLIGHT = 4  # batches processed whose outputs Kafka has not acknowledged yet
 SCORE_QUEUE = 1  # batches with features computed, waiting for the scoring stage
 DELIVERY_TIMEOUT_S = 150.0  # beyond the producer's own retries (2 min): stop and replay
+# The scoring stage's thread gives up the GIL at every PostgreSQL round trip and, with Python's
+# default 5 ms switch interval, waits up to 5 ms to get it back from the busy event loop each time.
+# 1 ms: backlog 1,236 -> 1,331 txn/s, the stage's persist time per batch 54 -> 35 ms (session 6).
+GIL_SWITCH_S = 0.001
 
 
 class DurableTable(faust.Table[bytes, bytes | None]):
@@ -473,4 +478,5 @@ def worker_name() -> str:
 
 def run_worker(app: faust.App, loglevel: str = "info") -> None:
     """Run until SIGTERM/SIGINT; Faust's worker flushes, commits and leaves the group on the way out."""
+    sys.setswitchinterval(GIL_SWITCH_S)
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()
