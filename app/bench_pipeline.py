@@ -12,7 +12,8 @@ it. Reported:
 - ``event_to_score_ms``: the transaction's produce timestamp -> the score event's timestamp (both
   stamped by Kafka clients on this machine), p50/p95/p99/max;
 - ``decision_ms``: produce timestamp -> decision made (the event's own ``latency_ms``);
-- throughput (scored events / s between the first and last score), the consumer group's lag on the
+- throughput (scored events / s between the first and last score; ``steady_scored_per_s`` from
+  10 s after every worker is up, without start-up and rebalances), the consumer group's lag on the
   input topic (sampled every second: max and last), CPU and memory of the workers (with their
   Feast online writers), the whole machine's CPU, the workers' CPU µs per transaction, per-stage
   seconds from the workers' in-process timers;
@@ -45,6 +46,7 @@ from app.simulator.model import SimConfig, simulate
 from app.worker.process import isolated_env, running_worker, settings_for
 
 STAGES = re.compile(r"worker: stage times (\{.*\})")
+STEADY_AFTER_S = 10.0  # steady_scored_per_s leaves out the first seconds after every worker is up
 
 
 def prepare_champion(s: Settings, workdir: Path, model_dir: Path | None, customers: int) -> Path:
@@ -196,6 +198,7 @@ def run_pipeline_bench(
             procs = [
                 stack.enter_context(running_worker(workdir / f"worker-{i}.log", env)) for i in range(workers)
             ]
+            ready_at = time.time()  # every worker is up (wall clock, like the Kafka timestamps)
             cpu_before = [_cpu_seconds(p.pid) for p in procs]
             machine_before = psutil.cpu_times()
             started = time.monotonic()
@@ -240,6 +243,9 @@ def run_pipeline_bench(
         "missing_txn_ids": sorted(set(traffic["txn_id"].iloc[:sent]) - txn_ids)[:100],
         "drained": drained,  # the workers committed everything before the 300 s deadline
         "scored_per_s": round(len(rows) / span, 1) if span > 0 else None,
+        # the same from STEADY_AFTER_S after every worker was up until the last score: without the
+        # first worker's head start and the group's rebalances as the others join (None: too short)
+        "steady_scored_per_s": _steady_rate(rows[:, 0], ready_at + STEADY_AFTER_S) if len(rows) else None,
         "event_to_score_ms": _percentiles(list(e2e)),
         "decision_ms": _percentiles(list(rows[:, 2])),
         "consumer_lag": lag.summary(),  # committed lag of the input topic, sampled every second
@@ -254,6 +260,14 @@ def run_pipeline_bench(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _steady_rate(stamps: np.ndarray, start: float) -> float | None:
+    """Score events per second stamped from ``start`` until the last one (None: under 5 s of it)."""
+    late = stamps[stamps >= start]
+    if len(late) < 2 or late.max() - start < 5:
+        return None
+    return round(float(len(late) / (late.max() - start)), 1)
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -229,7 +229,8 @@ def bench(
     )  # fmt: skip
     e2e = r["event_to_score_ms"]
     typer.echo(
-        f"bench: {r['scored']:,}/{r['sent']:,} scored at {r['scored_per_s']} txn/s (input {rate:g}/s); "
+        f"bench: {r['scored']:,}/{r['sent']:,} scored at {r['scored_per_s']} txn/s "
+        f"(steady {r['steady_scored_per_s']}; input {rate:g}/s); "
         f"event->score p50 {e2e['p50']} ms p99 {e2e['p99']} ms max {e2e['max']} ms; "
         f"model {r['model']['trees']} trees depth {r['model']['max_depth']} -> {target}"
     )
