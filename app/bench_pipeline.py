@@ -28,7 +28,6 @@ import shutil
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from app.model_bench import micro_bench
 from app.pg import scratch_database
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
-from app.worker.process import isolated_env, running_worker, settings_for
+from app.worker.process import isolated_env, running_workers, settings_for
 
 STAGES = re.compile(r"worker: stage times (\{.*\})")
 STEADY_AFTER_S = 10.0  # steady_scored_per_s leaves out the first seconds after every worker is up
@@ -194,10 +193,7 @@ def run_pipeline_bench(
             return summary.transactions
 
         sent = send() if backlog else 0
-        with ExitStack() as stack:
-            procs = [
-                stack.enter_context(running_worker(workdir / f"worker-{i}.log", env)) for i in range(workers)
-            ]
+        with running_workers([workdir / f"worker-{i}.log" for i in range(workers)], env) as procs:
             ready_at = time.time()  # every worker is up (wall clock, like the Kafka timestamps)
             cpu_before = [_cpu_seconds(p.pid) for p in procs]
             machine_before = psutil.cpu_times()

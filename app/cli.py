@@ -96,7 +96,14 @@ def worker(
     from app.worker.faust_app import create_app, run_worker
 
     ensure_topics(settings)
-    run_worker(create_app(settings), loglevel)
+    import psycopg
+
+    try:
+        app = create_app(settings)  # opens the sinks before joining the consumer group
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise FraudstreamError(f"the worker cannot open its PostgreSQL sinks: {first[:200]}") from exc
+    run_worker(app, loglevel)
 
 
 @cli.command()

@@ -1,10 +1,11 @@
 """The Faust application: agents of a few lines that hand micro-batches to the services.
 
-``create_app(settings)`` builds everything (nothing happens at import). The card agent consumes
-``transactions`` (keyed by card_id), keeps card state in the ``card-state`` table (changelogged,
-partitioned like the source by the same key partitioner), scores each transaction with the
-champion (decisions to PostgreSQL, events to ``fraud-scores``), writes features to Feast and the
-offline log, and sends what it cannot process to the dead-letter topic with the reason.
+``create_app(settings)`` builds everything and opens the sinks (nothing happens at import). The
+card agent consumes ``transactions`` (keyed by card_id), keeps card state in the ``card-state``
+table (changelogged, partitioned like the source by the same key partitioner), scores each
+transaction with the champion (decisions to PostgreSQL, events to ``fraud-scores``), writes
+features to Feast and the offline log, and sends what it cannot process to the dead-letter topic
+with the reason.
 
 Order within a batch (at-least-once, nothing lost, nothing duplicated in PostgreSQL): the agent
 computes the features and sets the new card states in the in-memory table (the next batch reads
@@ -142,22 +143,32 @@ class Pipeline:
         self.outbox = Outbox(self.producer._ensure_producer)  # Faust's aiokafka producer, once started
         self.to_score = asyncio.Queue(maxsize=SCORE_QUEUE)
 
-    async def open(self) -> None:
+    def prepare(self) -> None:
+        """Open the sinks: the scorer (registry, champion, PostgreSQL), the Feast definitions, the
+        online writer process and the offline log. Blocking and slow (~5-15 s of imports and
+        connections): ``create_app`` runs it before the worker joins the consumer group, so that a
+        worker joining takes partitions only once it can process them (joining first left the
+        partitions it took unprocessed meanwhile, and the messages Faust fetched for them were
+        refused after the next rebalance and read again)."""
         s = self.settings
-        for topic in self.topics:
-            await topic.maybe_declare()
         if s.scoring:
-            self.scorer = await asyncio.to_thread(build_scorer, s)
-            self.feedback = await asyncio.to_thread(build_feedback, s)
-        await asyncio.to_thread(lambda: close_store(feature_store(s)))  # apply the definitions once
+            self.scorer = build_scorer(s)
+            self.feedback = build_feedback(s)
+        close_store(feature_store(s))  # apply the definitions once
         self.online = OnlineFeatures(s, s.online_flush_s)
-        if not await asyncio.to_thread(self.online.ready.wait, 120):  # its start-up is not the first batches'
+        if not self.online.ready.wait(120):
             log.error("worker: the Feast online writer has not opened the store after 120 s; going on")
         self.feature_log = FeatureLog(
             s.feature_log_dir, s.app_id, s.feature_log_flush_rows, s.feature_log_flush_s
         )
+
+    async def open(self) -> None:
+        for topic in self.topics:
+            await topic.maybe_declare()
+        if self.online is None:  # not prepared before the app started
+            await asyncio.to_thread(self.prepare)
         self.ready.set()
-        log.info("worker: feature store ready (%s)", s.feast_config)
+        log.info("worker: feature store ready (%s)", self.settings.feast_config)
 
     async def handle(self, batch: Sequence[Raw], release: Callable[[], None] | None = None) -> None:
         """Features of one micro-batch now; scoring and delivery in the scoring stage, in order.
@@ -380,6 +391,7 @@ def create_app(settings: Settings) -> faust.App:
         await pipeline.drain()
         pipeline.close()
 
+    pipeline.prepare()  # before the app starts and joins the consumer group
     return app
 
 

@@ -7,8 +7,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from app.errors import FraudstreamError
@@ -80,24 +80,44 @@ def running_worker(
     log: Path, env: Mapping[str, str] | None = None, *, loglevel: str = "info", ready_timeout_s: float = 180
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start the worker, wait until its feature store is ready, stop it (SIGTERM) on exit."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from app.cli import main; main()", "worker", "-l", loglevel],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={"FRAUDSTREAM_FEATURE_LOG_FLUSH_S": "2", **os.environ, **(env or {})},
-        )  # fmt: skip
+    with running_workers([log], env, loglevel=loglevel, ready_timeout_s=ready_timeout_s) as procs:
+        yield procs[0]
+
+
+@contextmanager
+def running_workers(
+    logs: Sequence[Path], env: Mapping[str, str] | None = None, *, loglevel: str = "info",
+    ready_timeout_s: float = 180,
+) -> Iterator[list[subprocess.Popen[bytes]]]:  # fmt: skip
+    """Start one worker per log file all at once (they join the consumer group together), wait
+    until every one's feature store is ready, stop them (SIGTERM) on exit."""
+    procs: list[subprocess.Popen[bytes]] = []
+    with ExitStack() as files:
         try:
+            for log in logs:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                out = files.enter_context(log.open("wb"))
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", "from app.cli import main; main()", "worker", "-l", loglevel],
+                    stdout=out, stderr=subprocess.STDOUT,
+                    env={"FRAUDSTREAM_FEATURE_LOG_FLUSH_S": "2", **os.environ, **(env or {})},
+                )  # fmt: skip
+                procs.append(proc)
             deadline = time.monotonic() + ready_timeout_s
-            while READY not in log.read_bytes():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    last = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-                    raise FraudstreamError(f"the stream worker did not start: {last[0][:200]} (log: {log})")
-                time.sleep(0.5)
-            yield proc
+            for proc, log in zip(procs, logs, strict=True):
+                while READY not in log.read_bytes():
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        last = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+                        raise FraudstreamError(
+                            f"the stream worker did not start: {last[0][:200]} (log: {log})"
+                        )
+                    time.sleep(0.5)
+            yield procs
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
                 try:
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
