@@ -1,13 +1,13 @@
 """``fraudstream bench --suite pipeline``: the real pipeline end to end, and the model's own costs.
 
 A champion is registered in a private PostgreSQL database (trained on a simulated history, or
-``--model DIR`` from an earlier training run); worker processes consume a private topic; the
-bench replays simulated traffic into it (pre-encoded, through aiokafka record batches: ``replay``)
-at ``--rate`` (0 = as fast as the producer can) for ``--duration`` seconds, waits until the workers have committed everything, then reads every
-``fraud-scores`` event back (afterwards, so that the bench's consumer does not compete for the
-CPU). ``--rate 0`` measures saturation without the bench's own producer competing for the CPU
-either: the input is all in Kafka before the workers start, and throughput is how fast they drain
-it. Reported:
+``--model DIR`` from an earlier training run); worker processes consume a private topic; the bench
+replays simulated traffic into it (pre-encoded, through aiokafka record batches: ``replay``) at
+``--rate`` (0 = as fast as the producer can) for ``--duration`` seconds, waits until the workers
+have committed everything, then reads every ``fraud-scores`` event back (afterwards, so that the
+bench's consumer does not compete for the CPU). ``--rate 0`` measures saturation without the
+bench's own producer competing for the CPU either: the input is all in Kafka before the workers
+start, and throughput is how fast they drain it. Reported:
 
 - ``event_to_score_ms``: the transaction's produce timestamp -> the score event's timestamp (both
   stamped by Kafka clients on this machine), p50/p95/p99/max;
