@@ -382,6 +382,10 @@ def create_app(settings: Settings) -> faust.App:
         await pipeline.refresh()
 
     @app.timer(interval=1.0)
+    async def reseek() -> None:
+        await offsets.reseek_stalled()
+
+    @app.timer(interval=1.0)
     async def flush_log() -> None:
         if pipeline.feature_log is not None:
             pipeline.feature_log.add([])

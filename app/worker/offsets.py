@@ -147,6 +147,22 @@ class SourceOffsets:
         self.sought[tp] = (expected, now)
         await self.consumer.seek(tp, expected)
 
+    async def reseek_stalled(self, now: float | None = None) -> None:
+        """Seek again every partition whose gap is still open ``RESEEK_S`` after the last seek.
+
+        Called by a timer, not only when a message arrives: messages Faust had already fetched
+        beyond the gap, passing through its drain loop after our seek, move its read offset past
+        the gap again, and Faust then drops the re-fetched messages as already read. Once the input
+        is quiet no new message arrives to trigger a re-seek, and the partition would wait forever
+        (seen in a kill -9 test: a restart, a gap, the traffic already over).
+        """
+        now = time.monotonic() if now is None else now
+        for tp, (offset, at) in list(self.sought.items()):
+            if now - at >= RESEEK_S and self.next.get(tp) == offset:
+                log.warning("worker: %s still waits for offset %d; seeking back again", tp, offset)
+                self.sought[tp] = (offset, now)
+                await self.consumer.seek(tp, offset)
+
     def _skip(self, tp: Any, start: int, stop: int) -> None:
         self.next[tp] = stop
         self.holes[tp][start] = stop

@@ -88,6 +88,21 @@ def test_a_gap_is_refused_and_sought_back_then_read_in_order() -> None:
     assert offsets.next[P0] == 16
 
 
+def test_a_gap_still_open_is_sought_again_even_when_no_message_arrives() -> None:
+    consumer = Consumer(committed={P0: 10})
+    offsets = books(consumer)
+    assert admit(offsets, Message(P0, 10), Message(P0, 40)) == [True, False]
+    assert consumer.seeks == [(P0, 11)]
+    sought_at = offsets.sought[P0][1]
+    asyncio.run(offsets.reseek_stalled(now=sought_at + 1))
+    assert consumer.seeks == [(P0, 11)]  # not yet
+    asyncio.run(offsets.reseek_stalled(now=sought_at + 6))
+    assert consumer.seeks == [(P0, 11), (P0, 11)]  # the input is quiet: sought again anyway
+    assert admit(offsets, Message(P0, 11)) == [True]
+    asyncio.run(offsets.reseek_stalled(now=sought_at + 20))
+    assert consumer.seeks == [(P0, 11), (P0, 11)]  # the gap closed: nothing more to do
+
+
 def test_only_a_finished_prefix_is_committed_whatever_order_batches_finish_in() -> None:
     consumer = Consumer(committed={P0: None})  # Faust says None for "committed 0" and "no commit"
     offsets = books(consumer)
