@@ -137,6 +137,8 @@ class Pipeline:
     outbox: Outbox = field(init=False)
     to_score: asyncio.Queue[Processed] = field(init=False)
     scoring: asyncio.Task[None] | None = None  # the scoring stage, started with the first batch
+    failed: bool = False  # a batch could not be scored or delivered: the worker is stopping
+    stopping: asyncio.Future[None] | None = None  # the app's crash, once asked for
 
     def __post_init__(self) -> None:
         self.known = DecodedStates(self.settings.state_cache_cards)
@@ -206,9 +208,8 @@ class Pipeline:
                 await self._deliver(item)
             except Exception as exc:
                 log.exception("worker: scoring a batch failed; stopping so it is replayed")
-                if self.crash is not None:
-                    await self.crash(exc)
-                raise
+                self._stop(exc)
+                return
             finally:
                 self.to_score.task_done()
 
@@ -236,16 +237,24 @@ class Pipeline:
                 "worker: a batch's outputs were not delivered (%s; %s); stopping so it is replayed",
                 type(exc).__name__, pending(sent),
             )  # fmt: skip
-            if self.crash is not None:
-                await self.crash(exc)
+            self._stop(exc)
             raise
         if self.scorer is not None:
             self.scorer.times.deliver += time.perf_counter() - t0
         if release is not None:
             release()
 
+    def _stop(self, exc: BaseException) -> None:
+        """Stop the worker (its batches unacknowledged, so they are replayed), without waiting here:
+        the shutdown drains this very task, so awaiting the app's crash in it would deadlock."""
+        self.failed = True
+        if self.crash is not None and self.stopping is None:
+            self.stopping = asyncio.ensure_future(self.crash(exc))
+
     async def drain(self) -> None:
         """Wait for the batches still being scored and delivered (on shutdown, before the final commit)."""
+        if self.failed:  # stopping: nothing more is acknowledged, so the restart replays it all
+            return
         if self.scoring is not None and not self.scoring.done():
             await self.to_score.join()
         while self.in_flight:
