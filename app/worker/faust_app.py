@@ -119,7 +119,7 @@ class Processed:
 
 @dataclass
 class Pipeline:
-    """What one micro-batch goes through; the sinks open in the background when the worker starts."""
+    """What one micro-batch goes through; ``prepare`` opens the sinks before the worker starts."""
 
     settings: Settings
     states: MutableMapping[bytes, bytes | None]
@@ -165,10 +165,9 @@ class Pipeline:
         )
 
     async def open(self) -> None:
+        """Once the app runs: declare the output topics, then let batches through."""
         for topic in self.topics:
             await topic.maybe_declare()
-        if self.online is None:  # not prepared before the app started
-            await asyncio.to_thread(self.prepare)
         self.ready.set()
         log.info("worker: feature store ready (%s)", self.settings.feast_config)
 
@@ -178,7 +177,7 @@ class Pipeline:
         result = process_batch(list(batch), self.states, self.settings.lateness_s, self.known)
         for dead in result.dead:
             log.warning("worker: dead letter: %s", dead.reason)
-        await self.ready.wait()  # the first batch can arrive before the sinks are open
+        await self.ready.wait()  # the first batch can arrive before the output topics are declared
         for key, value in result.states.items():  # the next batch reads them; the changelog waits
             if isinstance(self.states, DurableTable):
                 self.states.set_local(key, value)
