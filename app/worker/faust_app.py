@@ -24,7 +24,9 @@ on; a task releases the batch once Kafka has all its outputs (at most ``MAX_IN_F
 wait at once). What is committed for the source topic is ``SourceOffsets``' number
 (app/worker/offsets.py): the offset below which every message is finished, so a later batch
 delivered first commits nothing early, and no offset Faust skipped is ever processed past or
-committed.
+committed. A batch that cannot be scored or delivered stops the worker: every batch not yet
+delivered is then let go of unfinished (not committed, replayed after the restart), so Faust's
+shutdown does not wait for messages the worker still holds.
 """
 
 from __future__ import annotations
@@ -109,12 +111,21 @@ class DurableTable(faust.Table[bytes, bytes | None]):
         return Message(self.changelog_topic.get_topic_name(), key, value, partition)
 
 
+# Drops the agent's reference on a batch's messages: True once Kafka has all its outputs (they may be
+# committed); False when the worker is stopping without them (not committed: replayed after restart).
+Release = Callable[[bool], None]
+
+
 @dataclass(frozen=True)
 class Processed:
     """A micro-batch whose features are computed, on its way to scoring and delivery."""
 
     result: BatchResult
-    release: Callable[[], None] | None  # acknowledges its messages once Kafka has all its outputs
+    release: Release | None
+
+    def settle(self, finished: bool) -> None:
+        if self.release is not None:
+            self.release(finished)
 
 
 @dataclass
@@ -171,9 +182,13 @@ class Pipeline:
         self.ready.set()
         log.info("worker: feature store ready (%s)", self.settings.feast_config)
 
-    async def handle(self, batch: Sequence[Raw], release: Callable[[], None] | None = None) -> None:
+    async def handle(self, batch: Sequence[Raw], release: Release | None = None) -> None:
         """Features of one micro-batch now; scoring and delivery in the scoring stage, in order.
-        ``release`` (acknowledge its messages) runs once Kafka has all its outputs."""
+        ``release(True)`` runs once Kafka has all its outputs, ``release(False)`` if the worker stops."""
+        if self.failed:  # stopping: let go at once, so Faust's shutdown does not wait for these messages
+            if release is not None:
+                release(False)
+            return
         result = process_batch(list(batch), self.states, self.settings.lateness_s, self.known)
         for dead in result.dead:
             log.warning("worker: dead letter: %s", dead.reason)
@@ -204,11 +219,14 @@ class Pipeline:
         while True:
             item = await self.to_score.get()
             try:
-                await self._deliver(item)
+                if self.failed:  # stopping: let go of the batches still queued (the agent may wait to queue)
+                    item.settle(False)
+                else:
+                    await self._deliver(item)
             except Exception as exc:
                 log.exception("worker: scoring a batch failed; stopping so it is replayed")
+                item.settle(False)
                 self._stop(exc)
-                return
             finally:
                 self.to_score.task_done()
 
@@ -225,9 +243,9 @@ class Pipeline:
         while len(self.in_flight) >= MAX_IN_FLIGHT:
             await asyncio.wait([self.in_flight[0]])
             self.in_flight.popleft()
-        self.in_flight.append(asyncio.ensure_future(self._release_when_delivered(sent, item.release)))
+        self.in_flight.append(asyncio.ensure_future(self._release_when_delivered(sent, item)))
 
-    async def _release_when_delivered(self, sent: list[Sent], release: Callable[[], None] | None) -> None:
+    async def _release_when_delivered(self, sent: list[Sent], item: Processed) -> None:
         t0 = time.perf_counter()
         try:  # every output of the batch is in Kafka before it is acknowledged
             await asyncio.wait_for(asyncio.gather(*(s.ack for s in sent)), DELIVERY_TIMEOUT_S)
@@ -236,12 +254,12 @@ class Pipeline:
                 "worker: a batch's outputs were not delivered (%s; %s); stopping so it is replayed",
                 type(exc).__name__, pending(sent),
             )  # fmt: skip
+            item.settle(False)
             self._stop(exc)
             raise
         if self.scorer is not None:
             self.scorer.times.deliver += time.perf_counter() - t0
-        if release is not None:
-            release()
+        item.settle(True)
 
     def _stop(self, exc: BaseException) -> None:
         """Stop the worker (its batches unacknowledged, so they are replayed), without waiting here:

@@ -190,8 +190,10 @@ class SourceOffsets:
                 break
         self.done[tp] = done
 
-    def release(self, messages: Sequence[Any]) -> None:
-        """The pipeline finished these messages: mark them, then drop the agent's extra reference."""
+    def release(self, messages: Sequence[Any], finished: bool = True) -> None:
+        """Drop the agent's extra reference on these messages; ``finished``: the pipeline finished them
+        (their offsets may be committed), else it gave them up (stopping: replayed after the restart)."""
         for message in messages:
-            self.finish(message.tp, message.offset)
+            if finished:
+                self.finish(message.tp, message.offset)
             message.ack(self.consumer)

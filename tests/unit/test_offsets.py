@@ -117,6 +117,20 @@ def test_only_a_finished_prefix_is_committed_whatever_order_batches_finish_in() 
     assert all(m.acked for m in first + second)
 
 
+def test_messages_let_go_unfinished_are_acknowledged_but_never_committed() -> None:
+    consumer = Consumer(committed={P0: 3})
+    offsets = books(consumer)
+    first, second = [Message(P0, o) for o in range(3, 5)], [Message(P0, o) for o in range(5, 7)]
+    assert all(admit(offsets, *first, *second))
+    consumer._unacked_messages.update(first + second)
+    offsets.release(second, finished=False)  # the worker is stopping: Faust's shutdown must not wait
+    assert consumer._unacked_messages == set(first)
+    assert all(m.acked for m in second)
+    offsets.release(first)
+    assert consumer._new_offset(P0) == 5  # 5 and 6 are replayed after the restart
+    assert consumer._unacked_messages == set()
+
+
 def test_a_message_skipped_by_faust_is_never_committed() -> None:
     consumer = Consumer(committed={P0: 4})
     offsets = books(consumer)
