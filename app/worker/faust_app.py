@@ -9,24 +9,25 @@ with the reason.
 
 Order within a batch (at-least-once, nothing lost, nothing duplicated in PostgreSQL): the agent
 computes the features and sets the new card states in the in-memory table (the next batch reads
-them) -> the scoring stage, one batch at a time in arrival order, persists the decisions (retried
-until PostgreSQL answers) -> queues the score events, dead letters and card states (changelog) with
-the producer, in record batches (``Outbox``) -> *all of them delivered* -> batch acknowledged
-(Faust commits offsets of acknowledged messages only). The agent goes on with the next batch's
-features while the stage scores the previous one (two stages overlap; at most ``SCORE_QUEUE``
-batches wait between them). A crash anywhere loses only the in-memory table, which is rebuilt from
-the changelog: a state reaches the changelog only after its batch's decisions are persisted.
-Waiting for delivery matters: Faust's commit-time producer flush gives up after 0.1 s without
-progress, so without it a crash could leave committed offsets whose card state never reached the
-changelog (found by the kill -9 test in tests/integration/test_faults.py). The wait is pipelined:
-the agent holds a reference on each message of the batch (so Faust cannot acknowledge it) and goes
-on; a task releases the batch once Kafka has all its outputs (at most ``MAX_IN_FLIGHT`` batches
-wait at once). What is committed for the source topic is ``SourceOffsets``' number
-(app/worker/offsets.py): the offset below which every message is finished, so a later batch
-delivered first commits nothing early, and no offset Faust skipped is ever processed past or
-committed. A batch that cannot be scored or delivered stops the worker: every batch not yet
-delivered is then let go of unfinished (not committed, replayed after the restart), so Faust's
-shutdown does not wait for messages the worker still holds.
+them) -> the scoring stage, one batch at a time in arrival order, has the scoring process
+(app/worker/scoring_process.py: champion, SHAP) persist the decisions (retried until PostgreSQL
+answers) and return the score events -> queues the score events, dead letters and card states
+(changelog) with the producer, in record batches (``Outbox``) -> *all of them delivered* -> batch
+acknowledged (Faust commits offsets of acknowledged messages only). The agent goes on with the next
+batch's features while the stage scores the previous one (two stages overlap; at most
+``SCORE_QUEUE`` batches wait between them). A crash anywhere loses only the in-memory table, which
+is rebuilt from the changelog: a state reaches the changelog only after its batch's decisions are
+persisted. Waiting for delivery matters: Faust's commit-time producer flush gives up after 0.1 s
+without progress, so without it a crash could leave committed offsets whose card state never
+reached the changelog (found by the kill -9 test in tests/integration/test_faults.py). The wait is
+pipelined: the agent holds a reference on each message of the batch (so Faust cannot acknowledge
+it) and goes on; a task releases the batch once Kafka has all its outputs (at most
+``MAX_IN_FLIGHT`` batches wait at once). What is committed for the source topic is
+``SourceOffsets``' number (app/worker/offsets.py): the offset below which every message is
+finished, so a later batch delivered first commits nothing early, and no offset Faust skipped is
+ever processed past or committed. A batch that cannot be scored or delivered stops the worker:
+every batch not yet delivered is then let go of unfinished (not committed, replayed after the
+restart), so Faust's shutdown does not wait for messages the worker still holds.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 import ssl
 import sys
@@ -43,11 +43,10 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faust
 import orjson
-import pyarrow.parquet as pq
 
 from app.feedback import FeedbackService
 from app.feedback import parse as parse_feedback
@@ -55,11 +54,9 @@ from app.settings import Settings
 from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
 from app.worker.offsets import SourceOffsets
 from app.worker.outbox import Message, Outbox, Sent
+from app.worker.scoring_process import RemoteScorer
 from app.worker.sinks import FeatureLog, OnlineFeatures
 from features.store import close_store, feature_store
-
-if TYPE_CHECKING:
-    from app.scoring.service import Scorer
 
 log = logging.getLogger("fraudstream.worker")
 
@@ -137,7 +134,8 @@ class Pipeline:
     producer: Any  # the app's (aiokafka) producer
     topics: Sequence[Any] = ()  # the output topics, declared (created if missing) when the sinks open
     counters: Counters = field(default_factory=Counters)
-    scorer: Scorer | None = None
+    scorer: RemoteScorer | None = None  # the scoring process
+    deliver_s: float = 0.0  # waiting for Kafka's acknowledgements, summed (a stage timer)
     feedback: FeedbackService | None = None
     online: OnlineFeatures | None = None
     feature_log: FeatureLog | None = None
@@ -157,16 +155,16 @@ class Pipeline:
         self.to_score = asyncio.Queue(maxsize=SCORE_QUEUE)
 
     def prepare(self) -> None:
-        """Open the sinks: the scorer (registry, champion, PostgreSQL), the Feast definitions, the
-        online writer process and the offline log. Blocking and slow (~5-15 s of imports and
-        connections): ``create_app`` runs it before the worker joins the consumer group, so that a
-        worker joining takes partitions only once it can process them (joining first left the
-        partitions it took unprocessed meanwhile, and the messages Faust fetched for them were
-        refused after the next rebalance and read again)."""
+        """Open the sinks: the scoring process (registry, champion, PostgreSQL), the Feast
+        definitions, the online writer process and the offline log. Blocking and slow (~5-15 s of
+        imports and connections): ``create_app`` runs it before the worker joins the consumer
+        group, so that a worker joining takes partitions only once it can process them (joining
+        first left the partitions it took unprocessed meanwhile, and the messages Faust fetched for
+        them were refused after the next rebalance and read again)."""
         s = self.settings
         if s.scoring:
-            self.scorer = build_scorer(s)
-            self.feedback = build_feedback(s)
+            self.feedback = build_feedback(s)  # migrates the schema: before the scoring process starts
+            self.scorer = RemoteScorer(s)  # loads the model and Feast beside what follows
         close_store(feature_store(s))  # apply the definitions once
         self.online = OnlineFeatures(s, s.online_flush_s)
         if not self.online.ready.wait(120):
@@ -174,6 +172,8 @@ class Pipeline:
         self.feature_log = FeatureLog(
             s.feature_log_dir, s.app_id, s.feature_log_flush_rows, s.feature_log_flush_s
         )
+        if self.scorer is not None:
+            self.scorer.wait_ready()
 
     async def open(self) -> None:
         """Once the app runs: declare the output topics, then let batches through."""
@@ -257,8 +257,7 @@ class Pipeline:
             item.settle(False)
             self._stop(exc)
             raise
-        if self.scorer is not None:
-            self.scorer.times.deliver += time.perf_counter() - t0
+        self.deliver_s += time.perf_counter() - t0
         item.settle(True)
 
     def _stop(self, exc: BaseException) -> None:
@@ -280,16 +279,12 @@ class Pipeline:
     def _dead_letter(self, dead: DeadLetter) -> Message:
         return Message(self.settings.topic_dlq, dead.masked_key(), orjson.dumps(dead.record()))
 
-    async def _score(self, scorer: Scorer, *batch: Any) -> list[Message]:
-        while scorer.champion.current is None:  # hold the batch, unacknowledged, until a model exists
-            log.warning("worker: no champion model yet (run fraudstream train); waiting")
-            await asyncio.sleep(self.settings.model_poll_s)
-            await asyncio.to_thread(scorer.refresh)
-        decisions = await asyncio.to_thread(scorer.score, *batch)
-        self.counters.scored += len(decisions)
-        self.counters.flagged += sum(d.flagged for d in decisions)
+    async def _score(self, scorer: RemoteScorer, *batch: Any) -> list[Message]:
+        scored = await asyncio.to_thread(scorer.score, *batch)  # decisions persisted when it returns
+        self.counters.scored += len(scored.events)
+        self.counters.flagged += scored.flagged
         topic = self.settings.topic_scores
-        return [Message(topic, d.txn.card_id.encode(), orjson.dumps(d.event())) for d in decisions]
+        return [Message(topic, key, value) for key, value in scored.events]
 
     async def handle_feedback(self, batch: Sequence[Raw]) -> None:
         """Chargebacks and verdicts -> labels; enough confirmed fraud -> one retrain request."""
@@ -306,10 +301,6 @@ class Pipeline:
             await asyncio.to_thread(self.feedback.handle, good)
         await asyncio.gather(*(s.ack for s in await self.outbox.send(dead)))
 
-    async def refresh(self) -> None:
-        if self.scorer is not None:
-            await asyncio.to_thread(self.scorer.refresh)
-
     def close(self) -> None:
         if self.feature_log is not None and self.online is not None:
             self.feature_log.flush()
@@ -319,8 +310,8 @@ class Pipeline:
                 self.feature_log.written, self.online.written, self.online.errors, self.online.dropped,
             )  # fmt: skip
         if self.scorer is not None:
-            self.scorer.store.close()
-            log.info("worker: stage times %s", json.dumps(self.scorer.times.as_dict()))
+            times = {**self.scorer.close(), "deliver": round(self.deliver_s, 4)}
+            log.info("worker: stage times %s", json.dumps(times))
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -403,10 +394,6 @@ def create_app(settings: Settings) -> faust.App:
         log.info(pipeline.counters.line())
         heartbeat.write_text(pipeline.counters.line())  # the container healthcheck reads its age
 
-    @app.timer(interval=settings.model_poll_s)
-    async def reload_model() -> None:
-        await pipeline.refresh()
-
     @app.timer(interval=1.0)
     async def reseek() -> None:
         await offsets.reseek_stalled()
@@ -480,42 +467,6 @@ def build_feedback(settings: Settings) -> FeedbackService:
     )
     service.migrate()
     return service
-
-
-def build_scorer(settings: Settings) -> Scorer:
-    """Wire the scoring service: registry champion, Feast merchant reads, PostgreSQL decisions."""
-    from app.scoring.champion import Champion  # noqa: PLC0415 - xgboost import only when scoring
-    from app.scoring.decide import Policy  # noqa: PLC0415
-    from app.scoring.merchants import MerchantCache, feast_lookup  # noqa: PLC0415
-    from app.scoring.service import Scorer  # noqa: PLC0415
-    from app.scoring.store import DecisionStore, migrate  # noqa: PLC0415
-    from training.registry import Registry  # noqa: PLC0415
-
-    conninfo = settings.pg_conninfo(reveal=True)
-    registry = Registry(conninfo)
-    registry.migrate()
-    migrate(conninfo)
-    champion = Champion(
-        registry.champion, registry.get, threads=settings.worker_threads, device=settings.device,
-        shadow_version=settings.shadow_model,
-        on_refused=lambda version, reason: registry.refuse(version, worker_name(), reason),
-    )  # fmt: skip
-    policy = Policy(
-        settings.review_threshold, settings.decline_threshold, settings.explain_all, settings.reason_count
-    )
-    # a store of its own for reads: the online writer thread uses the other one
-    merchants = MerchantCache(feast_lookup(feature_store(settings, apply=False)), settings.merchant_cache_s)
-    daily = settings.feast_dir / "merchant_features.parquet"
-    if daily.exists():  # every merchant with batch features, read once now rather than one by one
-        known = pq.read_table(daily, columns=["merchant_id"]).column(0).unique().to_pylist()
-        log.info("worker: %d merchants' features loaded", merchants.preload(known))
-    scorer = Scorer(champion, merchants, DecisionStore(conninfo), policy, settings.amount_limit)
-    scorer.refresh()
-    return scorer
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_worker(app: faust.App, loglevel: str = "info") -> None:

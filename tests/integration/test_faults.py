@@ -260,6 +260,27 @@ def test_a_worker_killed_three_times_mid_stream_loses_and_duplicates_nothing(clu
     assert_output_is_the_input(s, tag, records, traffic)  # incl. the card table recovered each time
 
 
+def test_a_scoring_process_killed_mid_stream_stops_the_worker_and_loses_nothing(cluster: Cluster) -> None:
+    tag = unique("scorer")
+    env = cluster.worker_env(tag)
+    s = settings_for(env)
+    records = cluster.records(tag, 1_500)
+    traffic = Traffic(s, list(records), rate=100)
+    logs = [cluster.tmp / tag / f"worker-{i}.log" for i in range(2)]
+    with running_worker(logs[0], env) as proc:
+        traffic.start()
+        wait_until(lambda: decided(s, tag) >= 300, "300 decisions", logs[0])
+        started = re.search(r"scorer: scoring process (\d+) ready", logs[0].read_text())
+        assert started is not None
+        os.kill(int(started.group(1)), signal.SIGKILL)
+        proc.wait(timeout=120)  # the worker stops by itself, its batch unacknowledged
+    assert "the scoring process died" in logs[0].read_text()
+    with running_worker(logs[1], env):
+        wait_until(lambda: decided(s, tag) >= len(records), "every decision after the restart", logs[1], 300)
+        traffic.join(timeout=120)
+    assert_output_is_the_input(s, tag, records, traffic)
+
+
 def test_postgres_down_for_thirty_seconds_holds_offsets_then_catches_up(cluster: Cluster) -> None:
     tag = unique("pgdown")
     env = cluster.worker_env(tag)

@@ -1,0 +1,190 @@
+"""The scoring stage in a process of its own: champion + SHAP + decisions, beside the stream worker.
+
+In a thread of the worker, scoring competed with the event loop for one GIL: at 1,000 txn/s paced
+the stage timers showed predict + SHAP at ~230 µs a row against ~5 µs in the micro-benchmark, and
+the pipeline fell behind with the machine at 60 %. ``RemoteScorer`` hands each micro-batch
+(features, transactions, produce times) to a spawned child that owns the ``Scorer`` (registry,
+champion, Feast merchant reads, PostgreSQL decisions) and answers with the encoded ``fraud-scores``
+events, in order. One batch at a time: the worker's scoring stage waits for the answer, so the
+order of batches and the at-least-once rules stay those of app/worker/faust_app.py.
+
+Failures: an error in the child comes back as one line and the worker stops (the batch is
+replayed); a child that dies (or a worker that dies) closes the pipe, and the other side stops.
+While no champion exists, or PostgreSQL is down, the child holds the batch (as the thread did).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from app.errors import FraudstreamError
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from app.schema import Transaction
+    from app.scoring.service import Scorer
+    from app.settings import Settings
+
+log = logging.getLogger("fraudstream.worker")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the worker needs back: the score events (JSON bytes, in input order) and counts."""
+
+    events: list[tuple[bytes, bytes]]  # (key = card_id, value)
+    flagged: int
+
+
+class RemoteScorer:
+    """Starts the child at once; ``wait_ready`` before the first batch (it loads the model, Feast)."""
+
+    def __init__(self, settings: Settings) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_serve, args=(settings, child, os.getpid()), name="fraudstream-scorer", daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    def wait_ready(self, ready_timeout_s: float = 180) -> None:
+        if not self.conn.poll(ready_timeout_s):
+            raise FraudstreamError(f"the scoring process did not start within {ready_timeout_s:.0f} s")
+        kind, detail = self._receive()
+        if kind != "ready":
+            raise FraudstreamError(f"the scoring process did not start: {detail}")
+
+    def _receive(self) -> tuple[str, Any]:
+        try:
+            return self.conn.recv()  # type: ignore[no-any-return]  # pickled by our own child
+        except EOFError as exc:
+            raise FraudstreamError(f"the scoring process died (exit code {self.process.exitcode})") from exc
+
+    def score(
+        self, rows: Sequence[dict[str, Any]], txns: Sequence[Transaction], produced_at: Sequence[float | None]
+    ) -> Scored:
+        """Blocking: run it off the event loop."""
+        self.conn.send(("score", (list(rows), list(txns), list(produced_at))))
+        kind, detail = self._receive()
+        if kind != "scored":
+            raise FraudstreamError(f"scoring failed: {detail}")
+        return detail  # type: ignore[no-any-return]
+
+    def close(self) -> dict[str, Any]:
+        """Stop the child; returns its stage times (empty if it did not answer)."""
+        times: dict[str, Any] = {}
+        try:
+            self.conn.send(("close", None))
+            if self.conn.poll(30):
+                kind, detail = self._receive()
+                times = detail if kind == "closed" else {}
+        except (OSError, FraudstreamError):
+            pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+        return times
+
+
+def _serve(settings: Settings, conn: Connection, parent: int) -> None:
+    """The child: build the scorer, answer batches until told to close or the worker is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the worker closes us
+    from app.scoring import pin_threads  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=settings.log_level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+    )
+    pin_threads(settings.worker_threads)
+
+    def send(kind: str, detail: Any) -> None:
+        conn.send((kind, detail))
+
+    try:
+        scorer = build_scorer(settings, f"{socket.gethostname()}:{parent}")
+    except Exception as exc:
+        send("failed", _line(exc))
+        return
+    log.info("scorer: scoring process %d ready", os.getpid())
+    send("ready", None)
+    refreshed = time.monotonic()
+    while True:
+        if not conn.poll(settings.model_poll_s):
+            if os.getppid() != parent:  # the worker died without closing: stop too
+                return
+            scorer.refresh()
+            refreshed = time.monotonic()
+            continue
+        try:
+            kind, payload = conn.recv()
+        except EOFError:
+            return
+        if kind == "close":
+            scorer.store.close()
+            send("closed", scorer.times.as_dict())
+            return
+        if time.monotonic() - refreshed >= settings.model_poll_s:
+            scorer.refresh()
+            refreshed = time.monotonic()
+        try:
+            while scorer.champion.current is None:  # hold the batch, unacknowledged, until a model exists
+                log.warning("scorer: no champion model yet (run fraudstream train); waiting")
+                time.sleep(settings.model_poll_s)
+                scorer.refresh()
+            decisions = scorer.score(*payload)
+            events = [(d.txn.card_id.encode(), orjson.dumps(d.event())) for d in decisions]
+            send("scored", Scored(events, sum(d.flagged for d in decisions)))
+        except Exception as exc:
+            log.exception("scorer: a batch failed")
+            send("failed", _line(exc))
+
+
+def build_scorer(settings: Settings, worker: str) -> Scorer:
+    """Wire the scoring service: registry champion, Feast merchant reads, PostgreSQL decisions."""
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    from app.scoring.champion import Champion  # noqa: PLC0415 - xgboost import only when scoring
+    from app.scoring.decide import Policy  # noqa: PLC0415
+    from app.scoring.merchants import MerchantCache, feast_lookup  # noqa: PLC0415
+    from app.scoring.service import Scorer  # noqa: PLC0415
+    from app.scoring.store import DecisionStore, migrate  # noqa: PLC0415
+    from features.store import feature_store  # noqa: PLC0415
+    from training.registry import Registry  # noqa: PLC0415
+
+    conninfo = settings.pg_conninfo(reveal=True)
+    registry = Registry(conninfo)
+    registry.migrate()
+    migrate(conninfo)
+    champion = Champion(
+        registry.champion, registry.get, threads=settings.worker_threads, device=settings.device,
+        shadow_version=settings.shadow_model,
+        on_refused=lambda version, reason: registry.refuse(version, worker, reason),
+    )  # fmt: skip
+    policy = Policy(
+        settings.review_threshold, settings.decline_threshold, settings.explain_all, settings.reason_count
+    )
+    # the scoring process's own Feast store, for merchant reads
+    merchants = MerchantCache(feast_lookup(feature_store(settings, apply=False)), settings.merchant_cache_s)
+    daily = settings.feast_dir / "merchant_features.parquet"
+    if daily.exists():  # every merchant with batch features, read once now rather than one by one
+        known = pq.read_table(daily, columns=["merchant_id"]).column(0).unique().to_pylist()
+        log.info("scorer: %d merchants' features loaded", merchants.preload(known))
+    scorer = Scorer(champion, merchants, DecisionStore(conninfo), policy, settings.amount_limit)
+    scorer.refresh()
+    return scorer
+
+
+def _line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{type(exc).__name__}: {first[:300]}"
