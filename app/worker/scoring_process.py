@@ -69,7 +69,7 @@ class RemoteScorer:
     def _receive(self) -> tuple[str, Any]:
         try:
             return self.conn.recv()  # type: ignore[no-any-return]  # pickled by our own child
-        except EOFError as exc:
+        except (EOFError, OSError) as exc:
             raise FraudstreamError(f"the scoring process died (exit code {self.process.exitcode})") from exc
 
     def score(
@@ -128,7 +128,7 @@ def _serve(settings: Settings, conn: Connection, parent: int) -> None:
             continue
         try:
             kind, payload = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the worker is gone
             return
         if kind == "close":
             scorer.store.close()
