@@ -297,6 +297,7 @@ def run_pipeline_bench(
         "steady_scored_per_s": _steady_rate(rows[:, 0], ready_at + STEADY_AFTER_S) if len(rows) else None,
         "event_to_score_ms": _percentiles(list(e2e)),
         "decision_ms": _percentiles(list(rows[:, 2])),
+        "event_to_score_ms_over_time": _timeline(rows[:, 1], e2e) if len(rows) else [],
         "consumer_lag": lag.summary(),  # committed lag of the input topic, sampled every second
         "workers": usage,  # each worker process with its children (the Feast online writer)
         "machine_cpu_percent": busy,  # all cores together (100 = every core busy), the run's span
@@ -309,6 +310,20 @@ def run_pipeline_bench(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+TIMELINE_S = 5.0  # event->score latency per window of produce time: a queue at the start vs. a standing one
+
+
+def _timeline(produced: np.ndarray, e2e: np.ndarray) -> list[dict[str, float]]:
+    """p50/p99 event->score (ms) of the transactions produced in each TIMELINE_S window of the run."""
+    window = ((produced - produced.min()) // TIMELINE_S).astype(int)
+    return [
+        {"from_s": w * TIMELINE_S, "n": int((window == w).sum()),
+         "p50": round(float(np.percentile(e2e[window == w], 50)), 1),
+         "p99": round(float(np.percentile(e2e[window == w], 99)), 1)}
+        for w in np.unique(window)
+    ]  # fmt: skip
 
 
 def _steady_rate(stamps: np.ndarray, start: float) -> float | None:
