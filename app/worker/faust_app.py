@@ -353,13 +353,18 @@ def create_app(settings: Settings) -> faust.App:
     # holds more than max_messages (default 100, i.e. less than one micro-batch).
     app.producer.buffer.max_messages = 4 * settings.batch_size
     outputs = [app.topic(settings.topic_dlq, **raw), app.topic(settings.topic_scores, **raw)]
-    pipeline = Pipeline(settings, states, app.producer, outputs, crash=app.crash)
     offsets = SourceOffsets(
         app.consumer, settings.topic_transactions, partial(first_offset_in_log, settings),
         current=lambda m: m.generation_id == app.consumer_generation_id and app.flow_control.is_active(),
         committed=partial(committed_offset, settings),
     )  # fmt: skip
     offsets.install()
+
+    async def crash(exc: BaseException) -> None:  # a batch failed: stop, letting go of the rest unfinished
+        offsets.give_up()
+        await app.crash(exc)
+
+    pipeline = Pipeline(settings, states, app.producer, outputs, crash=crash)
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(_sender: Any, /, *args: Any, **_kwargs: Any) -> None:

@@ -61,6 +61,26 @@ class SourceOffsets:
     holes: dict[Any, dict[int, int]] = field(default_factory=dict)  # tp -> {start: stop} not in the log
     sought: dict[Any, tuple[int, float]] = field(default_factory=dict)  # tp -> (offset, when)
     refused: int = 0  # messages refused (after a gap, or fetched before a rebalance)
+    given_up: bool = False  # the worker is stopping without finishing what it holds
+
+    def give_up(self) -> None:
+        """The worker stops without finishing (a batch failed): every source message Faust still
+        tracks is let go of unfinished (acknowledged, never committed: replayed after the restart),
+        now and when the shutdown would wait for them. Faust's shutdown otherwise waits, until
+        SIGTERM, for messages no agent will ever see: those in its stream queues and take buffer
+        once the flow is suspended, and those the pipeline holds."""
+        self.given_up = True
+        self._let_go()
+
+    def _let_go(self) -> None:
+        unacked = self.consumer._unacked_messages
+        held = [m for m in unacked if m.topic == self.topic]
+        for message in held:
+            message.acked = True
+            unacked.discard(message)
+        notify(self.consumer._waiting_for_ack)
+        if held:
+            log.warning("worker: stopping; %d messages let go of unfinished (replayed on restart)", len(held))
 
     def install(self) -> None:
         """Take over acknowledgement and the commit offset of the source topic from Faust."""
@@ -79,7 +99,20 @@ class SourceOffsets:
                 return faust_new_offset(tp)  # type: ignore[no-any-return]
             return self.done.get(tp)
 
+        faust_wait_empty = self.consumer.wait_empty
+
+        async def wait_empty() -> None:  # the shutdown's wait, once the fetcher has stopped
+            if not self.given_up:
+                await faust_wait_empty()
+                return
+            # Giving up: let go of what is left, and skip Faust's wait and its final commit. When the
+            # app crashes, its consumer thread stops beside this shutdown, and that commit, handed to
+            # the stopped thread, never returned (the worker hung until SIGTERM, 1 run in 3). What it
+            # would commit is only a later finished prefix: the restart replays it instead.
+            self._let_go()
+
         self.consumer.ack, self.consumer._new_offset = ack, new_offset
+        self.consumer.wait_empty = wait_empty
 
     def forget(self, tps: Any) -> None:
         """Partitions revoked: their books restart from the committed offset when assigned again."""

@@ -73,6 +73,7 @@ def running_ui(
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(timeout=30)
 
 
 @contextmanager
@@ -122,3 +123,4 @@ def running_workers(
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait(timeout=30)  # reaped: no process left running behind the caller

@@ -60,6 +60,9 @@ class Consumer:
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
 
+    async def wait_empty(self) -> None:  # Faust's: wait until every tracked message is acknowledged
+        assert not self._unacked_messages, "the shutdown would wait for these until SIGTERM"
+
 
 def books(consumer: Consumer, log_starts: dict[int, int] | None = None) -> SourceOffsets:
     async def first_offset(tp: TP, offset: int) -> int | None:
@@ -129,6 +132,23 @@ def test_messages_let_go_unfinished_are_acknowledged_but_never_committed() -> No
     offsets.release(first)
     assert consumer._new_offset(P0) == 5  # 5 and 6 are replayed after the restart
     assert consumer._unacked_messages == set()
+
+
+def test_a_worker_that_gives_up_lets_go_of_every_source_message_and_commits_none_of_them() -> None:
+    consumer = Consumer(committed={P0: 3})
+    offsets = books(consumer)
+    held = [Message(P0, o) for o in range(3, 6)]
+    assert all(admit(offsets, *held))
+    other = Message(TP("card-state-changelog", 0), 9)  # Faust's own books for other topics stay
+    consumer._unacked_messages.update([*held, other])
+    offsets.give_up()  # a batch failed: the worker stops
+    assert consumer._unacked_messages == {other}
+    queued = Message(P0, 6)  # tracked after giving up: still in a stream queue when the fetcher stops
+    consumer._unacked_messages.add(queued)
+    consumer._unacked_messages.discard(other)
+    asyncio.run(consumer.wait_empty())  # the shutdown lets go of it, and neither waits nor commits
+    assert queued.acked
+    assert consumer._new_offset(P0) == 3  # nothing past the committed offset: all replayed
 
 
 def test_a_message_skipped_by_faust_is_never_committed() -> None:
