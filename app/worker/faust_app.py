@@ -370,10 +370,6 @@ def create_app(settings: Settings) -> faust.App:
     async def forget_revoked(_sender: Any, /, *args: Any, **_kwargs: Any) -> None:
         offsets.forget(args[0])  # the revoked partitions
 
-    @app.on_partitions_assigned.connect
-    async def fetch_promptly(_sender: Any, /, *_args: Any, **_kwargs: Any) -> None:
-        set_fetch_wait(app.consumer, settings.fetch_max_wait_s)
-
     @app.task
     async def open_sinks() -> None:
         await pipeline.open()
@@ -419,21 +415,6 @@ def create_app(settings: Settings) -> faust.App:
 
     pipeline.prepare()  # before the app starts and joins the consumer group
     return app
-
-
-def set_fetch_wait(consumer: Any, seconds: float) -> None:
-    """Shorten the Kafka fetch long-poll of Faust's aiokafka consumer (hard-coded to 1.5 s).
-
-    With 1.5 s, paced input at 1,000 txn/s settled, after any stall, into fetch rounds ~1.5 s
-    apart: the worker kept up, but every transaction waited ~1.4 s in Kafka (p50 1,374 ms; the
-    worker held nothing meanwhile). With 0.1 s: p50 83-105 ms, p99 311-426 ms (session 7). An idle
-    worker then asks the broker every 0.1 s instead of every 1.5 s, which costs next to nothing.
-    """
-    fetcher = consumer._thread._ensure_consumer()._fetcher  # started: partitions were just assigned
-    wait_ms = round(seconds * 1000)
-    if fetcher._fetch_max_wait_ms != wait_ms:
-        fetcher._fetch_max_wait_ms = wait_ms
-        log.info("worker: Kafka fetches wait at most %d ms for new data", wait_ms)
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
