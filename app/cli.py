@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from pydantic import ValidationError
 
-from app.errors import FraudstreamError
+from app.errors import FraudstreamError, first_line
 from app.schema import SCENARIOS
 
 if TYPE_CHECKING:
@@ -101,8 +101,7 @@ def worker(
     try:
         app = create_app(settings)  # opens the sinks before joining the consumer group
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise FraudstreamError(f"the worker cannot open its PostgreSQL sinks: {first[:200]}") from exc
+        raise FraudstreamError(f"the worker cannot open its PostgreSQL sinks: {first_line(exc)}") from exc
     run_worker(app, loglevel)
 
 

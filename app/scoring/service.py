@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.errors import first_line
 from app.schema import Transaction
 from app.scoring.champion import Champion
 from app.scoring.decide import Decision, Policy, score_batch, vectors
@@ -57,8 +58,7 @@ class Scorer:
             self.rules = load_rules(self.store.conninfo, self.amount_limit)
             self.merchants.refresh()
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            log.warning("scoring: refresh failed (%s); keeping the current model and rules", first[:200])
+            log.warning("scoring: refresh failed (%s); keeping the current model and rules", first_line(exc))
 
     def score(
         self,

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from app.errors import first_line
 from app.scoring.decide import Decision
 from app.scoring.rules import Rules
 
@@ -179,8 +180,9 @@ class DecisionStore:
             try:
                 self.write_once(decisions)
             except psycopg.Error as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                log.warning("scoring: decision write failed (%s); retrying in %.1fs", first[:200], backoff)
+                log.warning(
+                    "scoring: decision write failed (%s); retrying in %.1fs", first_line(exc), backoff
+                )
                 self.close()
                 time.sleep(backoff)
                 backoff = min(self.max_backoff_s, backoff * 2)

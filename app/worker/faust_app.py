@@ -261,7 +261,7 @@ class Pipeline:
         item.settle(True)
 
     def _stop(self, exc: BaseException) -> None:
-        """Stop the worker (its batches unacknowledged, so they are replayed), without waiting here:
+        """Stop the worker (its batches let go of unfinished, so they are replayed), without waiting here:
         the shutdown drains this very task, so awaiting the app's crash in it would deadlock."""
         self.failed = True
         if self.crash is not None and self.stopping is None:
@@ -269,7 +269,7 @@ class Pipeline:
 
     async def drain(self) -> None:
         """Wait for the batches still being scored and delivered (on shutdown, before the final commit)."""
-        if self.failed:  # stopping: nothing more is acknowledged, so the restart replays it all
+        if self.failed:  # stopping: nothing more is finished, so the restart replays it all
             return
         if self.scoring is not None and not self.scoring.done():
             await self.to_score.join()

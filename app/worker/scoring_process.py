@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.errors import FraudstreamError
+from app.errors import FraudstreamError, first_line
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -120,11 +120,12 @@ def _serve(settings: Settings, conn: Connection, parent: int) -> None:
     send("ready", None)
     refreshed = time.monotonic()
     while True:
+        if time.monotonic() - refreshed >= settings.model_poll_s:  # a new champion, rules, merchants
+            scorer.refresh()
+            refreshed = time.monotonic()
         if not conn.poll(settings.model_poll_s):
             if os.getppid() != parent:  # the worker died without closing: stop too
                 return
-            scorer.refresh()
-            refreshed = time.monotonic()
             continue
         try:
             kind, payload = conn.recv()
@@ -134,9 +135,6 @@ def _serve(settings: Settings, conn: Connection, parent: int) -> None:
             scorer.store.close()
             send("closed", scorer.times.as_dict())
             return
-        if time.monotonic() - refreshed >= settings.model_poll_s:
-            scorer.refresh()
-            refreshed = time.monotonic()
         try:
             while scorer.champion.current is None:  # hold the batch, unacknowledged, until a model exists
                 log.warning("scorer: no champion model yet (run fraudstream train); waiting")
@@ -186,5 +184,4 @@ def build_scorer(settings: Settings, worker: str) -> Scorer:
 
 
 def _line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return f"{type(exc).__name__}: {first[:300]}"
+    return f"{type(exc).__name__}: {first_line(exc, 300)}"
