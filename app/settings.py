@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     lateness_s: float = Field(300.0, ge=0, description="How far behind a card's latest event an event may be")
     batch_size: int = Field(500, ge=1, description="Micro-batch size of the stream agents")
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a micro-batch")
+    fetch_max_wait_s: float = Field(
+        0.1, gt=0, le=1.5, description="Longest a Kafka fetch waits at the broker for new data (Faust: 1.5 s)"
+    )
     feature_log_flush_rows: int = Field(20_000, ge=1)
     feature_log_flush_s: float = Field(10.0, gt=0)
     online_flush_s: float = Field(0.5, gt=0, description="Coalescing interval of Feast online writes")

@@ -28,15 +28,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mode.utils.futures import notify
 
+from app.errors import first_line
+
 log = logging.getLogger("fraudstream.worker")
 
 RESEEK_S = 5.0  # a gap still open after this long is sought back again (a later seek may have won)
+STALL_S = 30.0  # a partition with messages in Kafka, none held and none admitted this long: sought again
 
 
 @dataclass
@@ -60,6 +63,7 @@ class SourceOffsets:
     finished: dict[Any, set[int]] = field(default_factory=dict)
     holes: dict[Any, dict[int, int]] = field(default_factory=dict)  # tp -> {start: stop} not in the log
     sought: dict[Any, tuple[int, float]] = field(default_factory=dict)  # tp -> (offset, when)
+    moved: dict[Any, float] = field(default_factory=dict)  # tp -> when it last admitted a message
     refused: int = 0  # messages refused (after a gap, or fetched before a rebalance)
     given_up: bool = False  # the worker is stopping without finishing what it holds
 
@@ -117,7 +121,7 @@ class SourceOffsets:
     def forget(self, tps: Any) -> None:
         """Partitions revoked: their books restart from the committed offset when assigned again."""
         for tp in tps:
-            for books in (self.next, self.done, self.finished, self.holes, self.sought):
+            for books in (self.next, self.done, self.finished, self.holes, self.sought, self.moved):
                 books.pop(tp, None)
 
     async def admit(self, messages: Sequence[Any]) -> list[bool]:
@@ -143,6 +147,7 @@ class SourceOffsets:
             self.refused += 1
             return False
         self.sought.pop(tp, None)
+        self.moved[tp] = time.monotonic()
         if offset == expected:
             self.next[tp] = offset + 1
         return True
@@ -159,6 +164,7 @@ class SourceOffsets:
 
     def _start(self, tp: Any, offset: int) -> None:
         self.next[tp] = self.done[tp] = offset
+        self.moved[tp] = time.monotonic()
         self.finished[tp], self.holes[tp] = set(), {}
         self.consumer._acked.setdefault(tp, [])  # Faust commits only partitions listed in _acked
 
@@ -195,6 +201,48 @@ class SourceOffsets:
                 log.warning("worker: %s still waits for offset %d; seeking back again", tp, offset)
                 self.sought[tp] = (offset, now)
                 await self.consumer.seek(tp, offset)
+
+    async def seek_stalled(
+        self, end_offsets: Callable[[list[Any]], Awaitable[Mapping[Any, int]]], now: float | None = None
+    ) -> None:
+        """Seek back to ``next`` every partition that has messages in Kafka beyond it, yet has
+        admitted none for ``STALL_S`` while the worker holds none of its messages.
+
+        A safety net with a diagnosis: every path known to stop a partition (a gap, messages
+        fetched before a seek) is handled where it happens, but a stall without a known cause
+        would otherwise hold a partition until the next rebalance. The warning says what Faust's
+        consumer thought of the partition (its read offset, paused, flow) when it was found.
+        """
+        now = time.monotonic() if now is None else now
+        quiet = [
+            tp for tp, at in self.moved.items()
+            if now - at >= STALL_S and tp not in self.sought
+        ]  # fmt: skip
+        if not quiet:
+            return
+        held = {m.tp for m in self.consumer._unacked_messages if m.topic == self.topic}
+        quiet = [tp for tp in quiet if tp not in held]
+        if not quiet:
+            return
+        for tp in quiet:
+            self.moved[tp] = now  # looked at: again in STALL_S at the earliest
+        try:
+            ends = await end_offsets(quiet)
+        except Exception as exc:  # the next look asks again
+            log.warning("worker: could not read the end offsets of %s (%s)", quiet, first_line(exc))
+            return
+        for tp in quiet:
+            end, at = ends.get(tp), self.next.get(tp)
+            if end is None or at is None or end <= at:
+                continue
+            c = self.consumer
+            log.warning(
+                "worker: %s admitted nothing for %.0f s with %d messages waiting in Kafka (read offset %s, "
+                "paused %s, flow %s); seeking back to %d",
+                tp, STALL_S, end - at, c._read_offset.get(tp), tp in c._paused_partitions,
+                "active" if c.flow_active else "stopped", at,
+            )  # fmt: skip
+            await c.seek(tp, at)
 
     def _skip(self, tp: Any, start: int, stop: int) -> None:
         self.next[tp] = stop

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from app.worker.offsets import SourceOffsets
+from app.worker.offsets import STALL_S, SourceOffsets
 
 SOURCE = "transactions"
 
@@ -49,6 +50,9 @@ class Consumer:
         self._acked: defaultdict[TP, list[int]] = defaultdict(list)
         self._unacked_messages: set[Message] = set()
         self._waiting_for_ack: Any = None
+        self._read_offset: dict[TP, int | None] = {}
+        self._paused_partitions: set[TP] = set()
+        self.flow_active = True
 
     def ack(self, message: Message) -> bool:
         self.faust_acks.append(message)
@@ -104,6 +108,38 @@ def test_a_gap_still_open_is_sought_again_even_when_no_message_arrives() -> None
     assert admit(offsets, Message(P0, 11)) == [True]
     asyncio.run(offsets.reseek_stalled(now=sought_at + 20))
     assert consumer.seeks == [(P0, 11), (P0, 11)]  # the gap closed: nothing more to do
+
+
+def test_a_quiet_partition_with_messages_waiting_in_kafka_is_sought_back_once_idle() -> None:
+    consumer = Consumer(committed={P0: 10, P1: 0})
+    offsets = books(consumer)
+    assert admit(offsets, Message(P0, 10), Message(P1, 0)) == [True, True]
+    ends = {P0: 25, P1: 1}  # P0 has 14 messages the worker never got; P1 is simply idle
+    asked: list[list[TP]] = []
+
+    async def end_offsets(tps: list[TP]) -> dict[TP, int]:
+        asked.append(tps)
+        return {tp: ends[tp] for tp in tps}
+
+    t0 = time.monotonic()
+
+    def look(after_s: float) -> None:
+        asyncio.run(offsets.seek_stalled(end_offsets, now=t0 + after_s))
+
+    look(STALL_S - 1)
+    assert (asked, consumer.seeks) == ([], [])  # not quiet for long enough: Kafka is not even asked
+    held = Message(P0, 11)
+    assert admit(offsets, held) == [True]
+    consumer._unacked_messages.add(held)  # the pipeline holds a message of P0: busy, not stalled
+    look(STALL_S + 1)
+    assert consumer.seeks == []
+    assert asked == [[P1]]
+    offsets.release([held])
+    consumer._unacked_messages.clear()
+    look(2 * STALL_S + 2)
+    assert consumer.seeks == [(P0, 12)]  # P1 has nothing waiting: left alone
+    look(2 * STALL_S + 3)
+    assert consumer.seeks == [(P0, 12)]  # once per STALL_S, not once a second
 
 
 def test_only_a_finished_prefix_is_committed_whatever_order_batches_finish_in() -> None:

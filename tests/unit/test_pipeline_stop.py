@@ -1,13 +1,15 @@
-"""A batch that cannot be delivered stops the worker, and every batch it holds is let go unfinished."""
+"""The worker's pipeline without Kafka: a failed batch stops it and lets go of every held batch
+unfinished; the Kafka fetch long-poll is shortened on the running consumer."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 from app.settings import Settings
 from app.worker.card_features import Raw
-from app.worker.faust_app import Pipeline
+from app.worker.faust_app import Pipeline, set_fetch_wait
 
 
 class RefusingProducer:
@@ -53,3 +55,12 @@ def test_a_failed_delivery_stops_the_worker_and_lets_go_of_every_held_batch_unfi
     assert len(crashes) == 1
     assert isinstance(crashes[0], ConnectionError)
     assert pipeline.counters.dead == 2  # batches 2 and 3 came after the failure: let go before any work
+
+
+def test_the_kafka_fetch_long_poll_is_shortened_on_the_running_consumer() -> None:
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=1500)  # Faust's hard-coded value
+    consumer = SimpleNamespace(
+        _thread=SimpleNamespace(_ensure_consumer=lambda: SimpleNamespace(_fetcher=fetcher))
+    )
+    set_fetch_wait(consumer, 0.1)
+    assert fetcher._fetch_max_wait_ms == 100
