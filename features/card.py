@@ -37,6 +37,7 @@ HOUR = 3_600.0
 DAY = 86_400.0
 EXACT_WINDOWS = (("10m", 600.0), ("1h", HOUR), ("24h", DAY))
 BUCKET_WINDOWS = (("7d", 7 * 24), ("30d", 30 * 24))  # in hours
+WEEK_H, MONTH_H = (hours for _, hours in BUCKET_WINDOWS)
 RECENT_KEEP_S = DAY
 PENDING_S = 300.0  # how long an event stays exact before it is settled (the worker uses its lateness)
 MAX_RECENT = 512
@@ -162,6 +163,23 @@ def home(cells: dict[str, list[float]]) -> tuple[float, float] | None:
     return sum_lat / n, sum_lon / n
 
 
+def _with_pending(cells: dict[str, list[float]], pending: list[Recent]) -> dict[str, list[float]]:
+    """``cells`` with the pending events added; only the cells they touch are copied (the state's own
+    cells are left as they are, and the sums are the same as adding them to a full copy)."""
+    if not pending:
+        return cells
+    touched: dict[str, list[float]] = {}
+    for r in pending:
+        key = _cell(r.lat, r.lon)
+        cell = touched.get(key)
+        if cell is None:
+            cell = touched[key] = list(cells.get(key, (0.0, 0.0, 0.0)))
+        cell[0] += 1
+        cell[1] += r.lat
+        cell[2] += r.lon
+    return {**cells, **touched}
+
+
 def _local_time(t: float, lon: float) -> tuple[int, int]:
     """(hour, weekday) at the transaction's place, by solar offset from its longitude."""
     local = t + lon / 15.0 * HOUR
@@ -190,12 +208,7 @@ def card_features(state: CardState, txn: Txn) -> dict[str, float]:
         out["seconds_since_prev"] = dt
         out["km_from_prev"] = km
         out["kmh_from_prev"] = km / (max(dt, MIN_SPEED_INTERVAL_S) / HOUR)
-    cells = state.cells
-    if pending:
-        cells = {k: list(v) for k, v in cells.items()}
-        for r in pending:
-            _add_cell(cells, r)
-    where = home(cells)
+    where = home(_with_pending(state.cells, pending))
     out["km_from_home"] = math.nan if where is None else haversine_km(where[0], where[1], txn.lat, txn.lon)
     known_country = any(r.country == txn.country for r in pending)
     known_merchant = any(r.merchant_id == txn.merchant_id for r in pending)
@@ -208,12 +221,20 @@ def card_features(state: CardState, txn: Txn) -> dict[str, float]:
     return out
 
 
+def _keys(window: str) -> tuple[str, str, str]:
+    return f"card_count_{window}", f"card_sum_{window}", f"card_mean_{window}"
+
+
+_EXACT_KEYS = tuple((_keys(name), width) for name, width in EXACT_WINDOWS)
+_WEEK_KEYS, _MONTH_KEYS = (_keys(name) for name, _ in BUCKET_WINDOWS)
+
+
 def _amount_windows(
     state: CardState, prior: list[Recent], pending: list[Recent], txn: Txn
 ) -> dict[str, float]:
     """Count, sum and mean of amounts over every window, ``txn`` included; the 30-day amount ratio."""
     out: dict[str, float] = {}
-    for name, width in EXACT_WINDOWS:
+    for (count_name, sum_name, mean_name), width in _EXACT_KEYS:
         lo = txn.t - width
         count, total = 1.0, txn.amount
         for r in reversed(prior):
@@ -221,29 +242,31 @@ def _amount_windows(
                 break
             count += 1
             total += r.amount
-        out[f"card_count_{name}"], out[f"card_sum_{name}"] = count, total
-        out[f"card_mean_{name}"] = total / count
+        out[count_name], out[sum_name], out[mean_name] = count, total, total / count
     hour = int(txn.t // HOUR)
-    sums = {name: [0.0, 0.0] for name, _ in BUCKET_WINDOWS}  # count, sum of the card's other transactions
-    windows = [(hour - hours, sums[name]) for name, hours in BUCKET_WINDOWS]
-    for h, (c, s) in state.hours.items():  # one pass over the buckets for every window
-        if h <= hour:
-            for lo, acc in windows:
-                if h > lo:
-                    acc[0] += c
-                    acc[1] += s
+    lo_7d, lo_30d = hour - WEEK_H, hour - MONTH_H
+    c7 = s7 = c30 = s30 = 0.0  # count and sum of the card's other transactions in each window
+    for h, (c, s) in state.hours.items():  # one pass over the buckets for both windows
+        if lo_30d < h <= hour:
+            c30 += c
+            s30 += s
+            if h > lo_7d:
+                c7 += c
+                s7 += s
     for r in pending:
         h = int(r.t // HOUR)
-        for lo, acc in windows:
-            if h > lo:
-                acc[0] += 1
-                acc[1] += r.amount
-    for name, (count, total) in sums.items():
-        out[f"card_count_{name}"], out[f"card_sum_{name}"] = count + 1, total + txn.amount
-        out[f"card_mean_{name}"] = (total + txn.amount) / (count + 1)
-    prev_30d = sums["30d"]
-    out["amount"] = txn.amount
-    out["amount_to_mean_30d"] = txn.amount / (prev_30d[1] / prev_30d[0]) if prev_30d[0] else math.nan
+        if h > lo_30d:
+            c30 += 1
+            s30 += r.amount
+            if h > lo_7d:
+                c7 += 1
+                s7 += r.amount
+    amount = txn.amount
+    for (count_name, sum_name, mean_name), n, n_sum in ((_WEEK_KEYS, c7, s7), (_MONTH_KEYS, c30, s30)):
+        count, total = n + 1, n_sum + amount  # with txn itself
+        out[count_name], out[sum_name], out[mean_name] = count, total, total / count
+    out["amount"] = amount
+    out["amount_to_mean_30d"] = amount / (s30 / c30) if c30 else math.nan
     return out
 
 
@@ -283,9 +306,10 @@ def _settle(state: CardState, until: float) -> None:
             break
         _fold(state, r)
     state.settled_to = until
-    oldest = int(until // HOUR) - BUCKET_WINDOWS[-1][1]  # no valid event reads an hour this old
-    for h in [h for h in state.hours if h <= oldest]:
-        del state.hours[h]
+    oldest = int(until // HOUR) - MONTH_H  # no valid event reads an hour this old
+    if state.hours and min(state.hours) <= oldest:  # (a scan in C: most events expire nothing)
+        for h in [h for h in state.hours if h <= oldest]:
+            del state.hours[h]
     for seen, cap in ((state.countries, MAX_COUNTRIES), (state.merchants, MAX_MERCHANTS)):
         _expire(seen, until, cap)
 
@@ -313,8 +337,9 @@ def _add_cell(cells: dict[str, list[float]], r: Recent) -> None:
 
 
 def _expire(seen: dict[str, float], now: float, cap: int) -> None:
-    for k in [k for k, last in seen.items() if now - last > SEEN_TTL_S]:
-        del seen[k]
+    if seen and now - min(seen.values()) > SEEN_TTL_S:  # (a scan in C: most events expire nothing)
+        for k in [k for k, last in seen.items() if now - last > SEEN_TTL_S]:
+            del seen[k]
     while len(seen) > cap:
         del seen[min(seen.items(), key=lambda kv: (kv[1], kv[0]))[0]]
 
