@@ -39,7 +39,7 @@ from app.errors import first_line
 log = logging.getLogger("fraudstream.worker")
 
 RESEEK_S = 5.0  # a gap still open after this long is sought back again (a later seek may have won)
-STALL_S = 30.0  # a partition with messages in Kafka, none held and none admitted this long: sought again
+STALL_S = 10.0  # an idle worker's partition with messages in Kafka, none admitted this long: sought again
 
 
 @dataclass
@@ -206,12 +206,14 @@ class SourceOffsets:
         self, end_offsets: Callable[[list[Any]], Awaitable[Mapping[Any, int]]], now: float | None = None
     ) -> None:
         """Seek back to ``next`` every partition that has messages in Kafka beyond it, yet has
-        admitted none for ``STALL_S`` while the worker holds none of its messages.
+        admitted none for ``STALL_S`` while the worker holds no message at all (idle, flowing).
 
-        A safety net with a diagnosis: every path known to stop a partition (a gap, messages
-        fetched before a seek) is handled where it happens, but a stall without a known cause
-        would otherwise hold a partition until the next rebalance. The warning says what Faust's
-        consumer thought of the partition (its read offset, paused, flow) when it was found.
+        A safety net with a diagnosis. Every path known to stop a partition (a gap, messages
+        fetched before a seek) is handled where it happens; this catches the others. Seen with
+        100 ms fetches: a restarted worker, after its first batches, received nothing more from
+        two of its partitions (Faust's read offset at the committed offset, partitions not paused,
+        flow active), 1 restart in 4; a seek back resumed them. The warning says what Faust's
+        consumer thought of the partition when it was found.
         """
         now = time.monotonic() if now is None else now
         quiet = [
@@ -220,10 +222,9 @@ class SourceOffsets:
         ]  # fmt: skip
         if not quiet:
             return
-        held = {m.tp for m in self.consumer._unacked_messages if m.topic == self.topic}
-        quiet = [tp for tp in quiet if tp not in held]
-        if not quiet:
-            return
+        c = self.consumer
+        if not c.flow_active or any(m.topic == self.topic for m in c._unacked_messages):
+            return  # a rebalance, or the worker is busy (with this partition's messages or others')
         for tp in quiet:
             self.moved[tp] = now  # looked at: again in STALL_S at the earliest
         try:
@@ -235,14 +236,16 @@ class SourceOffsets:
             end, at = ends.get(tp), self.next.get(tp)
             if end is None or at is None or end <= at:
                 continue
-            c = self.consumer
             log.warning(
                 "worker: %s admitted nothing for %.0f s with %d messages waiting in Kafka (read offset %s, "
                 "paused %s, flow %s); seeking back to %d",
                 tp, STALL_S, end - at, c._read_offset.get(tp), tp in c._paused_partitions,
                 "active" if c.flow_active else "stopped", at,
             )  # fmt: skip
-            await c.seek(tp, at)
+            try:
+                await c.seek(tp, at)
+            except Exception as exc:  # e.g. revoked meanwhile: the next assignment starts afresh
+                log.warning("worker: could not seek %s (%s)", tp, first_line(exc))
 
     def _skip(self, tp: Any, start: int, stop: int) -> None:
         self.next[tp] = stop

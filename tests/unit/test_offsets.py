@@ -128,18 +128,23 @@ def test_a_quiet_partition_with_messages_waiting_in_kafka_is_sought_back_once_id
 
     look(STALL_S - 1)
     assert (asked, consumer.seeks) == ([], [])  # not quiet for long enough: Kafka is not even asked
-    held = Message(P0, 11)
+    held = Message(P1, 1)
     assert admit(offsets, held) == [True]
-    consumer._unacked_messages.add(held)  # the pipeline holds a message of P0: busy, not stalled
+    consumer._unacked_messages.add(held)  # the pipeline holds a message (of P1): busy, not stalled
     look(STALL_S + 1)
-    assert consumer.seeks == []
-    assert asked == [[P1]]
+    consumer.flow_active = False  # a rebalance
     offsets.release([held])
     consumer._unacked_messages.clear()
-    look(2 * STALL_S + 2)
-    assert consumer.seeks == [(P0, 12)]  # P1 has nothing waiting: left alone
-    look(2 * STALL_S + 3)
-    assert consumer.seeks == [(P0, 12)]  # once per STALL_S, not once a second
+    look(STALL_S + 2)
+    assert (asked, consumer.seeks) == ([], [])
+    consumer.flow_active = True
+    look(STALL_S + 3)
+    assert asked == [[P0, P1]]
+    assert consumer.seeks == [(P0, 11)]  # P1 has nothing waiting: left alone
+    look(STALL_S + 4)
+    assert consumer.seeks == [(P0, 11)]  # once per STALL_S, not once a second
+    look(2 * STALL_S + 5)
+    assert consumer.seeks == [(P0, 11), (P0, 11)]
 
 
 def test_only_a_finished_prefix_is_committed_whatever_order_batches_finish_in() -> None:
