@@ -15,7 +15,7 @@ start, and throughput is how fast they drain it. Reported:
 - throughput (scored events / s between the first and last score; ``steady_scored_per_s`` from
   10 s after every worker is up, without start-up and rebalances), the consumer group's lag on the
   input topic (sampled every second: max and last), CPU and memory of the workers (with their
-  Feast online writers), the whole machine's CPU, the workers' CPU µs per transaction, per-stage
+  feature writers), the whole machine's CPU, the workers' CPU µs per transaction, per-stage
   seconds from the workers' in-process timers;
 - micro-benchmarks: predict and exact TreeSHAP µs/row by batch size (``--device`` cpu or cuda).
 """
@@ -299,7 +299,7 @@ def run_pipeline_bench(
         "decision_ms": _percentiles(list(rows[:, 2])),
         "event_to_score_ms_over_time": _timeline(rows[:, 1], e2e) if len(rows) else [],
         "consumer_lag": lag.summary(),  # committed lag of the input topic, sampled every second
-        "workers": usage,  # each worker process with its children (the Feast online writer)
+        "workers": usage,  # each worker process with its children (scoring, feature writer)
         "machine_cpu_percent": busy,  # all cores together (100 = every core busy), the run's span
         "worker_cpu_us_per_txn": round(
             sum(u.get("cpu_s", 0.0) for u in usage) / max(1, len(txn_ids)) * 1e6, 1
@@ -335,7 +335,7 @@ def _steady_rate(stamps: np.ndarray, start: float) -> float | None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process and its children (the worker and its Feast online writer)."""
+    """CPU seconds of a process and its children (the worker, its scoring process and its feature writer)."""
     total = 0.0
     try:
         proc = psutil.Process(pid)

@@ -48,6 +48,7 @@ from typing import Any
 import faust
 import orjson
 
+from app.errors import FraudstreamError
 from app.feedback import FeedbackService
 from app.feedback import parse as parse_feedback
 from app.settings import Settings
@@ -55,7 +56,7 @@ from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw
 from app.worker.offsets import SourceOffsets
 from app.worker.outbox import Message, Outbox, Sent
 from app.worker.scoring_process import RemoteScorer
-from app.worker.sinks import FeatureLog, OnlineFeatures
+from app.worker.sinks import FeatureWriter
 from features.store import close_store, feature_store
 
 log = logging.getLogger("fraudstream.worker")
@@ -137,8 +138,7 @@ class Pipeline:
     scorer: RemoteScorer | None = None  # the scoring process
     deliver_s: float = 0.0  # waiting for Kafka's acknowledgements, summed (a stage timer)
     feedback: FeedbackService | None = None
-    online: OnlineFeatures | None = None
-    feature_log: FeatureLog | None = None
+    features: FeatureWriter | None = None  # the online store and the offline log
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     crash: Callable[[BaseException], Awaitable[None]] | None = None  # the app's: stop, replay on restart
     in_flight: deque[asyncio.Task[None]] = field(default_factory=deque)
@@ -156,7 +156,7 @@ class Pipeline:
 
     def prepare(self) -> None:
         """Open the sinks: the scoring process (registry, champion, PostgreSQL), the Feast
-        definitions, the online writer process and the offline log. Blocking and slow (~5-15 s of
+        definitions, the feature writer process (online store, offline log). Blocking and slow (~5-15 s of
         imports and connections): ``create_app`` runs it before the worker joins the consumer
         group, so that a worker joining takes partitions only once it can process them (joining
         first left the partitions it took unprocessed meanwhile, and the messages Faust fetched for
@@ -166,12 +166,9 @@ class Pipeline:
             self.feedback = build_feedback(s)  # migrates the schema: before the scoring process starts
             self.scorer = RemoteScorer(s)  # loads the model and Feast beside what follows
         close_store(feature_store(s))  # apply the definitions once
-        self.online = OnlineFeatures(s, s.online_flush_s)
-        if not self.online.ready.wait(120):
-            log.error("worker: the Feast online writer has not opened the store after 120 s; going on")
-        self.feature_log = FeatureLog(
-            s.feature_log_dir, s.app_id, s.feature_log_flush_rows, s.feature_log_flush_s
-        )
+        self.features = FeatureWriter(s)
+        if not self.features.ready.wait(120):
+            log.error("worker: the feature writer has not opened the store after 120 s; going on")
         if self.scorer is not None:
             self.scorer.wait_ready()
 
@@ -198,10 +195,15 @@ class Pipeline:
                 self.states.set_local(key, value)
             else:
                 self.states[key] = value
-        assert self.online is not None
-        assert self.feature_log is not None
-        self.online.write(result.features)
-        self.feature_log.add(result.features)
+        assert self.features is not None
+        try:
+            await self.features.write(result.features)  # waits while the writer is behind
+        except FraudstreamError as exc:
+            log.error("worker: %s; stopping so the batch is replayed", exc)
+            if release is not None:
+                release(False)
+            self._stop(exc)
+            return
         c = self.counters
         c.processed += len(result.features)
         c.dead += len(result.dead)
@@ -302,13 +304,11 @@ class Pipeline:
         await asyncio.gather(*(s.ack for s in await self.outbox.send(dead)))
 
     def close(self) -> None:
-        if self.feature_log is not None and self.online is not None:
-            self.feature_log.flush()
-            self.online.close()
-            log.info(
-                "worker: feature log flushed (%d rows), %d online writes (%d failed, %d rows dropped)",
-                self.feature_log.written, self.online.written, self.online.errors, self.online.dropped,
-            )  # fmt: skip
+        if self.features is not None:
+            self.features.close()
+            f = self.features
+            log.info("worker: feature writer: %d rows logged, %d online writes (%d failed)",
+                     f.logged, f.written, f.errors)  # fmt: skip
         if self.scorer is not None:
             times = {**self.scorer.close(), "deliver": round(self.deliver_s, 4)}
             log.info("worker: stage times %s", json.dumps(times))
@@ -404,11 +404,6 @@ def create_app(settings: Settings) -> faust.App:
     async def reseek() -> None:
         await offsets.reseek_stalled()
         await offsets.seek_stalled(lambda tps: app.consumer.highwaters(*tps))
-
-    @app.timer(interval=1.0)
-    async def flush_log() -> None:
-        if pipeline.feature_log is not None:
-            pipeline.feature_log.add([])
 
     @app.on_before_shutdown.connect
     async def flush_on_stop(_sender: Any, /, *_args: Any, **_kwargs: Any) -> None:

@@ -1,12 +1,13 @@
-"""Where computed features go: the Feast online store (a writer process) and the offline log.
+"""Where computed features go: the Feast online store and the offline log, both from a writer process.
 
-The offline log is date-partitioned Parquet written in large batches by this process, one new
-file per flush (``date=YYYY-MM-DD/part-<worker>-<seq>.parquet``): never Feast's offline push,
-which rewrites the whole Parquet file on every call.
+The offline log is date-partitioned Parquet written in large batches by the writer process, one
+new file per flush (``date=YYYY-MM-DD/part-<worker>-<pid>-<seq>.parquet``): never Feast's offline
+push, which rewrites the whole Parquet file on every call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing as mp
 import os
@@ -19,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from app.errors import FraudstreamError
 from features.card import FEATURE_NAMES
 from features.online_write import OnlineWriter
 from features.store import CARD_VIEW, close_store, feature_store
@@ -70,70 +72,81 @@ class FeatureLog:
         self.rows = []
 
 
-class OnlineFeatures:
-    """Latest card features to the Feast online store, coalesced per card, in a child process.
+class FeatureWriter:
+    """Computed card features to both sinks, in a child process: the Feast online store and the log.
 
-    The agent hands each micro-batch to a writer process (spawned: a clean interpreter), which keeps
-    the newest row per card and writes them every ``flush_s`` in bulk (``features.online_write``:
-    the rows Feast's own write would store, ~10x cheaper). Feast's own SQLite write converts every
-    value to protobuf and holds the GIL: in a thread of the worker it took ~30 % of the worker's
-    samples at 500 txn/s (py-spy); in its own process it no longer stalls the agent.
-    Online freshness lags by at most ``flush_s`` plus one write. If the writer falls behind by
-    ``MAX_QUEUED`` batches, batches are dropped and counted (a later event of the card repairs its
-    row); the card state in the stream, not the online store, is what scoring uses.
+    The agent hands each micro-batch to a writer process (spawned: a clean interpreter). For the
+    online store it keeps the newest row per card and writes them every ``online_flush_s`` in bulk
+    (``features.online_write``: the rows Feast's own write would store, ~10x cheaper); online
+    freshness lags by at most that plus one write. Every row also goes to the offline log
+    (``FeatureLog``, flushed every ``feature_log_flush_rows`` rows or ``feature_log_flush_s``).
+
+    Both used to run in the worker: Feast's own SQLite write held the GIL for ~30 % of the worker's
+    samples at 500 txn/s (session 5), and the log's Arrow/Parquet flush took ~4 % of the worker's
+    samples from a backlog (session 8). Here they cost the worker one pickling of the rows.
+
+    Nothing is dropped: when ``MAX_QUEUED`` batches wait, ``write`` waits for room (back-pressure
+    on the agent) and, after ``STUCK_S``, raises, which stops the worker so the batch is replayed.
+    A worker that dies leaves the writer to flush what it has and exit.
     """
 
     MAX_QUEUED = 200
+    STUCK_S = 120.0
 
-    def __init__(self, settings: Settings, flush_s: float = 0.5) -> None:
+    def __init__(self, settings: Settings) -> None:
         ctx = mp.get_context("spawn")
         self.inbox: mp.Queue[list[dict[str, Any]] | None] = ctx.Queue(self.MAX_QUEUED)
-        self.outbox: mp.Queue[tuple[int, int]] = ctx.Queue()
+        self.outbox: mp.Queue[tuple[int, int, int]] = ctx.Queue()
         self.ready = ctx.Event()  # set once the writer has opened the store
         self.process = ctx.Process(
-            target=_online_writer,
-            args=(settings, flush_s, self.inbox, self.outbox, os.getpid()),
-            kwargs={"ready": self.ready},
-            name="feast-online-writer", daemon=True,
+            target=_feature_writer, args=(settings, self.inbox, self.outbox, os.getpid()),
+            kwargs={"ready": self.ready}, name="fraudstream-feature-writer", daemon=True,
         )  # fmt: skip
         self.process.start()
-        self.written = self.errors = self.dropped = 0
+        self.written = self.errors = self.logged = 0
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
+    async def write(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         try:
             self.inbox.put_nowait(rows)  # pickled by the queue's feeder thread
         except queue.Full:
-            self.dropped += len(rows)
-            if self.dropped == len(rows) or self.dropped % 10_000 < len(rows):
-                log.warning("worker: Feast online writer behind; %d rows not written online", self.dropped)
+            log.warning("worker: the feature writer is %d batches behind; waiting for it", self.MAX_QUEUED)
+            try:
+                await asyncio.to_thread(self.inbox.put, rows, True, self.STUCK_S)
+            except queue.Full:
+                raise FraudstreamError(
+                    f"the feature writer took no batch for {self.STUCK_S:.0f} s "
+                    f"(process {'alive' if self.process.is_alive() else 'dead'})"
+                ) from None
 
     def close(self) -> None:
         self.inbox.put(None)
         try:
-            self.written, self.errors = self.outbox.get(timeout=60)
+            self.written, self.errors, self.logged = self.outbox.get(timeout=60)
         except queue.Empty:
-            log.error("worker: Feast online writer did not finish; its last rows may be missing online")
+            log.error("worker: the feature writer did not finish; its last rows may be missing")
         self.process.join(timeout=10)
         if self.process.is_alive():
             self.process.kill()
 
 
-def _online_writer(
-    settings: Settings, flush_s: float, inbox: mp.Queue[list[dict[str, Any]] | None],
-    outbox: mp.Queue[tuple[int, int]], parent: int, *, ready: Any,
+def _feature_writer(
+    settings: Settings, inbox: mp.Queue[list[dict[str, Any]] | None], outbox: mp.Queue[tuple[int, int, int]],
+    parent: int, *, ready: Any,
 ) -> None:  # fmt: skip
-    """The writer process: coalesce per card, write every ``flush_s``; exit with the worker."""
+    """The writer process: coalesce per card for the online store, log every row; exit with the worker."""
     logging.basicConfig(
         level=settings.log_level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
     )
-    store = feature_store(settings, apply=False)
+    s = settings
+    store = feature_store(s, apply=False)
     writer = OnlineWriter(store, CARD_VIEW, "card_id", FEATURE_NAMES)
+    feature_log = FeatureLog(s.feature_log_dir, s.app_id, s.feature_log_flush_rows, s.feature_log_flush_s)
     ready.set()
     pending: dict[str, dict[str, Any]] = {}
     written = errors = 0
-    due = time.monotonic() + flush_s
+    due = time.monotonic() + s.online_flush_s
 
     def flush() -> None:
         nonlocal written, errors
@@ -159,11 +172,13 @@ def _online_writer(
             current = pending.get(row["card_id"])
             if current is None or current["event_time"] <= row["event_time"]:
                 pending[row["card_id"]] = row
+        feature_log.add(rows)  # flushes when due
         if time.monotonic() >= due:
             flush()
-            due = time.monotonic() + flush_s
+            due = time.monotonic() + s.online_flush_s
             if os.getppid() != parent:  # the worker died without closing: stop too
                 break
     flush()
+    feature_log.flush()
     close_store(store)
-    outbox.put((written, errors))
+    outbox.put((written, errors, feature_log.written))

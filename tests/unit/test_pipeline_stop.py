@@ -20,9 +20,7 @@ class RefusingProducer:
 
 
 class Sink:
-    def write(self, _rows: Any) -> None: ...
-
-    def add(self, _rows: Any) -> None: ...
+    async def write(self, _rows: Any) -> None: ...
 
 
 def bad_batch(offset: int) -> list[Raw]:
@@ -39,7 +37,7 @@ def test_a_failed_delivery_stops_the_worker_and_lets_go_of_every_held_batch_unfi
 
     async def run() -> Pipeline:
         pipeline = Pipeline(Settings(), states={}, producer=RefusingProducer(), crash=crash)
-        pipeline.online, pipeline.feature_log = Sink(), Sink()  # type: ignore[assignment]
+        pipeline.features = Sink()  # type: ignore[assignment]
         pipeline.ready.set()
         for n in range(4):  # the first fails in the stage; the others queue behind it or come after
             await pipeline.handle(bad_batch(n), lambda finished, n=n: released.append((n, finished)))
