@@ -91,10 +91,13 @@ class Recent(NamedTuple):
 class CardState:
     recent: list[Recent] = field(default_factory=list)  # sorted by (t, txn_id); exact, settled or not
     # aggregates of the settled events only (those with t < settled_to)
-    hours: dict[int, list[float]] = field(default_factory=dict)  # hour -> [count, sum]
+    # tuples, not lists: immutable, so the garbage collector stops tracking them (a worker holds
+    # thousands of cards with up to 720 buckets each, and every full collection scanned them all)
+    hours: dict[int, tuple[float, float]] = field(default_factory=dict)  # hour -> (count, sum)
     countries: dict[str, float] = field(default_factory=dict)  # country -> last seen t
     merchants: dict[str, float] = field(default_factory=dict)  # merchant -> last seen t
-    cells: dict[str, list[float]] = field(default_factory=dict)  # cell -> [count, sum lat, sum lon]
+    # cell -> (count, sum lat, sum lon)
+    cells: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     total: int = 0
     settled_to: float = -math.inf
     last_settled: Recent | None = None  # the latest settled event (may have left ``recent``)
@@ -127,15 +130,15 @@ class CardState:
         d: dict[str, Any] = orjson.loads(raw)
         if "hf" in d:
             flat = d["hf"]
-            hours = {int(flat[i]): [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)}
+            hours = {int(flat[i]): (flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)}
         else:  # written before the flat encoding
-            hours = {int(k): v for k, v in d["h"].items()}
+            hours = {int(k): (v[0], v[1]) for k, v in d["h"].items()}
         return cls(
             recent=[Recent(*r) for r in d["r"]],
             hours=hours,
             countries=d["c"],
             merchants=d["m"],
-            cells=d["g"],
+            cells={k: (v[0], v[1], v[2]) for k, v in d["g"].items()},
             total=d["n"],
             settled_to=-math.inf if d.get("w") is None else d["w"],
             last_settled=Recent(*d["s"]) if d.get("s") else None,
@@ -155,7 +158,7 @@ def _cell(lat: float, lon: float) -> str:
     return f"{math.floor(lat / HOME_CELL_DEG)}:{math.floor(lon / HOME_CELL_DEG)}"
 
 
-def home(cells: dict[str, list[float]]) -> tuple[float, float] | None:
+def home(cells: dict[str, tuple[float, float, float]]) -> tuple[float, float] | None:
     """Robust home: the centroid of the grid cell holding most of the card's transactions."""
     if not cells:
         return None
@@ -163,21 +166,16 @@ def home(cells: dict[str, list[float]]) -> tuple[float, float] | None:
     return sum_lat / n, sum_lon / n
 
 
-def _with_pending(cells: dict[str, list[float]], pending: list[Recent]) -> dict[str, list[float]]:
-    """``cells`` with the pending events added; only the cells they touch are copied (the state's own
-    cells are left as they are, and the sums are the same as adding them to a full copy)."""
+def _with_pending(
+    cells: dict[str, tuple[float, float, float]], pending: list[Recent]
+) -> dict[str, tuple[float, float, float]]:
+    """``cells`` with the pending events added (a new dict: the state's own cells stay as they are)."""
     if not pending:
         return cells
-    touched: dict[str, list[float]] = {}
+    cells = dict(cells)
     for r in pending:
-        key = _cell(r.lat, r.lon)
-        cell = touched.get(key)
-        if cell is None:
-            cell = touched[key] = list(cells.get(key, (0.0, 0.0, 0.0)))
-        cell[0] += 1
-        cell[1] += r.lat
-        cell[2] += r.lon
-    return {**cells, **touched}
+        _add_cell(cells, r)
+    return cells
 
 
 def _local_time(t: float, lon: float) -> tuple[int, int]:
@@ -315,9 +313,9 @@ def _settle(state: CardState, until: float) -> None:
 
 
 def _fold(state: CardState, r: Recent) -> None:
-    bucket = state.hours.setdefault(int(r.t // HOUR), [0.0, 0.0])
-    bucket[0] += 1
-    bucket[1] += r.amount
+    hour = int(r.t // HOUR)
+    count, total = state.hours.get(hour, (0.0, 0.0))
+    state.hours[hour] = (count + 1, total + r.amount)
     state.countries[r.country] = max(r.t, state.countries.get(r.country, r.t))
     state.merchants[r.merchant_id] = max(r.t, state.merchants.get(r.merchant_id, r.t))
     _add_cell(state.cells, r)
@@ -329,11 +327,10 @@ def _fold(state: CardState, r: Recent) -> None:
         state.last_settled = r
 
 
-def _add_cell(cells: dict[str, list[float]], r: Recent) -> None:
-    cell = cells.setdefault(_cell(r.lat, r.lon), [0.0, 0.0, 0.0])
-    cell[0] += 1
-    cell[1] += r.lat
-    cell[2] += r.lon
+def _add_cell(cells: dict[str, tuple[float, float, float]], r: Recent) -> None:
+    key = _cell(r.lat, r.lon)
+    count, sum_lat, sum_lon = cells.get(key, (0.0, 0.0, 0.0))
+    cells[key] = (count + 1, sum_lat + r.lat, sum_lon + r.lon)
 
 
 def _expire(seen: dict[str, float], now: float, cap: int) -> None:

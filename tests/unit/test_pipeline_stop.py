@@ -1,15 +1,16 @@
 """The worker's pipeline without Kafka: a failed batch stops it and lets go of every held batch
-unfinished; the Kafka fetch long-poll is shortened on the running consumer."""
+unfinished; the Kafka fetch long-poll is shortened on the running consumer; the GC is quieted."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from types import SimpleNamespace
 from typing import Any
 
 from app.settings import Settings
 from app.worker.card_features import Raw
-from app.worker.faust_app import Pipeline, set_fetch_wait
+from app.worker.faust_app import GC_THRESHOLDS, Pipeline, quiet_gc, set_fetch_wait
 
 
 class RefusingProducer:
@@ -62,3 +63,17 @@ def test_the_kafka_fetch_long_poll_is_shortened_on_the_running_consumer() -> Non
     )
     set_fetch_wait(consumer, 0.1)
     assert fetcher._fetch_max_wait_ms == 100
+
+
+def test_the_worker_freezes_what_it_built_and_collects_garbage_rarely() -> None:
+    thresholds, callbacks = gc.get_threshold(), list(gc.callbacks)
+    try:
+        quiet_gc()
+        assert gc.get_freeze_count() > 1000  # the imports and everything built so far
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert len(gc.callbacks) == len(callbacks) + 1  # full collections are timed
+        gc.collect()  # the callback runs without error
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        gc.callbacks[:] = callbacks
