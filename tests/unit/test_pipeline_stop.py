@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing as mp
 from types import SimpleNamespace
 from typing import Any
+
+import orjson
 
 from app.settings import Settings
 from app.worker.card_features import Raw
 from app.worker.faust_app import GC_THRESHOLDS, Pipeline, quiet_gc, set_fetch_wait
+from app.worker.sinks import FeatureWriter
 
 
 class RefusingProducer:
@@ -77,3 +81,38 @@ def test_the_worker_freezes_what_it_built_and_collects_garbage_rarely() -> None:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
         gc.callbacks[:] = callbacks
+
+
+def test_a_stuck_feature_writer_stops_the_worker_and_its_batch_is_replayed() -> None:
+    ctx = mp.get_context("spawn")
+    writer = FeatureWriter.__new__(FeatureWriter)  # no process: nobody takes from its queue
+    writer.inbox, writer.process = ctx.Queue(1), SimpleNamespace(is_alive=lambda: False)
+    writer.STUCK_S = 0.2
+    writer.inbox.put([{"full": 1}])
+    released: list[bool] = []
+    crashes: list[BaseException] = []
+
+    async def crash(exc: BaseException) -> None:
+        crashes.append(exc)
+
+    async def run() -> None:
+        pipeline = Pipeline(Settings(), states={}, producer=RefusingProducer(), crash=crash)
+        pipeline.features = writer
+        pipeline.ready.set()
+        await pipeline.handle([good_txn()], released.append)
+        assert pipeline.stopping is not None
+        await pipeline.stopping
+
+    asyncio.run(run())
+    assert released == [False]  # not finished: replayed after the restart, never dropped
+    assert len(crashes) == 1
+    assert "the feature writer took no batch for 0 s (process dead)" in str(crashes[0])
+
+
+def good_txn() -> Raw:
+    value = orjson.dumps({
+        "txn_id": "tx-1", "event_time": "2026-11-30T12:00:00+00:00", "card_id": "card-1",
+        "merchant_id": "m-1", "amount": 12.5, "currency": "EUR", "mcc": "5411", "channel": "ecommerce",
+        "lat": 48.1, "lon": 11.5, "country": "DE",
+    })  # fmt: skip
+    return Raw(key=b"card-1", value=value, topic="transactions", partition=0, offset=0)
