@@ -124,7 +124,7 @@ def test_dockerfile_installs_the_lock_as_a_non_root_user() -> None:
 def test_services_state_is_git_ignored() -> None:
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert ".services/" in ignored
-    assert ".venv/" in ignored
+    assert ".venv" in ignored  # without the slash: a link named .venv is ignored too
 
 
 def test_pyproject_packages_exist() -> None:
