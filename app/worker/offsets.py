@@ -237,10 +237,9 @@ class SourceOffsets:
             if end is None or at is None or end <= at:
                 continue
             log.warning(
-                "worker: %s admitted nothing for %.0f s with %d messages waiting in Kafka (read offset %s, "
-                "paused %s, flow %s); seeking back to %d",
-                tp, STALL_S, end - at, c._read_offset.get(tp), tp in c._paused_partitions,
-                "active" if c.flow_active else "stopped", at,
+                "worker: %s admitted nothing for %.0f s with %d messages waiting in Kafka while the worker "
+                "was idle (read offset %s, paused %s); seeking back to %d",
+                tp, STALL_S, end - at, c._read_offset.get(tp), tp in c._paused_partitions, at,
             )  # fmt: skip
             try:
                 await c.seek(tp, at)
