@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import shutil
 import ssl
@@ -43,6 +44,7 @@ from app.bench import _percentiles, machine
 from app.history import read_history, write_history
 from app.model_bench import micro_bench
 from app.pg import scratch_database
+from app.quiet_gc import quiet_gc
 from app.schema import TRANSACTION_FIELDS, encode
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
@@ -241,6 +243,9 @@ def run_pipeline_bench(
         lag = LagSampler(s)
         backlog = rate == 0  # saturation: the input is all in Kafka before the workers start
         messages = encoded(traffic)
+        # the traffic source must not pause: its full collections (273-376 ms, scanning the history
+        # and the encoded messages) held the sending, then let it all go at once, and the p99 measured it
+        quiet_gc(logging.getLogger("fraudstream.bench"), "bench")
 
         def send() -> int:
             return asyncio.run(replay(s, messages, rate=rate, duration_s=duration_s))

@@ -33,7 +33,6 @@ restart), so Faust's shutdown does not wait for messages the worker still holds.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import socket
@@ -52,6 +51,7 @@ import orjson
 from app.errors import FraudstreamError
 from app.feedback import FeedbackService
 from app.feedback import parse as parse_feedback
+from app.quiet_gc import quiet_gc
 from app.settings import Settings
 from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
 from app.worker.offsets import SourceOffsets
@@ -89,8 +89,6 @@ DELIVERY_TIMEOUT_S = 150.0  # beyond the producer's own retries (2 min): stop an
 # default 5 ms switch interval, waits up to 5 ms to get it back from the busy event loop each time.
 # 1 ms: backlog 1,236 -> 1,331 txn/s, the stage's persist time per batch 54 -> 35 ms (session 6).
 GIL_SWITCH_S = 0.001
-GC_THRESHOLDS = (10_000, 20, 100)  # see quiet_gc
-GC_SLOW_S = 0.05
 
 
 class DurableTable(faust.Table[bytes, bytes | None]):
@@ -494,32 +492,8 @@ def build_feedback(settings: Settings) -> FeedbackService:
     return service
 
 
-def quiet_gc() -> None:
-    """Shorter, rarer pauses of Python's garbage collector in the worker (call once it is built).
-
-    Full collections scan every tracked object, and they paused the event loop for 158-264 ms
-    (4 in 30 s at 1,000 txn/s paced, session 8: the p99 outliers). Frozen now, the imports, the
-    app and its clients are never scanned again; the card states' buckets are tuples, which the
-    collector stops tracking (features/card.py); and a young generation of 10,000 objects with
-    full collections 20 x 100 young ones apart makes them rare. A full collection over 50 ms is
-    logged, so a long pause in the latency figures can be matched to one.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-    started: list[float] = [0.0]
-
-    def timed(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            started[0] = time.perf_counter()
-        elif info["generation"] == 2 and (paused := time.perf_counter() - started[0]) > GC_SLOW_S:
-            log.warning("worker: a full garbage collection paused the worker for %.0f ms", paused * 1000)
-
-    gc.callbacks.append(timed)
-
-
 def run_worker(app: faust.App, loglevel: str = "info") -> None:
     """Run until SIGTERM/SIGINT; Faust's worker flushes, commits and leaves the group on the way out."""
     sys.setswitchinterval(GIL_SWITCH_S)
-    quiet_gc()
+    quiet_gc(log, "worker")
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()

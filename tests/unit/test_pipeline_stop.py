@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import multiprocessing as mp
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
 
+from app.quiet_gc import GC_THRESHOLDS, quiet_gc
 from app.settings import Settings
 from app.worker.card_features import Raw
-from app.worker.faust_app import GC_THRESHOLDS, Pipeline, quiet_gc, set_fetch_wait
+from app.worker.faust_app import Pipeline, set_fetch_wait
 from app.worker.sinks import FeatureWriter
 
 
@@ -72,7 +74,7 @@ def test_the_kafka_fetch_long_poll_is_shortened_on_the_running_consumer() -> Non
 def test_the_worker_freezes_what_it_built_and_collects_garbage_rarely() -> None:
     thresholds, callbacks = gc.get_threshold(), list(gc.callbacks)
     try:
-        quiet_gc()
+        quiet_gc(logging.getLogger("test"), "worker")
         assert gc.get_freeze_count() > 1000  # the imports and everything built so far
         assert gc.get_threshold() == GC_THRESHOLDS
         assert len(gc.callbacks) == len(callbacks) + 1  # full collections are timed
