@@ -283,7 +283,7 @@ class Pipeline:
         return Message(self.settings.topic_dlq, dead.masked_key(), orjson.dumps(dead.record()))
 
     async def _score(self, scorer: RemoteScorer, *batch: Any) -> list[Message]:
-        scored = await asyncio.to_thread(scorer.score, *batch)  # decisions persisted when it returns
+        scored = await scorer.score(*batch)  # decisions persisted when it returns
         self.counters.scored += len(scored.events)
         self.counters.flagged += scored.flagged
         topic = self.settings.topic_scores

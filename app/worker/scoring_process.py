@@ -15,6 +15,7 @@ While no champion exists, or PostgreSQL is down, the child holds the batch (as t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing as mp
 import os
@@ -23,6 +24,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 log = logging.getLogger("fraudstream.worker")
+INLINE_SEND_BYTES = 64 * 1024  # below a Unix socket's default send buffer (~208 KB)
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,31 @@ class RemoteScorer:
         except (EOFError, OSError) as exc:
             raise FraudstreamError(f"the scoring process died (exit code {self.process.exitcode})") from exc
 
-    def score(
+    async def score(
         self, rows: Sequence[dict[str, Any]], txns: Sequence[Transaction], produced_at: Sequence[float | None]
     ) -> Scored:
-        """Blocking: run it off the event loop."""
-        self.conn.send(("score", (list(rows), list(txns), list(produced_at))))
+        """The batch's score events, its decisions persisted. On the event loop itself: the answer is
+        read once the pipe is readable. A thread per batch (``asyncio.to_thread``) had to win the GIL
+        back from the busy loop at each step: at 1,000 txn/s paced, p99 170-176 -> 141 ms, and at
+        500 txn/s 106 -> 75 ms (session 9)."""
+        data = ForkingPickler.dumps(("score", (list(rows), list(txns), list(produced_at))))
+        if len(data) <= INLINE_SEND_BYTES:  # fits the empty socket buffer: the write cannot wait
+            self.conn.send_bytes(data)
+        else:  # a big batch: from a thread, so a child busy refreshing its model cannot stall the loop
+            await asyncio.to_thread(self.conn.send_bytes, data)
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        fd = self.conn.fileno()
+        loop.add_reader(fd, ready)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
         kind, detail = self._receive()
         if kind != "scored":
             raise FraudstreamError(f"scoring failed: {detail}")
