@@ -80,8 +80,8 @@ class RemoteScorer:
     ) -> Scored:
         """The batch's score events, its decisions persisted. On the event loop itself: the answer is
         read once the pipe is readable. A thread per batch (``asyncio.to_thread``) had to win the GIL
-        back from the busy loop at each step: at 1,000 txn/s paced, p99 170-176 -> 141 ms, and at
-        500 txn/s 106 -> 75 ms (session 9)."""
+        back from the busy loop at each step. Measured in session 9: p99 at 500 txn/s paced 106 ->
+        75-87 ms; at 1,000 txn/s within the run-to-run noise (141-283 ms against 170-176)."""
         data = ForkingPickler.dumps(("score", (list(rows), list(txns), list(produced_at))))
         if len(data) <= INLINE_SEND_BYTES:  # fits the empty socket buffer: the write cannot wait
             self.conn.send_bytes(data)
