@@ -85,9 +85,11 @@ class Counters:
 MAX_IN_FLIGHT = 4  # batches processed whose outputs Kafka has not acknowledged yet
 SCORE_QUEUE = 1  # batches with features computed, waiting for the scoring stage
 DELIVERY_TIMEOUT_S = 150.0  # beyond the producer's own retries (2 min): stop and replay
-# The scoring stage's thread gives up the GIL at every PostgreSQL round trip and, with Python's
-# default 5 ms switch interval, waits up to 5 ms to get it back from the busy event loop each time.
-# 1 ms: backlog 1,236 -> 1,331 txn/s, the stage's persist time per batch 54 -> 35 ms (session 6).
+# A thread that gives up the GIL (at every I/O call) waits, with Python's default 5 ms switch
+# interval, up to 5 ms to get it back from the busy event loop. Measured in session 6, when the
+# scoring stage ran in a thread of its own: 1 ms took the backlog from 1,236 to 1,331 txn/s. That
+# thread is gone (the scoring process's answers are read on the loop); the interval still governs
+# Faust's consumer thread, the feature writer's hand-off and the big batches sent from a thread.
 GIL_SWITCH_S = 0.001
 
 
