@@ -6,6 +6,10 @@ Mastercard, Discover / UnionPay) and passes the Luhn check. Every run of consecu
 is tried, so a card number glued to other digits by a separator ("id-46-4111 1111 1111 1111") is
 still found. It must stand apart from letters and digits (a UUID's "4656-8372-06932ee3" is not a
 card number), and a run right after a decimal point is a fraction (a score), not a card number.
+
+A UUID in its canonical 8-4-4-4-12 hex form is an identifier, not a card number: about one random
+UUID in 10,000 has three leading all-decimal groups (16 digits) that pass Luhn. Such a UUID must
+have at least one hex letter to be passed over (32 decimal digits in that shape are still scanned).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 _RUN = re.compile(r"(?<![\d.])\d+(?:[ -]\d+)*")  # digit groups joined by single separators
 _GROUP = re.compile(r"\d+")
 _ENOUGH = re.compile(r"\d(?:[ -]?\d){12}")  # 13 digits, single separators: every candidate has them
+_UUID = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![0-9A-Za-z])")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -32,6 +37,7 @@ def _spans(text: str) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
     if not _ENOUGH.search(text):  # most identifiers: one C-speed search, no candidate to try
         return found
+    text = _UUID.sub(_blank_uuid, text)  # same length: the spans found index the caller's text
     for run in _RUN.finditer(text):
         groups = [(g.start() + run.start(), g.end() + run.start()) for g in _GROUP.finditer(run.group())]
         i = 0
@@ -52,6 +58,11 @@ def _spans(text: str) -> list[tuple[int, int]]:
                     break
             i += 1
     return found
+
+
+def _blank_uuid(m: re.Match[str]) -> str:
+    uuid = m.group()
+    return "u" * len(uuid) if any(c.isalpha() for c in uuid) else uuid
 
 
 def _apart(text: str, start: int, end: int) -> bool:

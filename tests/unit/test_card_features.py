@@ -10,8 +10,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from app.pan import find_pans, mask_pans
-from app.schema import encode
+from app.pan import find_pans, luhn_ok, mask_pans
+from app.schema import Transaction, encode
 from app.simulator.model import SimConfig, simulate
 from app.worker.card_features import DecodedStates, Raw, process_batch
 from features.backfill import card_feature_frame
@@ -224,6 +224,19 @@ def test_pans_are_found_and_masked() -> None:
     assert mask_pans("5500-0000-0000-0004") == "550000******0004"
     assert find_pans("pan-fedd3d1f46-378282246310005") == ["378282246310005"], "glued to other digits"
     assert find_pans("score 0.4111111111111111, at 1795391793694 ms") == [], "fractions and timestamps"
+
+
+def test_a_uuid_is_an_identifier_even_when_its_leading_groups_pass_luhn() -> None:
+    assert luhn_ok("6417130456784007")  # the UUID's first three groups: 16 digits, a valid card number
+    uuid = "64171304-5678-4007-8abc-0123456789ab"
+    assert find_pans(uuid) == []
+    assert mask_pans(f"txn {uuid} card 4111 1111 1111 1111") == f"txn {uuid} card 411111******1111"
+    sent = {"txn_id": uuid, "event_time": "2026-03-02T12:00:00+00:00", "card_id": "c1", "merchant_id": "m1",
+            "amount": 9.5, "currency": "EUR", "mcc": "5411", "channel": "ecommerce", "lat": 1.0, "lon": 2.0,
+            "country": "FR"}  # fmt: skip
+    assert Transaction.model_validate(sent).txn_id == uuid, "a UUID transaction id is accepted"
+    all_digits = "64171304-5678-4007-8000-012345678901"  # the UUID shape without a hex letter
+    assert find_pans(all_digits) == ["64171304-5678-4007"]
 
 
 def test_out_of_order_and_duplicate_arrivals_see_exactly_their_own_past(history: pd.DataFrame) -> None:
