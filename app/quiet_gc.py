@@ -9,6 +9,9 @@ exists now, so the imports, the app, its clients and the bench's encoded message
 again. It then sets a young generation of 10,000 objects, with full collections 20 x 100 young ones
 apart, which makes them rare. A full collection over 50 ms is logged, so a long pause in the latency
 figures can be matched to one.
+
+The worker's two children call it too, once built (session 10): the scoring process's full
+collections held a batch for ~150 ms, the feature writer's took 120-180 ms of a shared core.
 """
 
 from __future__ import annotations

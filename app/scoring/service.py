@@ -19,7 +19,7 @@ from app.scoring.champion import Champion
 from app.scoring.decide import Decision, Policy, score_batch, vectors
 from app.scoring.merchants import MerchantCache
 from app.scoring.rules import Rules
-from app.scoring.store import DecisionStore, load_rules
+from app.scoring.store import DecisionStore
 
 log = logging.getLogger("fraudstream.scoring")
 
@@ -55,7 +55,7 @@ class Scorer:
         """Between batches: a newly promoted champion, the current block list (failures keep the old)."""
         try:
             self.champion.refresh()
-            self.rules = load_rules(self.store.conninfo, self.amount_limit)
+            self.rules = self.store.rules(self.amount_limit)
             self.merchants.refresh()
         except Exception as exc:
             log.warning("scoring: refresh failed (%s); keeping the current model and rules", first_line(exc))

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.errors import FraudstreamError, first_line
+from app.quiet_gc import quiet_gc
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -139,6 +140,7 @@ def _serve(settings: Settings, conn: Connection, parent: int) -> None:
     except Exception as exc:
         send("failed", _line(exc))
         return
+    quiet_gc(log, "scoring process")  # its full collections held a batch for ~150 ms (session 10)
     log.info("scorer: scoring process %d ready", os.getpid())
     send("ready", None)
     refreshed = time.monotonic()
@@ -184,7 +186,7 @@ def build_scorer(settings: Settings, worker: str) -> Scorer:
     from training.registry import Registry  # noqa: PLC0415
 
     conninfo = settings.pg_conninfo(reveal=True)
-    registry = Registry(conninfo)
+    registry = Registry(conninfo, keep_connection=True)  # polled every model_poll_s
     registry.migrate()
     migrate(conninfo)
     champion = Champion(
