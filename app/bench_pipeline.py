@@ -17,6 +17,11 @@ start, and throughput is how fast they drain it. Reported:
   input topic (sampled every second: max and last), CPU and memory of the workers (with their
   feature writers), the whole machine's CPU, the workers' CPU µs per transaction, per-stage
   seconds from the workers' in-process timers;
+- ``wall_clock_jumps``: times the wall clock leapt ahead of the monotonic clock during the run.
+  This machine is a virtual machine that its host pauses now and then: its monotonic clock stops,
+  and on resume its wall clock is stepped forward. The latencies are wall-clock differences, so a
+  pause shows in them as if the pipeline had waited (one of 95 s, another of 2.3 s, in session 10);
+  a run with a jump is flagged, and its figures are not the pipeline's;
 - micro-benchmarks: predict and exact TreeSHAP µs/row by batch size (``--device`` cpu or cuda).
 """
 
@@ -210,6 +215,30 @@ class LagSampler(threading.Thread):
         }
 
 
+class ClockWatch(threading.Thread):
+    """Every 100 ms: how far the wall clock moved beyond the monotonic clock (see the module doc)."""
+
+    JUMP_S = 0.05
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="clock-watch")
+        self.jumps: list[tuple[float, float]] = []  # (wall clock at the jump, seconds leapt)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        wall, mono = time.time(), time.monotonic()
+        while not self.stop.wait(0.1):
+            now_wall, now_mono = time.time(), time.monotonic()
+            if (leap := clock_leap(now_wall - wall, now_mono - mono)) > self.JUMP_S:
+                self.jumps.append((now_wall, round(leap, 3)))
+            wall, mono = now_wall, now_mono
+
+
+def clock_leap(wall_elapsed: float, mono_elapsed: float) -> float:
+    """Seconds the wall clock moved beyond the monotonic one (0 when it did not)."""
+    return max(0.0, wall_elapsed - mono_elapsed)
+
+
 def _epoch(iso: str) -> float:
     from datetime import datetime  # noqa: PLC0415
 
@@ -241,6 +270,8 @@ def run_pipeline_bench(
         history = read_history(history_dir)
         traffic = history[history["event_time"] >= history["event_time"].max() - timedelta(days=14)]
         lag = LagSampler(s)
+        clock = ClockWatch()
+        clock.start()
         backlog = rate == 0  # saturation: the input is all in Kafka before the workers start
         messages = encoded(traffic)
         # the traffic source must not pause: its full collections (273-376 ms, scanning the history
@@ -266,6 +297,8 @@ def run_pipeline_bench(
             busy = _busy_share(machine_before, psutil.cpu_times())
         lag.stop.set()
         lag.join(timeout=10)
+        clock.stop.set()
+        clock.join(timeout=10)
         rows_read, txn_ids = read_scores(s)
         logs = [(workdir / f"worker-{i}.log").read_text() for i in range(workers)]
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -303,6 +336,7 @@ def run_pipeline_bench(
         "event_to_score_ms": _percentiles(list(e2e)),
         "decision_ms": _percentiles(list(rows[:, 2])),
         "event_to_score_ms_over_time": _timeline(rows[:, 1], e2e) if len(rows) else [],
+        "wall_clock_jumps": [{"at": at, "seconds": leap} for at, leap in clock.jumps],
         "consumer_lag": lag.summary(),  # committed lag of the input topic, sampled every second
         "workers": usage,  # each worker process with its children (scoring, feature writer)
         "machine_cpu_percent": busy,  # all cores together (100 = every core busy), the run's span

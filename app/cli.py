@@ -240,6 +240,12 @@ def bench(
         f"event->score p50 {e2e['p50']} ms p99 {e2e['p99']} ms max {e2e['max']} ms; "
         f"model {r['model']['trees']} trees depth {r['model']['max_depth']} -> {target}"
     )
+    if jumps := r["wall_clock_jumps"]:
+        typer.echo(
+            f"bench: warning: the machine was paused {len(jumps)} time(s) during the run "
+            f"({sum(j['seconds'] for j in jumps):.2f} s in all): the latencies include it, rerun",
+            err=True,
+        )
     if r["lost"]:
         raise FraudstreamError(f"{r['lost']} transactions were not scored")
 
