@@ -37,6 +37,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def cpu_calibration(chunks: int = 100) -> dict[str, float]:
+    """CPU milliseconds of a fixed pure-Python workload, ``chunks`` times (~1 s): how fast this
+    machine's cores run now. On the shared 2-core VM the same bench run cost 1,010-1,130 µs of CPU per
+    transaction in one hour and 1,710-1,890 in the next (session 10), and the workload itself takes
+    either ~5.5 or ~11 ms a chunk (a core at half speed much of the time): compare runs whose median
+    is alike."""
+    times = []
+    for _ in range(chunks):
+        started = time.process_time()
+        table: dict[int, int] = {}
+        for i in range(40_000):
+            table[i & 1023] = table.get(i & 1023, 0) + i * i
+        times.append((time.process_time() - started) * 1000)
+    return {"min_ms": round(min(times), 2), "median_ms": round(float(np.median(times)), 2)}
+
+
 def _percentiles(ms: list[float]) -> dict[str, float]:
     arr = np.asarray(ms)
     return {f"p{p}": round(float(np.percentile(arr, p)), 3) for p in (50, 95, 99)} | {

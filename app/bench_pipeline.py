@@ -17,6 +17,8 @@ start, and throughput is how fast they drain it. Reported:
   input topic (sampled every second: max and last), CPU and memory of the workers (with their
   feature writers), the whole machine's CPU, the workers' CPU µs per transaction, per-stage
   seconds from the workers' in-process timers;
+- ``cpu_calibration``: a fixed pure-Python workload's CPU time (min and median of 100 chunks) before
+  and after the run, because the speed of this machine's cores varies by up to 2x;
 - ``wall_clock_jumps``: times the wall clock leapt ahead of the monotonic clock during the run.
   This machine is a virtual machine that its host pauses now and then: its monotonic clock stops,
   and on resume its wall clock is stepped forward. The latencies are wall-clock differences, so a
@@ -45,7 +47,7 @@ import numpy as np
 import orjson
 import psutil
 
-from app.bench import _percentiles, machine
+from app.bench import _percentiles, cpu_calibration, machine
 from app.history import read_history, write_history
 from app.model_bench import micro_bench
 from app.pg import scratch_database
@@ -225,6 +227,12 @@ class ClockWatch(threading.Thread):
         self.jumps: list[tuple[float, float]] = []  # (wall clock at the jump, seconds leapt)
         self.stop = threading.Event()
 
+    @classmethod
+    def started(cls) -> ClockWatch:
+        watch = cls()
+        watch.start()
+        return watch
+
     def run(self) -> None:
         wall, mono = time.time(), time.monotonic()
         while not self.stop.wait(0.1):
@@ -270,8 +278,7 @@ def run_pipeline_bench(
         history = read_history(history_dir)
         traffic = history[history["event_time"] >= history["event_time"].max() - timedelta(days=14)]
         lag = LagSampler(s)
-        clock = ClockWatch()
-        clock.start()
+        clock = ClockWatch.started()
         backlog = rate == 0  # saturation: the input is all in Kafka before the workers start
         messages = encoded(traffic)
         # the traffic source must not pause: its full collections (273-376 ms, scanning the history
@@ -281,6 +288,7 @@ def run_pipeline_bench(
         def send() -> int:
             return asyncio.run(replay(s, messages, rate=rate, duration_s=duration_s))
 
+        speed_before = cpu_calibration()
         sent = send() if backlog else 0
         with running_workers([workdir / f"worker-{i}.log" for i in range(workers)], env) as procs:
             ready_at = time.time()  # every worker is up (wall clock, like the Kafka timestamps)
@@ -336,6 +344,7 @@ def run_pipeline_bench(
         "event_to_score_ms": _percentiles(list(e2e)),
         "decision_ms": _percentiles(list(rows[:, 2])),
         "event_to_score_ms_over_time": _timeline(rows[:, 1], e2e) if len(rows) else [],
+        "cpu_calibration": {"before": speed_before, "after": cpu_calibration()},
         "wall_clock_jumps": [{"at": at, "seconds": leap} for at, leap in clock.jumps],
         "consumer_lag": lag.summary(),  # committed lag of the input topic, sampled every second
         "workers": usage,  # each worker process with its children (scoring, feature writer)
