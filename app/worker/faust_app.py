@@ -373,6 +373,10 @@ def create_app(settings: Settings) -> faust.App:
     async def forget_revoked(_sender: Any, /, *args: Any, **_kwargs: Any) -> None:
         offsets.forget(args[0])  # the revoked partitions
 
+    @app.on_partitions_assigned.connect
+    async def watch_assigned(_sender: Any, /, *args: Any, **_kwargs: Any) -> None:
+        offsets.assigned(args[0])  # the whole assignment; those not started yet are watched
+
     @app.task
     async def open_sinks() -> None:
         await pipeline.open()

@@ -64,6 +64,7 @@ class SourceOffsets:
     holes: dict[Any, dict[int, int]] = field(default_factory=dict)  # tp -> {start: stop} not in the log
     sought: dict[Any, tuple[int, float]] = field(default_factory=dict)  # tp -> (offset, when)
     moved: dict[Any, float] = field(default_factory=dict)  # tp -> when it last admitted a message
+    silent: dict[Any, float] = field(default_factory=dict)  # assigned, no message yet: tp -> since when
     refused: int = 0  # messages refused (after a gap, or fetched before a rebalance)
     given_up: bool = False  # the worker is stopping without finishing what it holds
 
@@ -121,8 +122,17 @@ class SourceOffsets:
     def forget(self, tps: Any) -> None:
         """Partitions revoked: their books restart from the committed offset when assigned again."""
         for tp in tps:
-            for books in (self.next, self.done, self.finished, self.holes, self.sought, self.moved):
-                books.pop(tp, None)
+            books: tuple[dict[Any, Any], ...] = (self.next, self.done, self.finished, self.holes)
+            for book in (*books, self.sought, self.moved, self.silent):
+                book.pop(tp, None)
+
+    def assigned(self, tps: Any, now: float | None = None) -> None:
+        """Partitions assigned: those of the source topic not started yet are watched by ``seek_stalled``
+        until their first message arrives (a partition that never delivers one has no books yet)."""
+        now = time.monotonic() if now is None else now
+        for tp in tps:
+            if tp.topic == self.topic and tp not in self.next:
+                self.silent.setdefault(tp, now)
 
     async def admit(self, messages: Sequence[Any]) -> list[bool]:
         """Which of ``messages`` (in arrival order) the pipeline may process now."""
@@ -163,6 +173,7 @@ class SourceOffsets:
             return None
 
     def _start(self, tp: Any, offset: int) -> None:
+        self.silent.pop(tp, None)
         self.next[tp] = self.done[tp] = offset
         self.moved[tp] = time.monotonic()
         self.finished[tp], self.holes[tp] = set(), {}
@@ -214,26 +225,38 @@ class SourceOffsets:
         two of its partitions (Faust's read offset at the committed offset, partitions not paused,
         flow active), 1 restart in 4; a seek back resumed them. The warning says what Faust's
         consumer thought of the partition when it was found.
+
+        A partition assigned that has delivered no message at all is watched the same way (from its
+        assignment, once Faust no longer pauses it for recovery), and sought back to the committed
+        offset: seen in clean-clone CI, a worker restarted after its scoring process was killed got
+        no message from one of its four partitions for 5 minutes.
         """
         now = time.monotonic() if now is None else now
+        c = self.consumer
+        for tp in self.silent:
+            if tp in c._paused_partitions:  # still recovering: the wait starts once it is resumed
+                self.silent[tp] = now
         quiet = [
             tp for tp, at in self.moved.items()
             if now - at >= STALL_S and tp not in self.sought
         ]  # fmt: skip
-        if not quiet:
+        silent = [tp for tp, at in self.silent.items() if now - at >= STALL_S]
+        if not quiet and not silent:
             return
-        c = self.consumer
         if not c.flow_active or any(m.topic == self.topic for m in c._unacked_messages):
             return  # a rebalance, or the worker is busy (with this partition's messages or others')
         for tp in quiet:
             self.moved[tp] = now  # looked at: again in STALL_S at the earliest
+        for tp in silent:
+            self.silent[tp] = now
         try:
-            ends = await end_offsets(quiet)
+            ends = await end_offsets([*quiet, *silent])
         except Exception as exc:  # the next look asks again
-            log.warning("worker: could not read the end offsets of %s (%s)", quiet, first_line(exc))
+            log.warning("worker: could not read the end offsets of %s (%s)", quiet + silent, first_line(exc))
             return
-        for tp in quiet:
-            end, at = ends.get(tp), self.next.get(tp)
+        starts = {tp: await self._start_offset(tp) for tp in silent}
+        for tp in [*quiet, *silent]:
+            end, at = ends.get(tp), self.next.get(tp, starts.get(tp))
             if end is None or at is None or end <= at:
                 continue
             log.warning(
@@ -245,6 +268,13 @@ class SourceOffsets:
                 await c.seek(tp, at)
             except Exception as exc:  # e.g. revoked meanwhile: the next assignment starts afresh
                 log.warning("worker: could not seek %s (%s)", tp, first_line(exc))
+
+    async def _start_offset(self, tp: Any) -> int:
+        """Where a partition that has delivered nothing starts: the group's committed offset (0 if none)."""
+        committed = self.consumer._committed_offset.get(tp)
+        if committed is None:
+            committed = await self._ask(self.committed(tp), f"the committed offset of {tp}")
+        return committed or 0
 
     def _skip(self, tp: Any, start: int, stop: int) -> None:
         self.next[tp] = stop

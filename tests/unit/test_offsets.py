@@ -147,6 +147,32 @@ def test_a_quiet_partition_with_messages_waiting_in_kafka_is_sought_back_once_id
     assert consumer.seeks == [(P0, 11), (P0, 11)]
 
 
+def test_a_partition_that_never_delivers_a_message_is_sought_back_to_the_committed_offset() -> None:
+    P2 = TP(SOURCE, 2)  # noqa: N806 - a partition, like P0 and P1
+    consumer = Consumer(committed={P0: 10}, in_kafka={P1: 7})  # Faust has not recorded P1 and P2 yet
+    offsets = books(consumer)
+    t0 = time.monotonic()
+    offsets.assigned([P0, P1, P2, TP("other", 0)], now=t0)
+    assert set(offsets.silent) == {P0, P1, P2}
+    assert admit(offsets, Message(P0, 10)) == [True]  # P0 delivers: no longer silent
+    assert set(offsets.silent) == {P1, P2}
+    ends = {P0: 11, P1: 30, P2: 0}  # P1 has 23 messages past its commit; P2 is empty
+
+    async def end_offsets(tps: list[TP]) -> dict[TP, int]:
+        return {tp: ends[tp] for tp in tps}
+
+    consumer._paused_partitions.add(P1)  # still recovering at first
+    asyncio.run(offsets.seek_stalled(end_offsets, now=t0 + STALL_S + 1))
+    assert consumer.seeks == []
+    consumer._paused_partitions.clear()
+    asyncio.run(offsets.seek_stalled(end_offsets, now=t0 + STALL_S + 2))
+    assert consumer.seeks == [], "the wait counts from the end of the recovery"
+    asyncio.run(offsets.seek_stalled(end_offsets, now=t0 + 2 * STALL_S + 2))
+    assert consumer.seeks == [(P1, 7)]  # the group's commit, asked of Kafka; P2 has nothing waiting
+    offsets.forget([P1, P2])
+    assert offsets.silent == {}
+
+
 def test_only_a_finished_prefix_is_committed_whatever_order_batches_finish_in() -> None:
     consumer = Consumer(committed={P0: None})  # Faust says None for "committed 0" and "no commit"
     offsets = books(consumer)
