@@ -122,9 +122,10 @@ class SourceOffsets:
     def forget(self, tps: Any) -> None:
         """Partitions revoked: their books restart from the committed offset when assigned again."""
         for tp in tps:
-            books: tuple[dict[Any, Any], ...] = (self.next, self.done, self.finished, self.holes)
-            for book in (*books, self.sought, self.moved, self.silent):
-                book.pop(tp, None)
+            for books in (
+                self.next, self.done, self.finished, self.holes, self.sought, self.moved, self.silent,
+            ):  # fmt: skip
+                books.pop(tp, None)
 
     def assigned(self, tps: Any, now: float | None = None) -> None:
         """Partitions assigned: those of the source topic not started yet are watched by ``seek_stalled``
@@ -144,9 +145,7 @@ class SourceOffsets:
             if not self.current(message):  # fetched before the rebalance: re-read from the commit
                 self.refused += 1
                 return False
-            committed = self.consumer._committed_offset.get(tp)
-            if committed is None:  # not known to Faust yet (its seek may come after the first fetch)
-                committed = await self._ask(self.committed(tp), f"the committed offset of {tp}")
+            committed = await self._committed(tp)
             log.info("worker: %s starts at the committed offset %s", tp, committed)
             self._start(tp, committed or 0)
         expected = self.next[tp]
@@ -254,7 +253,7 @@ class SourceOffsets:
         except Exception as exc:  # the next look asks again
             log.warning("worker: could not read the end offsets of %s (%s)", quiet + silent, first_line(exc))
             return
-        starts = {tp: await self._start_offset(tp) for tp in silent}
+        starts = {tp: (await self._committed(tp)) or 0 for tp in silent}  # where _admit starts them
         for tp in [*quiet, *silent]:
             end, at = ends.get(tp), self.next.get(tp, starts.get(tp))
             if end is None or at is None or end <= at:
@@ -269,12 +268,13 @@ class SourceOffsets:
             except Exception as exc:  # e.g. revoked meanwhile: the next assignment starts afresh
                 log.warning("worker: could not seek %s (%s)", tp, first_line(exc))
 
-    async def _start_offset(self, tp: Any) -> int:
-        """Where a partition that has delivered nothing starts: the group's committed offset (0 if none)."""
-        committed = self.consumer._committed_offset.get(tp)
+    async def _committed(self, tp: Any) -> int | None:
+        """The group's committed offset of ``tp``: Faust's record, else Kafka's answer (Faust's seek may
+        come after the first fetch); None when there is none, or the lookup failed."""
+        committed: int | None = self.consumer._committed_offset.get(tp)
         if committed is None:
             committed = await self._ask(self.committed(tp), f"the committed offset of {tp}")
-        return committed or 0
+        return committed
 
     def _skip(self, tp: Any, start: int, stop: int) -> None:
         self.next[tp] = stop
