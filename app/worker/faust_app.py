@@ -53,6 +53,7 @@ from app.feedback import FeedbackService
 from app.feedback import parse as parse_feedback
 from app.quiet_gc import quiet_gc
 from app.settings import Settings
+from app.worker import drain
 from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
 from app.worker.offsets import SourceOffsets
 from app.worker.outbox import Message, Outbox, Sent
@@ -362,6 +363,7 @@ def create_app(settings: Settings) -> faust.App:
         committed=partial(committed_offset, settings),
     )  # fmt: skip
     offsets.install()
+    drain.install(app.consumer)  # one flow-control wait per fetched batch, not per message
 
     async def crash(exc: BaseException) -> None:  # a batch failed: stop, letting go of the rest unfinished
         offsets.give_up()
