@@ -57,9 +57,10 @@ class Settings(BaseSettings):
     worker_threads: int = Field(1, ge=1, description="OpenMP/XGBoost threads per worker process")
     lateness_s: float = Field(300.0, ge=0, description="How far behind a card's latest event an event may be")
     batch_size: int = Field(500, ge=1, description="Micro-batch size of the stream agents")
-    # 20 ms, not 50: at 1,000 txn/s paced p50 87-90 -> 51 ms, p99 234-280 -> 154 ms, ~3 % more CPU a
-    # transaction; from a backlog batches fill at once either way (session 8, docs/performance.md)
-    batch_within_s: float = Field(0.02, gt=0, description="Longest wait to fill a micro-batch")
+    # 10 ms (session 11, docs/performance.md): paced p50 / p99 at 500 txn/s 22 / 40 -> 13 / 28 ms, at
+    # 1,000 25-26 / 54-63 -> 14-15 / 30-40, at 2,300 37-70 / 100-321 -> 23-40 / 87-553. 5 ms fell behind
+    # at 2,300 txn/s in one run of two (the stage's fixed cost a batch); 20 ms was the default from session 8.
+    batch_within_s: float = Field(0.01, gt=0, description="Longest wait to fill a micro-batch")
     fetch_max_wait_s: float = Field(
         0.1, gt=0, le=1.5, description="Longest a Kafka fetch waits at the broker for new data (Faust: 1.5 s)"
     )
