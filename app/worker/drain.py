@@ -6,7 +6,7 @@ stream buffer gives way when a rebalance suspends the flow. ``wait_first`` wraps
 tasks (the delivery, the flow, the service's stopped and crashed events), waits for the first and
 cancels the rest: for every message. Measured on an agent that does nothing with its batches
 (``take_events(500, within=0.02)``, 100,000 transactions from a backlog, 4 partitions, this 2-core
-machine): 140-161 µs of CPU a message with Faust's loop, 67-76 µs with this one.
+machine): 124-161 µs of CPU a message with Faust's loop, 67-71 µs with this one.
 
 ``drain_messages`` does the same work per fetched batch: ``getmany`` (Faust's: it stops at a new
 generation or a suspended flow) is read to the end in one pass, without yielding to the loop, then
