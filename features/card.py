@@ -27,8 +27,10 @@ windows are hour-aligned: the current UTC hour plus the 167 / 719 hours before i
 from __future__ import annotations
 
 import math
+import struct
 from bisect import bisect_left, insort
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, NamedTuple
 
 import orjson
@@ -107,31 +109,76 @@ class CardState:
     position: tuple[int, int] | None = None
 
     def to_bytes(self) -> bytes:
-        hours = [x for h, (count, total) in self.hours.items() for x in (h, count, total)]
-        return orjson.dumps(
-            {
-                "r": [list(r) for r in self.recent],
-                "hf": hours,  # flat [hour, count, sum, ...]: a third of the encoding time of a dict
-                "c": self.countries,
-                "m": self.merchants,
-                "g": self.cells,
-                "n": self.total,
-                "w": None if self.settled_to == -math.inf else self.settled_to,
-                "s": list(self.last_settled) if self.last_settled else None,
-                "l": list(self.last) if self.last else None,
-                "p": self.position,
-            }
-        )
+        """The state in the binary layout below: ~5x cheaper than the JSON it replaced (session 12)."""
+        recent, hours, cells = self.recent, self.hours, self.cells
+        # t, txn_id, amount, lat, lon, country, merchant_id
+        columns = list(zip(*recent, strict=True)) or [()] * 7
+        floats = [
+            *columns[0], *columns[2], *columns[3], *columns[4], *hours, *chain.from_iterable(hours.values()),
+            *self.countries.values(), *self.merchants.values(), *chain.from_iterable(cells.values()),
+        ]  # fmt: skip
+        strings = [*columns[1], *columns[5], *columns[6], *self.countries, *self.merchants, *cells]
+        for r in (self.last_settled, self.last):
+            if r is not None:
+                floats += (r.t, r.amount, r.lat, r.lon)
+                strings += (r.txn_id, r.country, r.merchant_id)
+        at = self.position or (0, -1)
+        head = _HEAD.pack(
+            _FORMAT, len(recent), len(hours), len(self.countries), len(self.merchants), len(cells),
+            (self.last_settled is not None) | (self.last is not None) << 1 | (self.position is not None) << 2,
+            self.total, self.settled_to, at[0], at[1],
+        )  # fmt: skip
+        return head + struct.pack(f"<{len(floats)}d", *floats) + orjson.dumps(strings)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> CardState:
         if not raw:
             return cls()
+        if raw[0] != _FORMAT:
+            return cls._from_json(raw)
+        _, n_r, n_h, n_c, n_m, n_g, flags, total, settled_to, partition, offset = _HEAD.unpack_from(raw)
+        n_ends = (flags & 1) + (flags >> 1 & 1)
+        n_f = 4 * n_r + 3 * n_h + n_c + n_m + 3 * n_g + 4 * n_ends
+        floats = struct.unpack_from(f"<{n_f}d", raw, _HEAD.size)
+        strings: list[str] = orjson.loads(memoryview(raw)[_HEAD.size + 8 * n_f :])
+        n_s = 3 * n_r  # strings: recent columns, then country, merchant and cell keys, then the ends
+        f = 4 * n_r  # floats: recent columns, hour keys, hour pairs, seen times, cell triples, the ends
+        recent = list(map(
+            Recent, floats[:n_r], strings[:n_r], floats[n_r : 2 * n_r], floats[2 * n_r : 3 * n_r],
+            floats[3 * n_r : f], strings[n_r : 2 * n_r], strings[2 * n_r : n_s],
+        ))  # fmt: skip
+        pairs = zip(floats[f + n_h : f + 3 * n_h : 2], floats[f + n_h + 1 : f + 3 * n_h : 2], strict=True)
+        hours = dict(zip(map(int, floats[f : f + n_h]), pairs, strict=True))
+        f += 3 * n_h
+        countries = dict(zip(strings[n_s : n_s + n_c], floats[f : f + n_c], strict=True))
+        f, s = f + n_c, n_s + n_c
+        merchants = dict(zip(strings[s : s + n_m], floats[f : f + n_m], strict=True))
+        f, s = f + n_m, s + n_m
+        triples = zip(*(floats[f + i : f + 3 * n_g : 3] for i in range(3)), strict=True)
+        cells = dict(zip(strings[s : s + n_g], triples, strict=True))
+        f, s = f + 3 * n_g, s + n_g
+        ends: list[Recent | None] = []
+        for present in (flags & 1, flags & 2):
+            if present:
+                t, amount, lat, lon = floats[f : f + 4]
+                ends.append(Recent(t, strings[s], amount, lat, lon, strings[s + 1], strings[s + 2]))
+                f, s = f + 4, s + 3
+            else:
+                ends.append(None)
+        return cls(
+            recent=recent, hours=hours, countries=countries, merchants=merchants, cells=cells, total=total,
+            settled_to=settled_to, last_settled=ends[0], last=ends[1],
+            position=(partition, offset) if flags & 4 else None,
+        )  # fmt: skip
+
+    @classmethod
+    def _from_json(cls, raw: bytes) -> CardState:
+        """A state written by fraudstream before session 12 (JSON), read once and rewritten in binary."""
         d: dict[str, Any] = orjson.loads(raw)
-        if "hf" in d:
+        if "hf" in d:  # flat [hour, count, sum, ...]
             flat = d["hf"]
             hours = {int(flat[i]): (flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)}
-        else:  # written before the flat encoding
+        else:  # written before session 9
             hours = {int(k): (v[0], v[1]) for k, v in d["h"].items()}
         return cls(
             recent=[Recent(*r) for r in d["r"]],
@@ -145,6 +192,17 @@ class CardState:
             last=Recent(*d["l"]) if d["l"] else None,
             position=(d["p"][0], d["p"][1]) if d.get("p") else None,
         )
+
+
+# The binary state: a header, then every float as little-endian doubles, then every string as one
+# JSON list. Floats: recent t / amount / lat / lon (column by column), hour keys, hour (count, sum)
+# pairs, country and merchant last-seen times, cell (count, sum lat, sum lon) triples, then t,
+# amount, lat, lon of last_settled and of last when present. Strings: recent txn ids, countries,
+# merchants (column by column), country keys, merchant keys, cell keys, then txn id, country,
+# merchant of last_settled and of last when present. Doubles keep every value exactly (JSON
+# printed each float in shortest form, which cost more than all the rest).
+_FORMAT = 1  # the first byte; a JSON state starts with "{"
+_HEAD = struct.Struct("<B5IBqdiq")  # format, 5 lengths, flags, total, settled_to, position
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,12 @@ def value_text(value: float | None) -> str | None:
 
 def naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
+
+
+def sqlite_epoch(ts: datetime) -> int:
+    """What Feast's SQLite adapter (``adapt_datetime_epoch``) stores for a naive-UTC event time: adapted
+    here once per card, not by the driver once per feature row (~10 % of the write, session 12)."""
+    return int(naive_utc(ts).timestamp())
 
 
 class OnlineWriter:
@@ -76,13 +82,17 @@ class OnlineWriter:
         )
         self.bulk = self.kind in {"sqlite", "postgres"} and not extra
 
-    def _values(self, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
-        """One tuple per card and feature, in ``columns`` order (Feast's column names)."""
+    def _values(
+        self, rows: Sequence[dict[str, Any]], columns: Sequence[str],
+        stamp: Callable[[datetime], Any] = naive_utc,
+    ) -> list[tuple[Any, ...]]:  # fmt: skip
+        """One tuple per card and feature, in ``columns`` order (Feast's column names); ``stamp``
+        turns the event time into what the driver stores, once per card."""
         numbers = "value_num" in columns
         vector = "vector_value" in columns
         out = []
         for row in rows:
-            key, ts = self.key_bytes(row[self.join_key]), naive_utc(row["event_time"])
+            key, ts = self.key_bytes(row[self.join_key]), stamp(row["event_time"])
             for name in self.features:
                 v = row.get(name)
                 if v is None or math.isnan(v):  # missing: an empty Value
@@ -116,7 +126,7 @@ class OnlineWriter:
         )
         conn = self.online._get_conn(self.config)
         with conn:
-            conn.executemany(sql, self._values(rows, columns))
+            conn.executemany(sql, self._values(rows, columns, sqlite_epoch))
 
     def _write_postgres(self, rows: Sequence[dict[str, Any]]) -> None:
         from psycopg import sql  # noqa: PLC0415

@@ -10,7 +10,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from app.pan import find_pans, luhn_ok, mask_pans
+from app.pan import _ENOUGH, _scan, find_pans, luhn_ok, mask_pans
 from app.schema import Transaction, encode
 from app.simulator.model import SimConfig, simulate
 from app.worker.card_features import DecodedStates, Raw, process_batch
@@ -147,10 +147,29 @@ def test_state_stays_bounded_and_survives_serialisation() -> None:
     assert len(state.recent) <= MAX_RECENT
     assert len(state.merchants) <= MAX_MERCHANTS
     assert len(state.hours) <= 30 * 24 + 1
+    state.position = (3, 2**40)
     again = CardState.from_bytes(state.to_bytes())
+    assert again == state, "every value comes back exactly (doubles, not printed floats)"
     probe = txn(9_999, 5_000 * 60.0)
     assert card_features(again, probe) == card_features(state, probe)
     assert len(state.to_bytes()) < 64 * 1024
+    for empty in (CardState(), update(CardState(), txn(1, 0.0))):
+        assert CardState.from_bytes(empty.to_bytes()) == empty
+
+
+def test_a_state_written_as_json_by_an_earlier_version_is_still_read() -> None:
+    state = CardState()
+    update(state, Txn("a", 1_000_000.0, 12.5, 48.1, 2.2, "FR", "m1"), pending_s=300)
+    update(state, Txn("b", 1_000_900.0, 7.25, 48.2, 2.3, "FR", "m2"), pending_s=300)
+    state.position = (3, 41)
+    written_before = (  # CardState.to_bytes() of sessions 9-11
+        b'{"r":[[1000000.0,"a",12.5,48.1,2.2,"FR","m1"],[1000900.0,"b",7.25,48.2,2.3,"FR","m2"]],'
+        b'"hf":[277,1.0,12.5],"c":{"FR":1000000.0},"m":{"m1":1000000.0},"g":{"96:4":[1.0,48.1,2.2]},'
+        b'"n":1,"w":1000600.0,"s":[1000000.0,"a",12.5,48.1,2.2,"FR","m1"],'
+        b'"l":[1000900.0,"b",7.25,48.2,2.3,"FR","m2"],"p":[3,41]}'
+    )
+    assert CardState.from_bytes(written_before) == state
+    assert CardState.from_bytes(state.to_bytes()) == state
 
 
 def _raw(record: dict[str, object] | bytes, key: bytes | None = None, offset: int = 1) -> Raw:
@@ -224,6 +243,22 @@ def test_pans_are_found_and_masked() -> None:
     assert mask_pans("5500-0000-0000-0004") == "550000******0004"
     assert find_pans("pan-fedd3d1f46-378282246310005") == ["378282246310005"], "glued to other digits"
     assert find_pans("score 0.4111111111111111, at 1795391793694 ms") == [], "fractions and timestamps"
+
+
+def test_the_pan_prefilter_passes_every_text_that_holds_a_card_number() -> None:
+    """The one-regex prefilter may only skip texts in which the full scan finds nothing."""
+    rng = np.random.default_rng(12)
+    alphabet = np.array(list("0123456789" * 12 + "- .af_x\u0663"))  # plus an Arabic-Indic digit
+    found = 0
+    for _ in range(60_000):
+        text = "".join(rng.choice(alphabet, rng.integers(12, 40)))
+        spans = _scan(text)
+        found += bool(spans)
+        assert not spans or _ENOUGH.search(text), text
+    assert found > 600, "the random texts hold card numbers often enough to test the prefilter"
+    assert not _ENOUGH.search("tx-f3400360-000155544"), "digits glued to a letter are no card number"
+    assert not _ENOUGH.search("0.4111111111111111"), "nor a fraction"
+    assert _ENOUGH.search("id-46-4111 1111 1111 1111")
 
 
 def test_a_uuid_is_an_identifier_even_when_its_leading_groups_pass_luhn() -> None:
