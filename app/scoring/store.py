@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg.types.json import Jsonb, set_json_dumps
 
 from app.errors import first_line
 from app.scoring.decide import Decision
@@ -82,11 +83,14 @@ create table if not exists block_list (
 );
 """
 
-COLUMNS = (
-    "txn_id", "card_id", "merchant_id", "event_time", "amount", "txn", "scored_at", "model_version",
-    "score", "decision", "thresholds", "features", "shap", "expected_value", "reasons", "rules",
-    "latency_ms", "shadow_version", "shadow_score",
+COLUMN_TYPES = (
+    ("txn_id", "text"), ("card_id", "text"), ("merchant_id", "text"), ("event_time", "timestamptz"),
+    ("amount", "float8"), ("txn", "jsonb"), ("scored_at", "timestamptz"), ("model_version", "text"),
+    ("score", "float8"), ("decision", "text"), ("thresholds", "jsonb"), ("features", "jsonb"),
+    ("shap", "jsonb"), ("expected_value", "float8"), ("reasons", "jsonb"), ("rules", "jsonb"),
+    ("latency_ms", "float8"), ("shadow_version", "text"), ("shadow_score", "float8"),
 )  # fmt: skip
+COLUMNS = tuple(name for name, _ in COLUMN_TYPES)
 _COLS = ", ".join(COLUMNS)  # constants only: no value is ever formatted into SQL
 WRITE = f"""
 insert into decisions ({_COLS}) select {_COLS} from decision_stage order by txn_id
@@ -105,16 +109,18 @@ insert into alerts (txn_id, card_id, event_time, amount, score, decision, model_
 STAGE = f"create temp table if not exists decision_stage as select {_COLS} from decisions with no data"  # noqa: S608
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+def _as_is(text: str) -> str:
+    return text
 
 
 def row(d: Decision) -> tuple[Any, ...]:
+    """The audit row: JSON columns as Python objects (dumped by orjson, see ``_connection``), the
+    transaction as the validated record's own JSON."""
     t = d.txn
     return (
-        t.txn_id, t.card_id, t.merchant_id, t.event_time, t.amount, t.model_dump_json(), d.scored_at,
-        d.model_version, d.score, d.decision, _json(d.thresholds), _json(d.features), _json(d.shap),
-        d.expected_value, _json(d.reasons), _json(d.rules), d.latency_ms, d.shadow_version, d.shadow_score,
+        t.txn_id, t.card_id, t.merchant_id, t.event_time, t.amount, Jsonb(t.model_dump_json(), _as_is),
+        d.scored_at, d.model_version, d.score, d.decision, d.thresholds, d.features, d.shap,
+        d.expected_value, d.reasons, d.rules, d.latency_ms, d.shadow_version, d.shadow_score,
     )  # fmt: skip
 
 
@@ -124,8 +130,12 @@ def alert_row(d: Decision) -> tuple[Any, ...]:
 
 
 def _copy(conn: psycopg.Connection[Any], table: str, decisions: Sequence[Decision]) -> None:
-    """COPY the audit rows into ``table`` (``decisions`` or the staging table; a constant, never input)."""
-    with conn.cursor().copy(f"copy {table} ({_COLS}) from stdin") as copy:
+    """COPY the audit rows into ``table`` (``decisions`` or the staging table; a constant, never input).
+
+    Binary: the server takes doubles and timestamps as they are instead of parsing their text
+    (session 12, 170-row batches against the local server: 9.9 -> 6.2 ms a batch)."""
+    with conn.cursor().copy(f"copy {table} ({_COLS}) from stdin (format binary)") as copy:
+        copy.set_types([kind for _, kind in COLUMN_TYPES])
         for d in decisions:
             copy.write_row(row(d))
 
@@ -147,6 +157,7 @@ class DecisionStore:
     def _connection(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
             self.conn = psycopg.connect(self.conninfo, connect_timeout=5, autocommit=True)
+            set_json_dumps(orjson.dumps, context=self.conn)  # NaN -> null, as the JSON contract wants
             self.conn.execute(STAGE)
         return self.conn
 

@@ -144,6 +144,7 @@ def _feature_writer(
     store = feature_store(s, apply=False)
     writer = OnlineWriter(store, CARD_VIEW, "card_id", FEATURE_NAMES)
     feature_log = FeatureLog(s.feature_log_dir, s.app_id, s.feature_log_flush_rows, s.feature_log_flush_s)
+    os.nice(s.feature_writer_nice)  # the online store can lag a little; scores should not
     quiet_gc(log, "feature writer")  # its full collections took 120-180 ms of a shared core (session 10)
     ready.set()
     pending: dict[str, dict[str, Any]] = {}
