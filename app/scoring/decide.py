@@ -82,14 +82,13 @@ def vectors(
     txns: Sequence[Transaction],
 ) -> np.ndarray:
     """The model matrix (float32, NaN = missing) in the model's own feature order."""
-    x = np.full((len(txns), len(model_features)), np.nan, dtype=np.float32)
-    for i, (card, merchant, txn) in enumerate(zip(card_rows, merchant_rows, txns, strict=True)):
-        row = {**card, **merchant, **channel_features(txn.channel)}
-        for j, name in enumerate(model_features):
-            value = row.get(name)
-            if value is not None:
-                x[i, j] = value
-    return x
+    channels = {c: channel_features(c) for c in {t.channel for t in txns}}
+    rows = []
+    for card, merchant, txn in zip(card_rows, merchant_rows, txns, strict=True):
+        row = {**card, **merchant, **channels[txn.channel]}
+        rows.append([row.get(name) for name in model_features])
+    # one conversion (None -> NaN) instead of a NumPy item assignment per value (session 12: ~3x faster)
+    return np.array(rows, dtype=np.float32).reshape(len(txns), len(model_features))
 
 
 def score_batch(  # noqa: PLR0917 - the batch and the context it is scored in
