@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from pydantic import ValidationError
 
+from app.pg import apply_schema
 from app.schema import Feedback
 
 log = logging.getLogger("fraudstream.feedback")
@@ -54,7 +55,7 @@ class FeedbackService:
 
         UiStore(self.conninfo).migrate()
         with psycopg.connect(self.conninfo, connect_timeout=10) as conn:
-            conn.execute(SCHEMA)
+            apply_schema(conn, SCHEMA)
 
     def handle(self, batch: Sequence[Feedback]) -> dict[str, Any]:
         chargebacks = [f for f in batch if f.source == "chargeback"]

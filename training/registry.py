@@ -13,7 +13,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from app.errors import FraudstreamError
-from app.pg import connect
+from app.pg import apply_schema, connect
 
 SCHEMA = """
 create table if not exists model_registry (
@@ -87,7 +87,7 @@ class Registry:
 
     def migrate(self) -> None:
         with self._connect() as conn:
-            conn.execute(SCHEMA)
+            apply_schema(conn, SCHEMA)
 
     def register(  # noqa: PLR0917 - one row of the registry, column by column
         self, version: str, metrics: dict[str, Any], params: dict[str, Any], artefact_dir: str,

@@ -22,6 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb, set_json_dumps
 
 from app.errors import first_line
+from app.pg import apply_schema
 from app.scoring.decide import Decision
 from app.scoring.rules import Rules
 
@@ -142,7 +143,7 @@ def _copy(conn: psycopg.Connection[Any], table: str, decisions: Sequence[Decisio
 
 def migrate(conninfo: str) -> None:
     with psycopg.connect(conninfo, connect_timeout=10) as conn:
-        conn.execute(SCHEMA)
+        apply_schema(conn, SCHEMA)
 
 
 class DecisionStore:

@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 
 from app.errors import FraudstreamError
 from app.pan import mask_pans
-from app.pg import connect
+from app.pg import apply_schema, connect
 from app.ui.auth import ROLES, check_password, hash_password, token
 
 SCHEMA = """
@@ -94,9 +94,7 @@ class UiStore:
         from training.registry import SCHEMA as REGISTRY_SCHEMA  # noqa: PLC0415
 
         with self._connect() as conn:
-            conn.execute(DECISIONS_SCHEMA)
-            conn.execute(REGISTRY_SCHEMA)
-            conn.execute(SCHEMA)
+            apply_schema(conn, DECISIONS_SCHEMA, REGISTRY_SCHEMA, SCHEMA)
 
     # users and sessions
     def add_user(self, username: str, password: str, role: str) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from app.feedback import FeedbackService
 from app.scoring.store import DecisionStore, _copy, migrate
 from app.settings import Settings
 from tests.services import fresh_database, unique
@@ -92,3 +94,22 @@ def test_a_crash_between_the_audit_copy_and_the_alerts_is_repaired_by_the_replay
             alerts = {r[0] for r in conn.execute("select txn_id from alerts")}
     assert store.replays == 1
     assert {d.txn.txn_id for d in batch} <= alerts
+
+
+def test_workers_that_start_together_create_the_schema_once(settings: Settings) -> None:
+    """Every process that opens PostgreSQL sinks migrates; on a fresh database, several at once
+    used to race in ``create table if not exists`` (a duplicate key in ``pg_type``)."""
+    for _ in range(3):
+        with fresh_database(settings, "it_schema") as db:
+            conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+
+            def open_sinks(_: int, conninfo: str = conninfo) -> None:
+                migrate(conninfo)  # the scoring process's
+                FeedbackService(conninfo, threshold=50, request_retrain=lambda _reason: None).migrate()
+
+            with ThreadPoolExecutor(6) as pool:
+                list(pool.map(open_sinks, range(6)))  # raises the first failure
+            with psycopg.connect(conninfo) as conn:
+                rows = conn.execute("select tablename from pg_tables where schemaname = 'public'").fetchall()
+            tables = {r[0] for r in rows}
+            assert {"decisions", "alerts", "block_list"} <= tables
