@@ -113,3 +113,37 @@ def test_workers_that_start_together_create_the_schema_once(settings: Settings) 
                 rows = conn.execute("select tablename from pg_tables where schemaname = 'public'").fetchall()
             tables = {r[0] for r in rows}
             assert {"decisions", "alerts", "block_list"} <= tables
+
+
+def test_an_audit_created_with_jsonb_columns_is_converted_and_keeps_its_rows(
+    settings: Settings, tmp_path: Path
+) -> None:
+    json_columns = ("txn", "thresholds", "features", "shap", "reasons", "rules")
+    with fresh_database(settings, "store-jsonb") as db:
+        conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+        migrate(conninfo)
+        old = populate(conninfo, tmp_path / "model", n=3)
+        with psycopg.connect(conninfo, autocommit=True) as conn:  # the audit as sessions 1-11 created it
+            for col in json_columns:
+                conn.execute(f"alter table decisions alter column {col} type jsonb using {col}::jsonb")
+        migrate(conninfo)  # the next start converts it
+        store = DecisionStore(conninfo)
+        try:
+            new = [replace(d, txn=d.txn.model_copy(update={"txn_id": d.txn.txn_id + "-new"})) for d in old]
+            store.write_once(new)  # the binary COPY needs json columns (write() would retry forever)
+        finally:
+            store.close()
+        with psycopg.connect(conninfo) as conn:
+            kinds = conn.execute(
+                "select column_name, data_type from information_schema.columns"
+                " where table_name = 'decisions' and column_name = any(%s)", (list(json_columns),),
+            ).fetchall()  # fmt: skip
+            query = "select txn_id, features, txn->>'channel' from decisions order by txn_id"
+            rows = conn.execute(query).fetchall()
+    assert {kind for _, kind in kinds} == {"json"}
+    assert len(kinds) == len(json_columns)
+    assert [r[0] for r in rows] == sorted(d.txn.txn_id for d in old + new)
+    by_id = {r[0]: r for r in rows}
+    for d in old:
+        assert by_id[d.txn.txn_id][1] == dict(d.features)
+        assert by_id[d.txn.txn_id][2] == d.txn.channel

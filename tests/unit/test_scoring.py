@@ -110,7 +110,7 @@ def test_flagged_decisions_are_explained_exactly_and_approved_ones_only_on_reque
 def test_replaying_an_audit_row_reproduces_its_shap_values(model: Model) -> None:
     x = matrix(model, [3000.0])
     (decision,) = score_batch(model, x, [txn(0)], [None], Policy(0.0, 1.0), Rules())
-    stored = json.loads(json.dumps(decision.features))  # what PostgreSQL's jsonb gives back
+    stored = json.loads(json.dumps(decision.features))  # what PostgreSQL's json column gives back
     shap, expected = replay(model, stored)
     assert decision.shap is not None
     assert shap == pytest.approx(decision.shap, abs=1e-9)
