@@ -109,7 +109,7 @@ class CardState:
     position: tuple[int, int] | None = None
 
     def to_bytes(self) -> bytes:
-        """The state in the binary layout below: ~5x cheaper than the JSON it replaced (session 12)."""
+        """The state in the binary layout below (session 12: encoding 17.9-18.7 -> 13.1-13.8 µs a state)."""
         recent, hours, cells = self.recent, self.hours, self.cells
         # t, txn_id, amount, lat, lon, country, merchant_id
         columns = list(zip(*recent, strict=True)) or [()] * 7

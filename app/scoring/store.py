@@ -35,18 +35,18 @@ create table if not exists decisions (
     merchant_id     text not null,
     event_time      timestamptz not null,
     amount          double precision not null,
-    txn             json  not null,
+    txn             json not null,
     scored_at       timestamptz not null,
     recorded_at     timestamptz not null default now(),
     model_version   text not null,
     score           double precision not null,
     decision        text not null check (decision in ('approve', 'review', 'decline')),
-    thresholds      json  not null,
-    features        json  not null,
-    shap            json ,
+    thresholds      json not null,
+    features        json not null,
+    shap            json,
     expected_value  double precision,
-    reasons         json  not null,
-    rules           json  not null,
+    reasons         json not null,
+    rules           json not null,
     latency_ms      double precision,
     shadow_version  text,
     shadow_score    double precision
@@ -145,8 +145,8 @@ def alert_row(d: Decision) -> tuple[Any, ...]:
 def _copy(conn: psycopg.Connection[Any], table: str, decisions: Sequence[Decision]) -> None:
     """COPY the audit rows into ``table`` (``decisions`` or the staging table; a constant, never input).
 
-    Binary: the server takes doubles and timestamps as they are instead of parsing their text
-    (session 12, 170-row batches against the local server: 9.9 -> 6.2 ms a batch)."""
+    Binary: doubles and timestamps travel as they are, not as text (session 12, 170-row batches:
+    the same wall time, 0.5 ms less of the scoring process's CPU a batch)."""
     with conn.cursor().copy(f"copy {table} ({_COLS}) from stdin (format binary)") as copy:
         copy.set_types([kind for _, kind in COLUMN_TYPES])
         for d in decisions:
