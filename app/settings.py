@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     worker_session_timeout_s: float = Field(
         30.0, ge=6, description="A worker silent this long leaves the group; its partitions move"
     )
+    recovery_stall_s: float = Field(
+        30.0, gt=0, description="A table recovery that gets no changelog message this long is restarted"
+    )
 
     # Scoring (champion model, decisions, explanations)
     scoring: bool = Field(True, description="Score transactions (false: features only)")

@@ -57,6 +57,7 @@ from app.worker import drain
 from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
 from app.worker.offsets import SourceOffsets
 from app.worker.outbox import Message, Outbox, Sent
+from app.worker.recovery_watch import RecoveryWatch, describe_consumer
 from app.worker.scoring_process import RemoteScorer
 from app.worker.sinks import FeatureWriter
 from features.store import close_store, feature_store
@@ -375,9 +376,15 @@ def create_app(settings: Settings) -> faust.App:
     async def forget_revoked(_sender: Any, /, *args: Any, **_kwargs: Any) -> None:
         offsets.forget(args[0])  # the revoked partitions
 
+    watch = RecoveryWatch(
+        app.tables.recovery,  # type: ignore[attr-defined]  # faust's TableManager has it
+        partial(describe_consumer, app), crash, stall_s=settings.recovery_stall_s,
+    )  # fmt: skip
+
     @app.on_partitions_assigned.connect
     async def watch_assigned(_sender: Any, /, *args: Any, **_kwargs: Any) -> None:
         offsets.assigned(args[0])  # the whole assignment; those not started yet are watched
+        watch.start()  # once: a recovery follows every assignment, the first one too
 
     @app.task
     async def open_sinks() -> None:
@@ -416,6 +423,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def flush_on_stop(_sender: Any, /, *_args: Any, **_kwargs: Any) -> None:
+        watch.stop()
         await pipeline.drain()
         pipeline.close()
 

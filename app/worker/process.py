@@ -15,6 +15,7 @@ from app.errors import FraudstreamError
 from app.settings import Settings
 
 READY = b"feature store ready"
+WORKER = "from app.cli import main; main()"  # ``python -c`` code that runs the CLI
 
 
 def isolated_env(name: str, workdir: Path) -> dict[str, str]:
@@ -78,17 +79,19 @@ def running_ui(
 
 @contextmanager
 def running_worker(
-    log: Path, env: Mapping[str, str] | None = None, *, loglevel: str = "info", ready_timeout_s: float = 180
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Start the worker, wait until its feature store is ready, stop it (SIGTERM) on exit."""
-    with running_workers([log], env, loglevel=loglevel, ready_timeout_s=ready_timeout_s) as procs:
+    log: Path, env: Mapping[str, str] | None = None, *, loglevel: str = "info", ready_timeout_s: float = 180,
+    code: str = WORKER,
+) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+    """Start the worker, wait until its feature store is ready, stop it (SIGTERM) on exit. ``code``:
+    the ``python -c`` program that runs the CLI (tests run a worker with a fault injected)."""
+    with running_workers([log], env, loglevel=loglevel, ready_timeout_s=ready_timeout_s, code=code) as procs:
         yield procs[0]
 
 
 @contextmanager
 def running_workers(
     logs: Sequence[Path], env: Mapping[str, str] | None = None, *, loglevel: str = "info",
-    ready_timeout_s: float = 180,
+    ready_timeout_s: float = 180, code: str = WORKER,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:  # fmt: skip
     """Start one worker per log file all at once (they join the consumer group together), wait
     until every one's feature store is ready, stop them (SIGTERM) on exit."""
@@ -99,7 +102,7 @@ def running_workers(
                 log.parent.mkdir(parents=True, exist_ok=True)
                 out = files.enter_context(log.open("wb"))
                 proc = subprocess.Popen(
-                    [sys.executable, "-c", "from app.cli import main; main()", "worker", "-l", loglevel],
+                    [sys.executable, "-c", code, "worker", "-l", loglevel],
                     stdout=out, stderr=subprocess.STDOUT,
                     env={"FRAUDSTREAM_FEATURE_LOG_FLUSH_S": "2", **os.environ, **(env or {})},
                 )  # fmt: skip

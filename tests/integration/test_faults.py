@@ -349,6 +349,35 @@ def test_the_surviving_worker_takes_over_a_killed_workers_partitions(cluster: Cl
     assert_output_is_the_input(s, tag, records, traffic)
 
 
+STALLING = "import tests.integration.stalling_recovery"  # the worker, its first recovery made to stall
+
+
+def test_a_stalled_table_recovery_is_restarted_and_loses_nothing(cluster: Cluster) -> None:
+    """The card-state table's recovery receives no changelog message (as once in CI): the worker
+    restarts it after FRAUDSTREAM_RECOVERY_STALL_S, rebuilds every card's state and goes on."""
+    tag = unique("stall")
+    env = {**cluster.worker_env(tag), "FRAUDSTREAM_RECOVERY_STALL_S": "4"}
+    s = settings_for(env)
+    records = cluster.records(tag, 800)
+    before, after = Traffic(s, list(records[:400]), rate=400), Traffic(s, list(records[400:]), rate=400)
+    logs = [cluster.tmp / tag / "worker-1.log", cluster.tmp / tag / "worker-2.log"]
+    with running_worker(logs[0], env):
+        before.start()
+        wait_until(lambda: decided(s, tag) >= 400, "the first half", logs[0], 120)
+    with running_worker(logs[1], env, code=STALLING):  # the table is rebuilt from the changelog
+        wait_until(lambda: "restarting it (1 of 3)" in logs[1].read_text(), "the restart", logs[1], 120)
+        after.start()  # same cards: the features show whether their states were rebuilt
+        wait_until(lambda: decided(s, tag) >= len(records), "the second half", logs[1], 120)
+        before.join(timeout=60)
+        after.join(timeout=60)
+    text = logs[1].read_text()
+    assert "recovery's seek of 4 changelog partitions is spoiled" in text
+    assert "read offset 4611686018427387904" in text  # the diagnosis names the cause
+    assert "> drain_messages (" in text  # and where the fetch loop waits
+    assert not after.failed
+    assert_output_is_the_input(s, tag, records, before)
+
+
 def test_workers_joining_and_leaving_a_backlog_lose_nothing(cluster: Cluster) -> None:
     """Rebalances with batches in flight: a second worker joins while the first drains a backlog,
     then leaves cleanly (its partitions move back to the first)."""
