@@ -19,6 +19,10 @@ delivered messages (Faust's loop also moved it for a message whose delivery gave
 rebalance Faust seeks every partition to its committed offset, and the worker's own books
 (app/worker/offsets.py) refuse whatever does not follow what it has processed, so an undelivered
 rest is read again.
+
+The source topic's messages skip Faust's topic conductor and streams altogether: those of a fetched
+batch go to the card agent as one list (``SourceBatches``, app/worker/batches.py). Backlog of 2,000
+cards on this machine: 4,275-4,708 -> 7,538 txn/s, 282-344 -> 201 µs of CPU a transaction (session 13).
 """
 
 from __future__ import annotations
@@ -29,18 +33,21 @@ from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
 
-
-def install(consumer: Any) -> None:
-    """Replace ``_drain_messages`` on this consumer (Faust's Fetcher calls it once it starts)."""
-    consumer._drain_messages = partial(drain_messages, consumer)
+from app.worker.batches import SourceBatches
 
 
-async def drain_messages(consumer: Any, fetcher: Any) -> None:
+def install(consumer: Any, source: SourceBatches | None = None) -> None:
+    """Replace ``_drain_messages`` on this consumer (Faust's Fetcher calls it once it starts);
+    ``source``: where the messages of its topic go, in lists, instead of Faust's streams."""
+    consumer._drain_messages = partial(drain_messages, consumer, source=source)
+
+
+async def drain_messages(consumer: Any, fetcher: Any, source: SourceBatches | None = None) -> None:
     """Faust's ``Consumer._drain_messages`` (faust-streaming 0.15.3), one ``wait_first`` a batch."""
     getmany = consumer.getmany
     consumer_should_stop = consumer._stopped.is_set
     fetcher_should_stop = fetcher._stopped.is_set
-    deliver = partial(_deliver, consumer)
+    deliver = partial(_deliver, consumer, source)
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             consumer.diag.set_flag(CONSUMER_FETCHING)
@@ -66,13 +73,15 @@ async def drain_messages(consumer: Any, fetcher: Any) -> None:
         consumer.diag.unset_flag(CONSUMER_FETCHING)
 
 
-async def _deliver(consumer: Any, batch: list[tuple[Any, Any]]) -> None:
+async def _deliver(consumer: Any, source: SourceBatches | None, batch: list[tuple[Any, Any]]) -> None:
     callback = consumer.callback
     read_offset = consumer._read_offset
     acks_enabled_for = consumer.app.topics.acks_enabled_for
     commit_every = consumer._commit_every
     app = consumer.app
     generation = app.consumer_generation_id
+    topic = None if source is None else source.topic
+    taken: list[Any] = []  # source messages, handed over together
     for n, (tp, message) in enumerate(batch, 1):
         if n % 100 == 0:
             await asyncio.sleep(0)  # let the rest of the worker run, as Faust's loop does
@@ -87,5 +96,10 @@ async def _deliver(consumer: Any, batch: list[tuple[Any, Any]]) -> None:
         if commit_every is not None and consumer._n_acked >= commit_every:
             consumer._n_acked = 0
             await consumer.commit()
-        await callback(message)
+        if message.topic == topic:
+            taken.append(message)
+        else:
+            await callback(message)
         read_offset[tp] = offset
+    if taken:
+        await source.put(taken)  # type: ignore[union-attr]  # taken only with a source

@@ -1,7 +1,8 @@
 """The Faust application: agents of a few lines that hand micro-batches to the services.
 
 ``create_app(settings)`` builds everything and opens the sinks (nothing happens at import). The
-card agent consumes ``transactions`` (keyed by card_id), keeps card state in the ``card-state``
+card agent consumes ``transactions`` (keyed by card_id; handed over by the fetch loop in lists,
+app/worker/batches.py), keeps card state in the ``card-state``
 table (changelogged, partitioned like the source by the same key partitioner), scores each
 transaction with the champion (decisions to PostgreSQL, events to ``fraud-scores``), writes
 features to Feast and the offline log, and sends what it cannot process to the dead-letter topic
@@ -54,6 +55,7 @@ from app.feedback import parse as parse_feedback
 from app.quiet_gc import quiet_gc
 from app.settings import Settings
 from app.worker import drain
+from app.worker.batches import SourceBatches
 from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
 from app.worker.offsets import SourceOffsets
 from app.worker.outbox import Message, Outbox, Sent
@@ -86,6 +88,7 @@ class Counters:
 
 MAX_IN_FLIGHT = 4  # batches processed whose outputs Kafka has not acknowledged yet
 SCORE_QUEUE = 1  # batches with features computed, waiting for the scoring stage
+SOURCE_WAITING = 4  # batches' worth of fetched source messages that may wait for the card agent
 DELIVERY_TIMEOUT_S = 150.0  # beyond the producer's own retries (2 min): stop and replay
 # A thread that gives up the GIL (at every I/O call) waits, with Python's default 5 ms switch
 # interval, up to 5 ms to get it back from the busy event loop. Measured in session 6, when the
@@ -364,7 +367,9 @@ def create_app(settings: Settings) -> faust.App:
         committed=partial(committed_offset, settings),
     )  # fmt: skip
     offsets.install()
-    drain.install(app.consumer)  # one flow-control wait per fetched batch, not per message
+    app.topics.add(source)  # subscribed; its messages bypass Faust's streams (app/worker/batches.py)
+    batches = SourceBatches(settings.topic_transactions, limit=SOURCE_WAITING * settings.batch_size)
+    drain.install(app.consumer, batches)  # one flow-control wait per fetched batch, not per message
 
     async def crash(exc: BaseException) -> None:  # a batch failed: stop, letting go of the rest unfinished
         offsets.give_up()
@@ -375,6 +380,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_revoked.connect
     async def forget_revoked(_sender: Any, /, *args: Any, **_kwargs: Any) -> None:
         offsets.forget(args[0])  # the revoked partitions
+        batches.clear()  # fetched before the rebalance: read again from the committed offsets
 
     watch = RecoveryWatch(
         app.tables.recovery,  # type: ignore[attr-defined]  # faust's TableManager has it
@@ -390,18 +396,9 @@ def create_app(settings: Settings) -> faust.App:
     async def open_sinks() -> None:
         await pipeline.open()
 
-    @app.agent(source)
-    async def card_agent(stream: Any) -> None:
-        async for taken in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            set_fetch_wait(app.consumer, settings.fetch_max_wait_s)  # once: after the recovery's seek
-            admitted = await offsets.admit([e.message for e in taken])
-            events = [e for e, ok in zip(taken, admitted, strict=True) if ok]
-            if not events:
-                continue
-            held = [e.message for e in events]
-            for message in held:  # one more reference: Faust's ack after this body does not release it
-                message.incref()
-            await pipeline.handle([raw_of(e) for e in events], partial(offsets.release, held))
+    @app.task
+    async def card_agent() -> None:
+        await run_card_agent(app, settings, batches, offsets, pipeline, crash=crash)
 
     heartbeat = settings.data_dir / "health" / f"worker-{socket.gethostname()}"
     heartbeat.parent.mkdir(parents=True, exist_ok=True)
@@ -409,7 +406,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(app.topic(settings.topic_feedback, **raw))
     async def feedback_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=1.0):
-            await pipeline.handle_feedback([raw_of(e) for e in events])
+            await pipeline.handle_feedback([raw_of(e.message) for e in events])
 
     @app.timer(interval=10.0)
     async def report() -> None:
@@ -429,6 +426,26 @@ def create_app(settings: Settings) -> faust.App:
 
     pipeline.prepare()  # before the app starts and joins the consumer group
     return app
+
+
+async def run_card_agent(
+    app: faust.App, settings: Settings, batches: SourceBatches, offsets: SourceOffsets, pipeline: Pipeline,
+    *, crash: Callable[[BaseException], Awaitable[None]],
+) -> None:  # fmt: skip
+    """Micro-batches of source messages (handed over by the fetch loop) -> the pipeline: features
+    now; scoring, delivery and the release of the messages in its stages."""
+    try:
+        while True:
+            taken = await batches.take(settings.batch_size, settings.batch_within_s)
+            set_fetch_wait(app.consumer, settings.fetch_max_wait_s)  # once: after the recovery's seek
+            admitted = await offsets.admit(taken)
+            held = [m for m, ok in zip(taken, admitted, strict=True) if ok]
+            if held:
+                offsets.track(held)  # what a rebalance or the shutdown waits for, until released
+                await pipeline.handle([raw_of(m) for m in held], partial(offsets.release, held))
+    except Exception as exc:  # nothing is expected here: stop (to be restarted) rather than sit idle
+        log.exception("worker: the card agent failed")
+        await crash(exc)
 
 
 def set_fetch_wait(consumer: Any, seconds: float) -> None:
@@ -491,9 +508,8 @@ async def committed_offset(settings: Settings, tp: Any) -> int | None:
     return offsets.get((tp.topic, tp.partition))
 
 
-def raw_of(event: Any) -> Raw:
-    m = event.message
-    return Raw(event.key, event.value, m.topic, m.partition, m.offset, m.timestamp)
+def raw_of(m: Any) -> Raw:
+    return Raw(m.key, m.value, m.topic, m.partition, m.offset, m.timestamp)
 
 
 def build_feedback(settings: Settings) -> FeedbackService:

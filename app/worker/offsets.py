@@ -303,8 +303,17 @@ class SourceOffsets:
                 break
         self.done[tp] = done
 
+    def track(self, messages: Sequence[Any]) -> None:
+        """The pipeline holds these until ``release``: one reference each, and tracked as Faust's
+        stream tracked them (its rebalance and shutdown wait until they are acknowledged)."""
+        unacked = self.consumer._unacked_messages
+        for message in messages:
+            message.incref()
+            message.tracked = True
+            unacked.add(message)
+
     def release(self, messages: Sequence[Any], finished: bool = True) -> None:
-        """Drop the agent's extra reference on these messages; ``finished``: the pipeline finished them
+        """Drop the pipeline's reference on these messages; ``finished``: the pipeline finished them
         (their offsets may be committed), else it gave them up (stopping: replayed after the restart)."""
         for message in messages:
             if finished:
