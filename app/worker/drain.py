@@ -22,7 +22,8 @@ rest is read again.
 
 The source topic's messages skip Faust's topic conductor and streams altogether: those of a fetched
 batch go to the card agent as one list (``SourceBatches``, app/worker/batches.py). Backlog of 2,000
-cards on this machine: 4,275-4,708 -> 7,538 txn/s, 282-344 -> 201 µs of CPU a transaction (session 13).
+cards on this machine, same hour: 3,775 -> 6,915-7,848 txn/s, 397 -> 201-232 µs of CPU a
+transaction (session 13, docs/performance.md).
 """
 
 from __future__ import annotations

@@ -369,6 +369,7 @@ def create_app(settings: Settings) -> faust.App:
     offsets.install()
     app.topics.add(source)  # subscribed; its messages bypass Faust's streams (app/worker/batches.py)
     batches = SourceBatches(settings.topic_transactions, limit=SOURCE_WAITING * settings.batch_size)
+    offsets.waiting = batches.__len__  # messages waiting for the agent: the worker is not idle
     drain.install(app.consumer, batches)  # one flow-control wait per fetched batch, not per message
 
     async def crash(exc: BaseException) -> None:  # a batch failed: stop, letting go of the rest unfinished

@@ -65,6 +65,7 @@ class SourceOffsets:
     sought: dict[Any, tuple[int, float]] = field(default_factory=dict)  # tp -> (offset, when)
     moved: dict[Any, float] = field(default_factory=dict)  # tp -> when it last admitted a message
     silent: dict[Any, float] = field(default_factory=dict)  # assigned, no message yet: tp -> since when
+    waiting: Callable[[], int] = lambda: 0  # fetched messages waiting for the agent (not tracked yet)
     refused: int = 0  # messages refused (after a gap, or fetched before a rebalance)
     given_up: bool = False  # the worker is stopping without finishing what it holds
 
@@ -216,7 +217,8 @@ class SourceOffsets:
         self, end_offsets: Callable[[list[Any]], Awaitable[Mapping[Any, int]]], now: float | None = None
     ) -> None:
         """Seek back to ``next`` every partition that has messages in Kafka beyond it, yet has
-        admitted none for ``STALL_S`` while the worker holds no message at all (idle, flowing).
+        admitted none for ``STALL_S`` while the worker holds no message at all and none waits for the
+        agent (idle, flowing).
 
         A safety net with a diagnosis. Every path known to stop a partition (a gap, messages
         fetched before a seek) is handled where it happens; this catches the others. Seen with
@@ -242,7 +244,7 @@ class SourceOffsets:
         silent = [tp for tp, at in self.silent.items() if now - at >= STALL_S]
         if not quiet and not silent:
             return
-        if not c.flow_active or any(m.topic == self.topic for m in c._unacked_messages):
+        if not c.flow_active or self.waiting() or any(m.topic == self.topic for m in c._unacked_messages):
             return  # a rebalance, or the worker is busy (with this partition's messages or others')
         for tp in quiet:
             self.moved[tp] = now  # looked at: again in STALL_S at the earliest

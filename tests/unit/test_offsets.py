@@ -132,6 +132,11 @@ def test_a_quiet_partition_with_messages_waiting_in_kafka_is_sought_back_once_id
     assert admit(offsets, held) == [True]
     consumer._unacked_messages.add(held)  # the pipeline holds a message (of P1): busy, not stalled
     look(STALL_S + 1)
+    consumer._unacked_messages.clear()
+    offsets.waiting = lambda: 3  # fetched messages wait for the agent: busy too
+    look(STALL_S + 1.5)
+    offsets.waiting = lambda: 0
+    consumer._unacked_messages.add(held)
     consumer.flow_active = False  # a rebalance
     offsets.release([held])
     consumer._unacked_messages.clear()
