@@ -9,11 +9,12 @@ minutes, with messages waiting in Kafka, and processed nothing meanwhile; Faust 
 event received for active tp ... since recovery start" every 5 s. Stalls of this shape are
 reported against faust-streaming (issues #74, #155).
 
-``RecoveryWatch.check`` (a timer) finds a recovery that still needs messages from a partition yet
-has received none from it for ``FRAUDSTREAM_RECOVERY_STALL_S`` (30 s). It logs what Faust's
-consumer thought of each such partition and what the fetch loop is waiting on, then restarts the
-recovery the way a new rebalance would: Faust seeks every changelog partition again (forgetting
-its read offsets), resumes them and the flow, and makes sure the fetcher runs. What was read is
+``RecoveryWatch`` (a task of its own, checking every 5 s) finds a recovery that still needs
+messages from a partition yet has received none from it for ``FRAUDSTREAM_RECOVERY_STALL_S``
+(30 s). It logs what Faust's consumer thought of each such partition and what the fetch loop is
+waiting on, then restarts the recovery the way a new rebalance would: Faust seeks every changelog
+partition again (forgetting its read offsets), resumes them and the flow, and makes sure the
+fetcher runs. What was read is
 kept (Faust goes on from the offsets it reached). Restarting is safe: nothing is processed until
 the recovery ends. After ``MAX_RESTARTS`` restarts without progress the worker stops with a
 one-line error, so that its supervisor (Docker's ``restart: unless-stopped``) starts it afresh
@@ -84,6 +85,9 @@ class RecoveryWatch:
         if not r.in_recovery:
             self.restarted_at, self.restarts = None, 0
             return
+        received = r._active_events_received_at  # Faust clears it when a recovery (re)starts
+        if self.restarted_at is not None and received and max(received.values()) > self.restarted_at:
+            self.restarts = 0  # messages came in after the last restart
         stalled = self.stalled(now)
         if not stalled:
             return
@@ -104,9 +108,7 @@ class RecoveryWatch:
         """The partitions the recovery still needs whose last message (or the recovery's start, or
         the last restart) is ``stall_s`` old."""
         r = self.recovery
-        received = r._active_events_received_at  # Faust clears it when a recovery (re)starts
-        if self.restarted_at is not None and received and max(received.values()) > self.restarted_at:
-            self.restarts = 0  # messages came in after the last restart
+        received = r._active_events_received_at
         since = now if r._recovery_started_at is None else r._recovery_started_at
         if self.restarted_at is not None:
             since = max(since, self.restarted_at)
