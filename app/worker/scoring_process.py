@@ -74,7 +74,10 @@ class RemoteScorer:
         try:
             return self.conn.recv()  # type: ignore[no-any-return]  # pickled by our own child
         except (EOFError, OSError) as exc:
-            raise FraudstreamError(f"the scoring process died (exit code {self.process.exitcode})") from exc
+            raise self._died() from exc
+
+    def _died(self) -> FraudstreamError:
+        return FraudstreamError(f"the scoring process died (exit code {self.process.exitcode})")
 
     async def score(
         self, rows: Sequence[dict[str, Any]], txns: Sequence[Transaction], produced_at: Sequence[float | None]
@@ -84,10 +87,13 @@ class RemoteScorer:
         back from the busy loop at each step. Measured in session 9: p99 at 500 txn/s paced 106 ->
         75-87 ms; at 1,000 txn/s within the run-to-run noise (141-283 ms against 170-176)."""
         data = ForkingPickler.dumps(("score", (list(rows), list(txns), list(produced_at))))
-        if len(data) <= INLINE_SEND_BYTES:  # fits the empty socket buffer: the write cannot wait
-            self.conn.send_bytes(data)
-        else:  # a big batch: from a thread, so a child busy refreshing its model cannot stall the loop
-            await asyncio.to_thread(self.conn.send_bytes, data)
+        try:
+            if len(data) <= INLINE_SEND_BYTES:  # fits the empty socket buffer: the write cannot wait
+                self.conn.send_bytes(data)
+            else:  # a big batch: from a thread, so a child busy refreshing its model cannot stall the loop
+                await asyncio.to_thread(self.conn.send_bytes, data)
+        except OSError as exc:  # a broken pipe: the child died between two batches
+            raise self._died() from exc
         loop = asyncio.get_running_loop()
         readable: asyncio.Future[None] = loop.create_future()
 

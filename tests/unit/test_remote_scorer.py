@@ -69,3 +69,16 @@ def test_a_child_that_dies_mid_batch_stops_the_batch() -> None:
     with pytest.raises(FraudstreamError, match="the scoring process died"):
         asyncio.run(scorer.score([{"txn_id": "t"}], ["card"], [None]))  # type: ignore[list-item]
     thread.join(5)
+
+
+@pytest.mark.parametrize("rows", [1, 2_000])  # sent inline, and from a thread
+def test_a_child_already_dead_when_the_batch_is_sent_is_the_same_one_line_error(rows: int) -> None:
+    """Seen in clean-clone CI: the scoring process killed between two batches, so the next send
+    met a broken pipe (a bare BrokenPipeError) instead of the read's clear error."""
+    ours, theirs = mp.get_context("spawn").Pipe()
+    scorer = RemoteScorer.__new__(RemoteScorer)
+    scorer.conn, scorer.process = ours, SimpleNamespace(exitcode=-9)
+    theirs.close()  # the child is gone
+    batch = [{"txn_id": f"t{i}", "blob": "x" * 100} for i in range(rows)]
+    with pytest.raises(FraudstreamError, match=r"the scoring process died \(exit code -9\)"):
+        asyncio.run(scorer.score(batch, ["card"] * rows, [None] * rows))  # type: ignore[list-item]
