@@ -24,6 +24,9 @@ start, and throughput is how fast they drain it. Reported:
   and on resume its wall clock is stepped forward. The latencies are wall-clock differences, so a
   pause shows in them as if the pipeline had waited (one of 95 s, another of 2.3 s, in session 10);
   a run with a jump is flagged, and its figures are not the pipeline's;
+- ``batch_stages_ms``: where the latency goes, per micro-batch, from the workers' own stamps
+  (app/worker/batch_trace.py): Kafka and the fetch, the batch window, the features, the wait for
+  the scoring stage, the scoring process, the send, Kafka's acknowledgement;
 - micro-benchmarks: predict and exact TreeSHAP µs/row by batch size (``--device`` cpu or cuda).
 """
 
@@ -48,6 +51,7 @@ import orjson
 import psutil
 
 from app.bench import _percentiles, cpu_calibration, machine
+from app.errors import FraudstreamError
 from app.history import read_history, write_history
 from app.model_bench import micro_bench
 from app.pg import scratch_database
@@ -55,6 +59,7 @@ from app.quiet_gc import quiet_gc
 from app.schema import TRANSACTION_FIELDS, encode
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
+from app.worker import batch_trace
 from app.worker.process import isolated_env, running_workers, settings_for
 
 if TYPE_CHECKING:
@@ -268,7 +273,8 @@ def run_pipeline_bench(
     ):
         workdir = Path(tmp)
         env = {**isolated_env(name.replace("_", "-"), workdir), "FRAUDSTREAM_PG_DB": db,
-               "FRAUDSTREAM_MODELS_DIR": str(workdir / "models")}  # fmt: skip
+               "FRAUDSTREAM_MODELS_DIR": str(workdir / "models"),
+               "FRAUDSTREAM_BATCH_TRACE_DIR": str(workdir / "batches")}  # fmt: skip
         s = settings_for(env)
         history_dir = prepare_champion(s, workdir, model_dir, customers)
         champion = Registry(s.pg_conninfo(reveal=True)).champion()
@@ -303,15 +309,16 @@ def run_pipeline_bench(
             elapsed = time.monotonic() - started
             usage = [_usage(p.pid, before, elapsed) for p, before in zip(procs, cpu_before, strict=True)]
             busy = _busy_share(machine_before, psutil.cpu_times())
-        lag.stop.set()
-        lag.join(timeout=10)
-        clock.stop.set()
-        clock.join(timeout=10)
+        for sampler in (lag, clock):
+            sampler.stop.set()
+            sampler.join(timeout=10)
         rows_read, txn_ids = read_scores(s)
-        logs = [(workdir / f"worker-{i}.log").read_text() for i in range(workers)]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for i, text in enumerate(logs):  # kept beside the results
-            (out.parent / f"{out.stem}-worker-{i}.log").write_text(text)
+        logs = _keep_logs(workdir, workers, out)
+        stages = batch_trace.stage_latencies(batch_trace.read(workdir / "batches"))
+    if not rows_read:
+        raise FraudstreamError(
+            f"no fraud-scores event was read ({sent:,} sent): the workers failed, see {out.stem}-worker-*.log"
+        )
     rows = np.array(rows_read)
     e2e = (rows[:, 0] - rows[:, 1]) * 1000
     span = float(rows[:, 0].max() - rows[:, 0].min()) if len(rows) > 1 else 0.0
@@ -353,11 +360,22 @@ def run_pipeline_bench(
             sum(u.get("cpu_s", 0.0) for u in usage) / max(1, len(txn_ids)) * 1e6, 1
         ),
         "stage_seconds": [json.loads(m.group(1)) for log in logs for m in STAGES.finditer(log)],
+        # per micro-batch: ms spent reaching each step from the previous one (app/worker/batch_trace.py)
+        "batch_stages_ms": stages,
         "micro": micro_bench(model, batches=(1, 10, 100, 500, 2_000)),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _keep_logs(workdir: Path, workers: int, out: Path) -> list[str]:
+    """The workers' logs, copied beside the results."""
+    logs = [(workdir / f"worker-{i}.log").read_text() for i in range(workers)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for i, text in enumerate(logs):
+        (out.parent / f"{out.stem}-worker-{i}.log").write_text(text)
+    return logs
 
 
 TIMELINE_S = 5.0  # event->score latency per window of produce time: a queue at the start vs. a standing one

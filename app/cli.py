@@ -240,6 +240,12 @@ def bench(
         f"event->score p50 {e2e['p50']} ms p99 {e2e['p99']} ms max {e2e['max']} ms; "
         f"model {r['model']['trees']} trees depth {r['model']['max_depth']} -> {target}"
     )
+    if (stages := r["batch_stages_ms"]).get("batches"):
+        steps = ("fetched", "taken", "features", "queued", "scoring", "scored", "sent")
+        typer.echo(
+            "bench: per batch, ms p50/p99 before each step: "
+            + ", ".join(f"{k} {stages[k]['p50']}/{stages[k]['p99']}" for k in steps)
+        )
     if jumps := r["wall_clock_jumps"]:
         typer.echo(
             f"bench: warning: the machine was paused {len(jumps)} time(s) during the run "

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     fetch_max_wait_s: float = Field(
         0.1, gt=0, le=1.5, description="Longest a Kafka fetch waits at the broker for new data (Faust: 1.5 s)"
     )
+    batch_trace_dir: Path | None = Field(
+        None, description="Write each micro-batch's step times here when the worker stops (the bench)"
+    )
     feature_log_flush_rows: int = Field(20_000, ge=1)
     feature_log_flush_s: float = Field(10.0, gt=0)
     online_flush_s: float = Field(0.5, gt=0, description="Coalescing interval of Feast online writes")

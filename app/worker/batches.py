@@ -35,6 +35,7 @@ class SourceBatches:
         self._lists: deque[tuple[float, list[Any]]] = deque()  # (when put, messages)
         self._count = 0
         self._changed = asyncio.Event()
+        self.taken_from = 0.0  # when the oldest of the messages last taken was put (time.monotonic())
 
     def __len__(self) -> int:
         return self._count
@@ -65,6 +66,8 @@ class SourceBatches:
 
     def _pop(self, n: int) -> list[Any]:
         out: list[Any] = []
+        if self._lists:
+            self.taken_from = self._lists[0][0]
         while self._lists and len(out) < n:
             put_at, messages = self._lists[0]
             room = n - len(out)

@@ -55,6 +55,7 @@ from app.feedback import parse as parse_feedback
 from app.quiet_gc import quiet_gc
 from app.settings import Settings
 from app.worker import drain
+from app.worker.batch_trace import BatchTrace, Stamps, mark
 from app.worker.batches import SourceBatches
 from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
 from app.worker.offsets import SourceOffsets
@@ -128,6 +129,7 @@ class Processed:
 
     result: BatchResult
     release: Release | None
+    stamps: Stamps | None = None  # where its time goes (app/worker/batch_trace.py), when traced
 
     def settle(self, finished: bool) -> None:
         if self.release is not None:
@@ -187,7 +189,9 @@ class Pipeline:
         self.ready.set()
         log.info("worker: feature store ready (%s)", self.settings.feast_config)
 
-    async def handle(self, batch: Sequence[Raw], release: Release | None = None) -> None:
+    async def handle(
+        self, batch: Sequence[Raw], release: Release | None = None, stamps: Stamps | None = None
+    ) -> None:
         """Features of one micro-batch now; scoring and delivery in the scoring stage, in order.
         ``release(True)`` runs once Kafka has all its outputs, ``release(False)`` if the worker stops."""
         if self.failed:  # stopping: let go at once, so Faust's shutdown does not wait for these messages
@@ -195,6 +199,7 @@ class Pipeline:
                 release(False)
             return
         result = process_batch(list(batch), self.states, self.settings.lateness_s, self.known)
+        mark(stamps, "features")
         for dead in result.dead:
             log.warning("worker: dead letter: %s", dead.reason)
         await self.ready.wait()  # the first batch can arrive before the output topics are declared
@@ -221,7 +226,8 @@ class Pipeline:
         c.states_reused = self.known.hits
         if self.scoring is None:
             self.scoring = asyncio.ensure_future(self._scoring_stage())
-        await self.to_score.put(Processed(result, release))  # waits while the stage is behind
+        await self.to_score.put(Processed(result, release, stamps))  # waits while the stage is behind
+        mark(stamps, "queued")
 
     async def _scoring_stage(self) -> None:
         """Batches in arrival order: decisions persisted, then every output queued with the producer
@@ -242,14 +248,17 @@ class Pipeline:
 
     async def _deliver(self, item: Processed) -> None:
         result = item.result
+        mark(item.stamps, "scoring")
         messages = [self._dead_letter(dead) for dead in result.dead]
         if self.scorer is not None and result.features:
             batch = (result.features, result.transactions, result.produced_at)
             messages += await self._score(self.scorer, *batch)
+        mark(item.stamps, "scored")
         if isinstance(self.states, DurableTable):
             states = self.states
             messages += [states.changelog(k, v, result.partitions.get(k)) for k, v in result.states.items()]
         sent = await self.outbox.send(messages)
+        mark(item.stamps, "sent")
         while len(self.in_flight) >= MAX_IN_FLIGHT:
             await asyncio.wait([self.in_flight[0]])
             self.in_flight.popleft()
@@ -268,6 +277,7 @@ class Pipeline:
             self._stop(exc)
             raise
         self.deliver_s += time.perf_counter() - t0
+        mark(item.stamps, "acked")
         item.settle(True)
 
     def _stop(self, exc: BaseException) -> None:
@@ -377,6 +387,7 @@ def create_app(settings: Settings) -> faust.App:
         await app.crash(exc)
 
     pipeline = Pipeline(settings, states, app.producer, outputs, crash=crash)
+    trace = BatchTrace(settings.batch_trace_dir)
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(_sender: Any, /, *args: Any, **_kwargs: Any) -> None:
@@ -399,7 +410,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task
     async def card_agent() -> None:
-        await run_card_agent(app, settings, batches, offsets, pipeline, crash=crash)
+        await run_card_agent(app, settings, batches, offsets, pipeline, crash=crash, trace=trace)
 
     heartbeat = settings.data_dir / "health" / f"worker-{socket.gethostname()}"
     heartbeat.parent.mkdir(parents=True, exist_ok=True)
@@ -424,6 +435,8 @@ def create_app(settings: Settings) -> faust.App:
         watch.stop()
         await pipeline.drain()
         pipeline.close()
+        if (written := trace.write()) is not None:
+            log.info("worker: %d batches' stamps written to %s", len(trace.batches), written)
 
     pipeline.prepare()  # before the app starts and joins the consumer group
     return app
@@ -431,10 +444,11 @@ def create_app(settings: Settings) -> faust.App:
 
 async def run_card_agent(
     app: faust.App, settings: Settings, batches: SourceBatches, offsets: SourceOffsets, pipeline: Pipeline,
-    *, crash: Callable[[BaseException], Awaitable[None]],
+    *, crash: Callable[[BaseException], Awaitable[None]], trace: BatchTrace | None = None,
 ) -> None:  # fmt: skip
     """Micro-batches of source messages (handed over by the fetch loop) -> the pipeline: features
-    now; scoring, delivery and the release of the messages in its stages."""
+    now; scoring, delivery and the release of the messages in its stages. ``trace``: stamps each
+    batch on its way, when tracing is on."""
     try:
         while True:
             taken = await batches.take(settings.batch_size, settings.batch_within_s)
@@ -443,7 +457,10 @@ async def run_card_agent(
             held = [m for m, ok in zip(taken, admitted, strict=True) if ok]
             if held:
                 offsets.track(held)  # what a rebalance or the shutdown waits for, until released
-                await pipeline.handle([raw_of(m) for m in held], partial(offsets.release, held))
+                stamps = None
+                if trace is not None and trace.on:
+                    stamps = trace.start((m.timestamp for m in held), batches.taken_from, len(held))
+                await pipeline.handle([raw_of(m) for m in held], partial(offsets.release, held), stamps)
     except Exception as exc:  # nothing is expected here: stop (to be restarted) rather than sit idle
         log.exception("worker: the card agent failed")
         await crash(exc)

@@ -19,6 +19,21 @@ def test_a_full_batch_is_taken_at_once_in_order_across_lists() -> None:
     assert asyncio.run(main()) == [[1, 2, 3, 4, 5], [6, 7, 8]]
 
 
+def test_the_agent_knows_when_the_oldest_message_it_took_was_put() -> None:
+    async def main() -> list[float]:
+        q = SourceBatches("tx", limit=100)
+        await q.put([1, 2])
+        first = time.monotonic()
+        await asyncio.sleep(0.02)
+        await q.put([3])
+        await q.take(1, within_s=0)  # 1: from the first list
+        taken = [q.taken_from - first]
+        await q.take(5, within_s=0)  # 2 (rest of the first list) and 3
+        return [*taken, q.taken_from - first]
+
+    assert [round(t, 2) for t in asyncio.run(main())] == [0.0, 0.0]
+
+
 def test_a_short_batch_waits_for_the_oldest_message_to_be_within_old() -> None:
     async def main() -> tuple[list[int], float]:
         q = SourceBatches("tx", limit=100)
