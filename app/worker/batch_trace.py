@@ -43,7 +43,7 @@ Stamps = dict[str, float]
 class BatchTrace:
     """Per-batch stamps, kept in memory (at most ``limit`` batches) and written once at the end."""
 
-    def __init__(self, folder: Path | None, limit: int = 500_000) -> None:
+    def __init__(self, folder: Path | None, limit: int = 100_000) -> None:  # ~60 MB at most
         self.folder = folder
         self.limit = limit
         self.batches: list[Stamps] = []
