@@ -33,6 +33,7 @@ start, and throughput is how fast they drain it. Reported:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -298,17 +299,13 @@ def run_pipeline_bench(
         sent = send() if backlog else 0
         with running_workers([workdir / f"worker-{i}.log" for i in range(workers)], env) as procs:
             ready_at = time.time()  # every worker is up (wall clock, like the Kafka timestamps)
-            cpu_before = [_cpu_seconds(p.pid) for p in procs]
-            machine_before = psutil.cpu_times()
-            started = time.monotonic()
+            measured = RunUsage([p.pid for p in procs])
             lag.start()
             if not backlog:
                 time.sleep(warm_s)  # group joined, partitions assigned
                 sent = send()
             drained = lag.wait_drained(time.monotonic(), time.monotonic() + 300)
-            elapsed = time.monotonic() - started
-            usage = [_usage(p.pid, before, elapsed) for p, before in zip(procs, cpu_before, strict=True)]
-            busy = _busy_share(machine_before, psutil.cpu_times())
+            usage = measured.finish()
         for sampler in (lag, clock):
             sampler.stop.set()
             sampler.join(timeout=10)
@@ -354,10 +351,9 @@ def run_pipeline_bench(
         "cpu_calibration": {"before": speed_before, "after": cpu_calibration()},
         "wall_clock_jumps": [{"at": at, "seconds": leap} for at, leap in clock.jumps],
         "consumer_lag": lag.summary(),  # committed lag of the input topic, sampled every second
-        "workers": usage,  # each worker process with its children (scoring, feature writer)
-        "machine_cpu_percent": busy,  # all cores together (100 = every core busy), the run's span
+        **usage,
         "worker_cpu_us_per_txn": round(
-            sum(u.get("cpu_s", 0.0) for u in usage) / max(1, len(txn_ids)) * 1e6, 1
+            sum(u.get("cpu_s", 0.0) for u in usage["workers"]) / max(1, len(txn_ids)) * 1e6, 1
         ),
         "stage_seconds": [json.loads(m.group(1)) for log in logs for m in STAGES.finditer(log)],
         # per micro-batch: ms spent reaching each step from the previous one (app/worker/batch_trace.py)
@@ -411,6 +407,66 @@ def _cpu_seconds(pid: int) -> float:
     except psutil.NoSuchProcess:
         pass
     return total
+
+
+class RunUsage:
+    """CPU and memory of a run, from its creation (every worker up) to ``finish``."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = list(pids)
+        self.workers = [_cpu_seconds(pid) for pid in self.pids]
+        self.roles = cpu_by_process(self.pids)
+        self.machine = psutil.cpu_times()
+        self.started = time.monotonic()
+
+    def finish(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.started
+        return {
+            # each worker process with its children (scoring, feature writer)
+            "workers": [_usage(pid, cpu, elapsed) for pid, cpu in zip(self.pids, self.workers, strict=True)],
+            # all cores together (100 = every core busy), the run's span
+            "machine_cpu_percent": _busy_share(self.machine, psutil.cpu_times()),
+            # % of one core by role: who shares the machine with the pipeline, and how much
+            "cpu_by_process_percent": _role_percent(self.roles, cpu_by_process(self.pids), elapsed),
+        }
+
+
+def cpu_by_process(workers: Sequence[int]) -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of every process that shares the machine with the pipeline, with its role:
+    ``worker`` (the stream process), its children by name (``fs-scoring``, ``fs-features``), ``kafka``
+    (the broker), ``postgresql`` (every server process) and ``bench`` (this process: the load
+    generator and the samplers)."""
+    seen: dict[int, tuple[str, float]] = {}
+
+    def add(p: psutil.Process, role: str) -> None:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            seen[p.pid] = (role, t.user + t.system)
+
+    for pid in workers:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            add(proc, "worker")
+            for child in proc.children(recursive=True):
+                add(child, child.name() if child.name().startswith("fs-") else "worker child")
+    for p in psutil.process_iter(["name", "cmdline"]):
+        if (p.info["name"] or "").startswith("postgres"):
+            add(p, "postgresql")
+        elif "kafka.Kafka" in (p.info["cmdline"] or ()):
+            add(p, "kafka")
+    add(psutil.Process(), "bench")
+    return seen
+
+
+def _role_percent(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], elapsed: float
+) -> dict[str, float]:
+    """% of one core by role, over the processes present at both readings."""
+    busy: dict[str, float] = {}
+    for pid, (role, cpu) in after.items():
+        if pid in before:
+            busy[role] = busy.get(role, 0.0) + cpu - before[pid][1]
+    return {role: round(100 * s / elapsed, 1) for role, s in sorted(busy.items(), key=lambda kv: -kv[1])}
 
 
 def _usage(pid: int, before: float, elapsed: float) -> dict[str, float]:

@@ -246,6 +246,8 @@ def bench(
             "bench: per batch, ms p50/p99 before each step: "
             + ", ".join(f"{k} {stages[k]['p50']}/{stages[k]['p99']}" for k in steps)
         )
+    if roles := r["cpu_by_process_percent"]:
+        typer.echo("bench: CPU, % of one core: " + ", ".join(f"{k} {v}" for k, v in roles.items()))
     if jumps := r["wall_clock_jumps"]:
         typer.echo(
             f"bench: warning: the machine was paused {len(jumps)} time(s) during the run "

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.errors import FraudstreamError, first_line
+from app.proc_name import name_process
 from app.quiet_gc import quiet_gc
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 log = logging.getLogger("fraudstream.worker")
+SCORING_NAME = "fs-scoring"  # the process name ps and top show
 INLINE_SEND_BYTES = 64 * 1024  # below a Unix socket's default send buffer (~208 KB)
 
 
@@ -137,6 +139,7 @@ def _serve(settings: Settings, conn: Connection, parent: int) -> None:
         level=settings.log_level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
     )
     pin_threads(settings.worker_threads)
+    name_process(SCORING_NAME)
 
     def send(kind: str, detail: Any) -> None:
         conn.send((kind, detail))

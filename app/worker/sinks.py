@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.errors import FraudstreamError
+from app.proc_name import name_process
 from app.quiet_gc import quiet_gc
 from features.card import FEATURE_NAMES
 from features.online_write import OnlineWriter
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 log = logging.getLogger("fraudstream.worker")
+FEATURE_WRITER_NAME = "fs-features"  # the process name ps and top show
 
 LOG_SCHEMA = pa.schema(
     [
@@ -145,6 +147,7 @@ def _feature_writer(
     writer = OnlineWriter(store, CARD_VIEW, "card_id", FEATURE_NAMES)
     feature_log = FeatureLog(s.feature_log_dir, s.app_id, s.feature_log_flush_rows, s.feature_log_flush_s)
     os.nice(s.feature_writer_nice)  # the online store can lag a little; scores should not
+    name_process(FEATURE_WRITER_NAME)
     quiet_gc(log, "feature writer")  # its full collections took 120-180 ms of a shared core (session 10)
     ready.set()
     pending: dict[str, dict[str, Any]] = {}
