@@ -448,7 +448,8 @@ def cpu_by_process(workers: Sequence[int]) -> dict[int, tuple[str, float]]:
             proc = psutil.Process(pid)
             add(proc, "worker")
             for child in proc.children(recursive=True):
-                add(child, child.name() if child.name().startswith("fs-") else "worker child")
+                name = child.name()
+                add(child, name if name.startswith("fs-") else "worker child")
     for p in psutil.process_iter(["name", "cmdline"]):
         if (p.info["name"] or "").startswith("postgres"):
             add(p, "postgresql")

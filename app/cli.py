@@ -241,10 +241,11 @@ def bench(
         f"model {r['model']['trees']} trees depth {r['model']['max_depth']} -> {target}"
     )
     if (stages := r["batch_stages_ms"]).get("batches"):
-        steps = ("fetched", "taken", "features", "queued", "scoring", "scored", "sent")
-        typer.echo(
+        from app.worker.batch_trace import STEPS
+
+        typer.echo(  # from the fetch to the send: what event -> score is made of
             "bench: per batch, ms p50/p99 before each step: "
-            + ", ".join(f"{k} {stages[k]['p50']}/{stages[k]['p99']}" for k in steps)
+            + ", ".join(f"{k} {stages[k]['p50']}/{stages[k]['p99']}" for k in STEPS[1:-1])
         )
     if roles := r["cpu_by_process_percent"]:
         typer.echo("bench: CPU, % of one core: " + ", ".join(f"{k} {v}" for k, v in roles.items()))
