@@ -10,6 +10,12 @@ byte for byte with Feast's own write and reads them back through ``get_online_fe
 
 Only the SQLite and PostgreSQL online stores without the optional ``value_num`` / vector columns
 take this path; any other configuration goes through Feast's ``write_to_online_store``.
+
+SQLite, a card already written: one UPDATE sets all its feature rows (found through Feast's
+``entity_key`` index), instead of one upsert per feature (a primary-key lookup, then the row, for
+each of the 26 features). On the 2-core machine: ~4.8 against ~11 µs of CPU a feature row (session 15).
+A card this writer has not stored yet, or one whose rows are not all there any more (the UPDATE
+then changes fewer rows than expected), gets the upserts.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
 
 _DOUBLE = struct.Struct("<d")
 _DOUBLE_TAG = b"\x29"  # feast.types.Value field 5 (double_val), wire type 1 (64-bit)
+SQLITE_COLUMNS = ("entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts")
 
 
 def value_bytes(value: float | None) -> bytes:
@@ -52,6 +59,8 @@ def sqlite_epoch(ts: datetime) -> int:
 
 class OnlineWriter:
     """Writes ``{entity: ..., event_time: ..., <features>}`` rows of one feature view."""
+
+    STORED_MAX = 1_000_000  # cards remembered as fully stored (SQLite); ~100 MB of keys at most
 
     def __init__(self, store: FeatureStore, view_name: str, join_key: str, features: Sequence[str]) -> None:
         from feast.infra.key_encoding_utils import serialize_entity_key  # noqa: PLC0415
@@ -81,6 +90,8 @@ class OnlineWriter:
             config.online_store, "vector_enabled", False
         )
         self.bulk = self.kind in {"sqlite", "postgres"} and not extra
+        self.stored: set[bytes] = set()  # SQLite: cards whose rows this writer has upserted
+        self.sqlite_sql = self._sqlite_sql()
 
     def _values(
         self, rows: Sequence[dict[str, Any]], columns: Sequence[str],
@@ -117,16 +128,58 @@ class OnlineWriter:
             self._write_postgres(rows)
 
     def _write_sqlite(self, rows: Sequence[dict[str, Any]]) -> None:
-        columns = ("entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts")
+        upsert, update = self.sqlite_sql
+        known = [r for r in rows if self.key_bytes(r[self.join_key]) in self.stored]
+        new = [r for r in rows if self.key_bytes(r[self.join_key]) not in self.stored]
+        conn = self.online._get_conn(self.config)
+        with conn:  # one transaction
+            if known:
+                before = conn.total_changes
+                conn.executemany(update, self._card_values(known))
+                if conn.total_changes - before != len(known) * len(self.features):  # rows gone
+                    new = list(rows)
+            if new:
+                conn.executemany(upsert, self._values(new, SQLITE_COLUMNS, sqlite_epoch))
+        if len(self.stored) + len(new) > self.STORED_MAX:
+            self.stored.clear()  # forgetting a card costs its next write the upserts, nothing else
+        self.stored.update(self.key_bytes(r[self.join_key]) for r in new)
+
+    def _sqlite_sql(self) -> tuple[str, str]:
+        """(the upsert of one feature row, the UPDATE of all of one card's rows) for this table."""
         quoted = '"' + self.table.replace('"', '""') + '"'
-        sql = (
+        columns = SQLITE_COLUMNS
+        upsert = (
             f"INSERT INTO {quoted} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "  # noqa: S608
             "ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
         )
-        conn = self.online._get_conn(self.config)
-        with conn:
-            conn.executemany(sql, self._values(rows, columns, sqlite_epoch))
+        n = len(self.features)
+
+        names = ["'" + name.replace("'", "''") + "'" for name in self.features]
+
+        def case(first: int) -> str:
+            whens = (f"WHEN {name} THEN ?{first + i}" for i, name in enumerate(names))
+            return f"CASE feature_name {' '.join(whens)} END"
+
+        update = (
+            f"UPDATE {quoted} SET value = {case(2)}, value_text = {case(n + 2)}, "  # noqa: S608
+            f"event_ts = ?{2 * n + 2}, created_ts = NULL WHERE entity_key = ?1"
+        )
+        return upsert, update
+
+    def _card_values(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """One tuple per card for the UPDATE: key, each feature's ``value``, each ``value_text``, time."""
+        out, pack, names = [], _DOUBLE.pack, self.features
+        for row in rows:
+            # value_bytes / value_text inlined (~2 µs a feature as calls); v != v: NaN
+            values = [None if (v := row.get(name)) is None or v != v else float(v) for name in names]
+            out.append((
+                self.key_bytes(row[self.join_key]),
+                *[b"" if v is None else _DOUBLE_TAG + pack(v) for v in values],
+                *[None if v is None else repr(v) for v in values],  # a float's str
+                sqlite_epoch(row["event_time"]),
+            ))  # fmt: skip
+        return out
 
     def _write_postgres(self, rows: Sequence[dict[str, Any]]) -> None:
         from psycopg import sql  # noqa: PLC0415

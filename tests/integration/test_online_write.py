@@ -22,9 +22,11 @@ from tests.services import fresh_database
 COLUMNS = "entity_key, feature_name, value, value_text, event_ts, created_ts"
 
 
-def _rows(n: int) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(7)
-    start = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=UTC)
+START = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def _rows(n: int, seed: int = 7, start: datetime = START) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         row: dict[str, Any] = {"card_id": f"card-{i:04d}", "event_time": start + timedelta(seconds=37 * i)}
@@ -57,6 +59,15 @@ def _table(settings: Settings) -> list[tuple[Any, ...]]:
         return [(bytes(r[0]), *r[1:2], bytes(r[2]), *r[3:]) for r in conn.execute(query).fetchall()]
 
 
+def _delete_rows(settings: Settings, key: bytes, names: Any) -> None:
+    """Rows gone behind the writer's back (a card it remembers as stored): the next write repairs them."""
+    with sqlite3.connect(settings.feast_dir / "online.db") as conn:
+        conn.executemany(
+            "delete from fraudstream_card_features where entity_key = ? and feature_name = ?",
+            [(key, name) for name in names],
+        )
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_bulk_online_write_stores_what_feast_stores(settings: Settings, tmp_path: Path, kind: str) -> None:
     rows = _rows(60)
@@ -79,8 +90,13 @@ def test_bulk_online_write_stores_what_feast_stores(settings: Settings, tmp_path
             )
             writer = OnlineWriter(bulk, CARD_VIEW, "card_id", FEATURE_NAMES)
             assert writer.bulk, f"the {kind} online store takes the bulk path"
-            writer.write(rows[:30])
-            writer.write(rows)  # the first 30 again: an upsert, not a second row
+            earlier = _rows(40, seed=8, start=datetime(2026, 10, 30, tzinfo=UTC))
+            writer.write(earlier[:30])  # first stored: the upserts
+            if kind == "sqlite":
+                assert len(writer.stored) == 30
+                _delete_rows(bulk_s, writer.key_bytes("card-0003"), FEATURE_NAMES[:2])
+            writer.write(earlier[30:])
+            writer.write(rows)  # the first 30 again, newer: updated in place, none missing, no second row
             expected, got = _table(own_s), _table(bulk_s)
             assert len(got) == len(rows) * len(FEATURE_NAMES)
             assert got == expected
