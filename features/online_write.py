@@ -169,10 +169,9 @@ class OnlineWriter:
 
     def _card_values(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
         """One tuple per card for the UPDATE: key, each feature's ``value``, each ``value_text``, time."""
-        out, pack, names = [], _DOUBLE.pack, self.features
-        for row in rows:
-            # value_bytes / value_text inlined (~2 µs a feature as calls); v != v: NaN
-            values = [None if (v := row.get(name)) is None or v != v else float(v) for name in names]
+        out, pack, names, isnan = [], _DOUBLE.pack, self.features, math.isnan
+        for row in rows:  # value_bytes / value_text inlined (~2 µs a feature as calls)
+            values = [None if (v := row.get(name)) is None or isnan(v) else float(v) for name in names]
             out.append((
                 self.key_bytes(row[self.join_key]),
                 *[b"" if v is None else _DOUBLE_TAG + pack(v) for v in values],
