@@ -71,6 +71,7 @@ def _delete_rows(settings: Settings, key: bytes, names: Any) -> None:
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_bulk_online_write_stores_what_feast_stores(settings: Settings, tmp_path: Path, kind: str) -> None:
     rows = _rows(60)
+    rows[-1].update(dict.fromkeys(FEATURE_NAMES, math.nan))  # a card with no feature value at all
     with fresh_database(settings, "feast-own") as own_db, fresh_database(settings, "feast-bulk") as bulk_db:
         own_s, bulk_s = (
             settings.model_copy(
@@ -96,7 +97,9 @@ def test_bulk_online_write_stores_what_feast_stores(settings: Settings, tmp_path
                 assert len(writer.stored) == 30
                 _delete_rows(bulk_s, writer.key_bytes("card-0003"), FEATURE_NAMES[:2])
             writer.write(earlier[30:])
-            writer.write(rows)  # the first 30 again, newer: updated in place, none missing, no second row
+            writer.write(rows[:-1])  # the first 30 again, newer: updated in place, none missing, none twice
+            writer.write(rows[-1:])  # alone: every value column is empty (NULL arrays for Postgres)
+            writer.write([rows[5], earlier[5], rows[5]])  # one card twice in a write: the last one wins
             expected, got = _table(own_s), _table(bulk_s)
             assert len(got) == len(rows) * len(FEATURE_NAMES)
             assert got == expected
