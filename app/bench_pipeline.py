@@ -415,6 +415,7 @@ class RunUsage:
     def __init__(self, pids: Sequence[int]) -> None:
         self.pids = list(pids)
         self.workers = [_cpu_seconds(pid) for pid in self.pids]
+        self.since = time.time()  # processes created after this ran wholly within the run
         self.roles = cpu_by_process(self.pids)
         self.machine = psutil.cpu_times()
         self.started = time.monotonic()
@@ -427,21 +428,23 @@ class RunUsage:
             # all cores together (100 = every core busy), the run's span
             "machine_cpu_percent": _busy_share(self.machine, psutil.cpu_times()),
             # % of one core by role: who shares the machine with the pipeline, and how much
-            "cpu_by_process_percent": _role_percent(self.roles, cpu_by_process(self.pids), elapsed),
+            "cpu_by_process_percent": _role_percent(
+                self.roles, cpu_by_process(self.pids), elapsed, since=self.since
+            ),
         }
 
 
-def cpu_by_process(workers: Sequence[int]) -> dict[int, tuple[str, float]]:
-    """CPU seconds so far of every process that shares the machine with the pipeline, with its role:
-    ``worker`` (the stream process), its children by name (``fs-scoring``, ``fs-features``), ``kafka``
-    (the broker), ``postgresql`` (every server process) and ``bench`` (this process: the load
-    generator and the samplers)."""
-    seen: dict[int, tuple[str, float]] = {}
+def cpu_by_process(workers: Sequence[int]) -> dict[int, tuple[str, float, float]]:
+    """CPU seconds so far of every process that shares the machine with the pipeline, with its role
+    and creation time: ``worker`` (the stream process), its children by name (``fs-scoring``,
+    ``fs-features``), ``kafka`` (the broker), ``postgresql`` (every server process) and ``bench``
+    (this process: the load generator and the samplers)."""
+    seen: dict[int, tuple[str, float, float]] = {}
 
     def add(p: psutil.Process, role: str) -> None:
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
-            seen[p.pid] = (role, t.user + t.system)
+            seen[p.pid] = (role, t.user + t.system, p.create_time())
 
     for pid in workers:
         with contextlib.suppress(psutil.Error):
@@ -460,13 +463,19 @@ def cpu_by_process(workers: Sequence[int]) -> dict[int, tuple[str, float]]:
 
 
 def _role_percent(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], elapsed: float
-) -> dict[str, float]:
-    """% of one core by role, over the processes present at both readings."""
+    before: dict[int, tuple[str, float, float]], after: dict[int, tuple[str, float, float]], elapsed: float,
+    since: float,
+) -> dict[str, float]:  # fmt: skip
+    """% of one core by role: the processes present at both readings, and those created after
+    ``since`` (all their CPU is the run's: e.g. the PostgreSQL backend of a connection opened at
+    the first online write). A process that exited in between is not counted."""
     busy: dict[str, float] = {}
-    for pid, (role, cpu) in after.items():
-        if pid in before:
-            busy[role] = busy.get(role, 0.0) + cpu - before[pid][1]
+    for pid, (role, cpu, created) in after.items():
+        first = before.get(pid)
+        if first is not None and first[2] == created:
+            busy[role] = busy.get(role, 0.0) + cpu - first[1]
+        elif created >= since:
+            busy[role] = busy.get(role, 0.0) + cpu
     return {role: round(100 * s / elapsed, 1) for role, s in sorted(busy.items(), key=lambda kv: -kv[1])}
 
 

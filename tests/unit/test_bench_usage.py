@@ -28,15 +28,20 @@ def test_a_named_child_of_a_worker_is_counted_under_its_name() -> None:
             child.kill()
 
 
-def test_role_shares_are_percent_of_one_core_over_processes_seen_twice() -> None:
-    before = {1: ("worker", 10.0), 2: ("fs-scoring", 5.0), 3: ("postgresql", 1.0), 4: ("postgresql", 2.0)}
-    after = {
-        1: ("worker", 16.0), 2: ("fs-scoring", 7.0), 3: ("postgresql", 2.0),  # 4 exited meanwhile
-        5: ("postgresql", 9.0),  # started meanwhile: its CPU before the run is unknown, left out
+def test_role_shares_are_percent_of_one_core_over_the_run() -> None:
+    before = {
+        1: ("worker", 10.0, 50.0), 2: ("fs-scoring", 5.0, 51.0), 3: ("postgresql", 1.0, 40.0),
+        4: ("postgresql", 2.0, 40.0), 6: ("kafka", 3.0, 30.0),
     }  # fmt: skip
-    shares = _role_percent(before, after, elapsed=10.0)
-    assert shares == {"worker": 60.0, "fs-scoring": 20.0, "postgresql": 10.0}
-    assert list(shares) == ["worker", "fs-scoring", "postgresql"]  # the busiest first
+    after = {
+        1: ("worker", 16.0, 50.0), 2: ("fs-scoring", 7.0, 51.0), 3: ("postgresql", 2.0, 40.0),  # 4 exited
+        5: ("postgresql", 3.0, 105.0),  # created during the run (at 100): all of its CPU counts
+        6: ("postgresql", 4.0, 104.0),  # pid 6 reused during the run: a new process, counted from 0
+        7: ("postgresql", 9.0, 90.0),  # created before the run, missed by the first reading: unknown
+    }  # fmt: skip
+    shares = _role_percent(before, after, elapsed=10.0, since=100.0)
+    assert shares == {"postgresql": 80.0, "worker": 60.0, "fs-scoring": 20.0}
+    assert list(shares) == ["postgresql", "worker", "fs-scoring"]  # the busiest first
 
 
 def test_cpu_readings_grow_with_work() -> None:
