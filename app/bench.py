@@ -1,8 +1,10 @@
 """``fraudstream bench``: measured numbers, written as JSON (never a pass/fail test).
 
 Suite ``features`` (issue #4): the card-feature service alone (in process), Feast online write and
-read latency, and the feature agent end to end through the local Kafka (a worker process
-consuming a pre-filled topic). The full pipeline suite is ``app.bench_pipeline``.
+read latency, and the CPU of the worker's own online writer. The worker end to end (Kafka, features,
+scoring, every sink) is the pipeline suite, ``app.bench_pipeline``: ``--rate 0`` drains a
+pre-filled topic. (The feature agent alone no longer exists: since the worker scores every
+transaction it holds each batch until a champion model exists, and this suite trains none.)
 """
 
 from __future__ import annotations
@@ -16,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.dataset as ds
 
 from app.schema import TRANSACTION_FIELDS, encode
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
 from app.worker.card_features import Raw, process_batch
-from app.worker.process import isolated_env, running_worker, settings_for
 from features.backfill import card_feature_frame
 from features.card import FEATURE_NAMES
 from features.online_write import OnlineWriter
@@ -120,47 +120,6 @@ def bench_online_writer(store: Any, rows: list[dict[str, Any]]) -> dict[str, Any
     return {kind: _percentiles(ms) for kind, ms in times.items()} | {"cards": len(rows)}
 
 
-def bench_agent(config: SimConfig, workdir: Path) -> dict[str, Any]:
-    """A worker process drains a topic pre-filled with the simulated history."""
-    from app.kafka_admin import ensure_topics  # noqa: PLC0415
-    from app.simulator.producer import KafkaSink, Pacer, produce  # noqa: PLC0415
-
-    env = isolated_env(f"bench-{int(time.time())}", workdir)
-    bench_settings = settings_for(env)
-    ensure_topics(bench_settings, [bench_settings.topic_transactions, bench_settings.topic_dlq])
-    history = simulate(config)
-    first = done = None
-    root = bench_settings.feature_log_dir / CARD_VIEW
-    log_path = workdir / "worker.log"
-    with running_worker(log_path, env) as proc:
-        # the topic is filled once the worker is up: it consumes as fast as it can from there
-        sink = KafkaSink(bench_settings.kafka_servers, **bench_settings.kafka_security())
-        produce([history], sink, topic=bench_settings.topic_transactions, feedback_topic="unused",
-                pacer=Pacer(0), labels=False)  # fmt: skip
-        sink.close()
-        started = time.perf_counter()
-        while time.perf_counter() - started < 600 and proc.poll() is None:
-            rows = ds.dataset(root, format="parquet").count_rows() if root.exists() else 0
-            if rows and first is None:
-                first = (time.perf_counter(), rows)
-            if rows >= len(history):
-                done = time.perf_counter()
-                break
-            time.sleep(0.5)
-    if first is None or done is None:
-        return {"error": f"worker did not finish; see {log_path}"}
-    steady = (len(history) - first[1]) / max(done - first[0], 1e-9)
-    return {
-        "events": len(history),
-        "cards": int(history["card_id"].nunique()),
-        "batch_size": bench_settings.batch_size,
-        "steady_events_per_s": round(steady),
-        "what": "worker process: consume from Kafka, features, card-state changelog, offline log, "
-        "coalesced Feast online writes; measured from the first logged row to the last "
-        "(the topic is filled at ~6,000/s while the worker runs)",
-    }
-
-
 def run_features_bench(settings: Settings, out: Path, customers: int, days: int) -> dict[str, Any]:
     config = SimConfig(customers=customers, merchants=2 * customers, days=days, seed=1)
     with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp:
@@ -171,7 +130,6 @@ def run_features_bench(settings: Settings, out: Path, customers: int, days: int)
             "settings": {"customers": customers, "days": days, "lateness_s": settings.lateness_s},
             "feature_service": bench_feature_service(config, settings.batch_size),
             "feast": bench_feast(feast_settings, SimConfig(customers=2_000, merchants=4_000, days=2, seed=2)),
-            "agent": bench_agent(config, Path(tmp)),
         }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
