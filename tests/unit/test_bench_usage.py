@@ -1,5 +1,5 @@
 """The bench's CPU by process: the worker's children are told apart by name, and the shares are
-computed over the processes present at both readings."""
+computed over the run: processes present at both readings, and those created during it."""
 
 from __future__ import annotations
 
