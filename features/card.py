@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import math
 import struct
-from bisect import bisect_left, insort
+import sys
+from array import array
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, NamedTuple
@@ -93,9 +96,12 @@ class Recent(NamedTuple):
 class CardState:
     recent: list[Recent] = field(default_factory=list)  # sorted by (t, txn_id); exact, settled or not
     # aggregates of the settled events only (those with t < settled_to)
-    # tuples, not lists: immutable, so the garbage collector stops tracking them (a worker holds
-    # thousands of cards with up to 720 buckets each, and every full collection scanned them all)
-    hours: dict[int, tuple[float, float]] = field(default_factory=dict)  # hour -> (count, sum)
+    # hour buckets as three parallel arrays sorted by hour: a window's count and sum are two
+    # bisections and a sum over a slice, in C (session 16: a loop over every bucket in Python was
+    # 40 % of card_features); arrays hold no Python objects, so the garbage collector skips them
+    hour_keys: array[int] = field(default_factory=lambda: array("q"))  # UTC hours since the epoch
+    hour_counts: array[float] = field(default_factory=lambda: array("d"))
+    hour_sums: array[float] = field(default_factory=lambda: array("d"))
     countries: dict[str, float] = field(default_factory=dict)  # country -> last seen t
     merchants: dict[str, float] = field(default_factory=dict)  # merchant -> last seen t
     # cell -> (count, sum lat, sum lon)
@@ -109,13 +115,13 @@ class CardState:
     position: tuple[int, int] | None = None
 
     def to_bytes(self) -> bytes:
-        """The state in the binary layout below (session 12: encoding 17.9-18.7 -> 13.1-13.8 µs a state)."""
-        recent, hours, cells = self.recent, self.hours, self.cells
+        """The state in the binary layout below (session 16, format 2: the hour buckets as arrays)."""
+        recent, cells = self.recent, self.cells
         # t, txn_id, amount, lat, lon, country, merchant_id
         columns = list(zip(*recent, strict=True)) or [()] * 7
         floats = [
-            *columns[0], *columns[2], *columns[3], *columns[4], *hours, *chain.from_iterable(hours.values()),
-            *self.countries.values(), *self.merchants.values(), *chain.from_iterable(cells.values()),
+            *columns[0], *columns[2], *columns[3], *columns[4], *self.countries.values(),
+            *self.merchants.values(), *chain.from_iterable(cells.values()),
         ]  # fmt: skip
         strings = [*columns[1], *columns[5], *columns[6], *self.countries, *self.merchants, *cells]
         for r in (self.last_settled, self.last):
@@ -124,32 +130,50 @@ class CardState:
                 strings += (r.txn_id, r.country, r.merchant_id)
         at = self.position or (0, -1)
         head = _HEAD.pack(
-            _FORMAT, len(recent), len(hours), len(self.countries), len(self.merchants), len(cells),
+            _FORMAT, len(recent), len(self.hour_keys), len(self.countries), len(self.merchants), len(cells),
             (self.last_settled is not None) | (self.last is not None) << 1 | (self.position is not None) << 2,
             self.total, self.settled_to, at[0], at[1],
         )  # fmt: skip
-        return head + struct.pack(f"<{len(floats)}d", *floats) + orjson.dumps(strings)
+        return b"".join((
+            head, _little_endian(self.hour_keys), _little_endian(self.hour_counts),
+            _little_endian(self.hour_sums), struct.pack(f"<{len(floats)}d", *floats), orjson.dumps(strings),
+        ))  # fmt: skip
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> CardState:
         if not raw:
             return cls()
-        if raw[0] != _FORMAT:
+        if raw[0] not in (_FORMAT, _FORMAT_1):
             return cls._from_json(raw)
-        _, n_r, n_h, n_c, n_m, n_g, flags, total, settled_to, partition, offset = _HEAD.unpack_from(raw)
+        layout, n_r, n_h, n_c, n_m, n_g, flags, total, settled_to, partition, offset = _HEAD.unpack_from(raw)
         n_ends = (flags & 1) + (flags >> 1 & 1)
-        n_f = 4 * n_r + 3 * n_h + n_c + n_m + 3 * n_g + 4 * n_ends
-        floats = struct.unpack_from(f"<{n_f}d", raw, _HEAD.size)
-        strings: list[str] = orjson.loads(memoryview(raw)[_HEAD.size + 8 * n_f :])
+        n_f = 4 * n_r + n_c + n_m + 3 * n_g + 4 * n_ends  # the doubles besides the hour buckets
+        at = _HEAD.size
+        if layout == _FORMAT:
+            view = memoryview(raw)
+            keys, counts, sums = array("q"), array("d"), array("d")
+            for column in (keys, counts, sums):
+                column.frombytes(view[at : at + 8 * n_h])
+                if not _LITTLE_ENDIAN:
+                    column.byteswap()
+                at += 8 * n_h
+            floats = struct.unpack_from(f"<{n_f}d", raw, at)
+        else:  # format 1 (sessions 12-15): hour keys, then (count, sum) pairs, among the doubles
+            every = struct.unpack_from(f"<{n_f + 3 * n_h}d", raw, at)
+            f = 4 * n_r
+            pairs = every[f + n_h : f + 3 * n_h]
+            hours = zip(map(int, every[f : f + n_h]), pairs[::2], pairs[1::2], strict=True)
+            keys, counts, sums = _hour_arrays(hours)
+            floats = every[:f] + every[f + 3 * n_h :]
+            at += 24 * n_h
+        at += 8 * n_f
+        strings: list[str] = orjson.loads(memoryview(raw)[at:])
         n_s = 3 * n_r  # strings: recent columns, then country, merchant and cell keys, then the ends
-        f = 4 * n_r  # floats: recent columns, hour keys, hour pairs, seen times, cell triples, the ends
+        f = 4 * n_r  # floats: recent columns, seen times, cell triples, the ends
         recent = list(map(
             Recent, floats[:n_r], strings[:n_r], floats[n_r : 2 * n_r], floats[2 * n_r : 3 * n_r],
             floats[3 * n_r : f], strings[n_r : 2 * n_r], strings[2 * n_r : n_s],
         ))  # fmt: skip
-        pairs = zip(floats[f + n_h : f + 3 * n_h : 2], floats[f + n_h + 1 : f + 3 * n_h : 2], strict=True)
-        hours = dict(zip(map(int, floats[f : f + n_h]), pairs, strict=True))
-        f += 3 * n_h
         countries = dict(zip(strings[n_s : n_s + n_c], floats[f : f + n_c], strict=True))
         f, s = f + n_c, n_s + n_c
         merchants = dict(zip(strings[s : s + n_m], floats[f : f + n_m], strict=True))
@@ -166,9 +190,9 @@ class CardState:
             else:
                 ends.append(None)
         return cls(
-            recent=recent, hours=hours, countries=countries, merchants=merchants, cells=cells, total=total,
-            settled_to=settled_to, last_settled=ends[0], last=ends[1],
-            position=(partition, offset) if flags & 4 else None,
+            recent=recent, hour_keys=keys, hour_counts=counts, hour_sums=sums, countries=countries,
+            merchants=merchants, cells=cells, total=total, settled_to=settled_to, last_settled=ends[0],
+            last=ends[1], position=(partition, offset) if flags & 4 else None,
         )  # fmt: skip
 
     @classmethod
@@ -177,12 +201,15 @@ class CardState:
         d: dict[str, Any] = orjson.loads(raw)
         if "hf" in d:  # flat [hour, count, sum, ...]
             flat = d["hf"]
-            hours = {int(flat[i]): (flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)}
+            hours = [(int(flat[i]), flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
         else:  # written before session 9
-            hours = {int(k): (v[0], v[1]) for k, v in d["h"].items()}
+            hours = [(int(k), v[0], v[1]) for k, v in d["h"].items()]
+        keys, counts, sums = _hour_arrays(hours)
         return cls(
             recent=[Recent(*r) for r in d["r"]],
-            hours=hours,
+            hour_keys=keys,
+            hour_counts=counts,
+            hour_sums=sums,
             countries=d["c"],
             merchants=d["m"],
             cells={k: (v[0], v[1], v[2]) for k, v in d["g"].items()},
@@ -194,15 +221,39 @@ class CardState:
         )
 
 
-# The binary state: a header, then every float as little-endian doubles, then every string as one
-# JSON list. Floats: recent t / amount / lat / lon (column by column), hour keys, hour (count, sum)
-# pairs, country and merchant last-seen times, cell (count, sum lat, sum lon) triples, then t,
-# amount, lat, lon of last_settled and of last when present. Strings: recent txn ids, countries,
-# merchants (column by column), country keys, merchant keys, cell keys, then txn id, country,
-# merchant of last_settled and of last when present. Doubles keep every value exactly (JSON
-# printed each float in shortest form, which cost more than all the rest).
-_FORMAT = 1  # the first byte; a JSON state starts with "{"
+# The binary state (format 2): a header; the hour buckets as three little-endian columns, hours
+# (int64), counts and sums (doubles); every other float as little-endian doubles; every string as
+# one JSON list. Doubles: recent t / amount / lat / lon (column by column), country and merchant
+# last-seen times, cell (count, sum lat, sum lon) triples, then t, amount, lat, lon of
+# last_settled and of last when present. Strings: recent txn ids, countries, merchants (column by
+# column), country keys, merchant keys, cell keys, then txn id, country, merchant of last_settled
+# and of last when present. Doubles keep every value exactly (JSON printed each float in shortest
+# form, which cost more than all the rest). Format 1 (sessions 12-15) had the hour keys and
+# (count, sum) pairs among the doubles, after the recent columns; it is still read.
+_FORMAT = 2  # the first byte; a JSON state starts with "{"
+_FORMAT_1 = 1
 _HEAD = struct.Struct("<B5IBqdiq")  # format, 5 lengths, flags, total, settled_to, position
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def _little_endian(column: array[Any]) -> bytes:
+    if _LITTLE_ENDIAN:
+        return column.tobytes()
+    swapped = array(column.typecode, column)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def _hour_arrays(
+    hours: Iterable[tuple[int, float, float]],
+) -> tuple[array[int], array[float], array[float]]:
+    """Hour buckets given in any order (earlier layouts kept insertion order) as sorted columns."""
+    rows = sorted(hours)
+    return (
+        array("q", [r[0] for r in rows]),
+        array("d", [r[1] for r in rows]),
+        array("d", [r[2] for r in rows]),
+    )
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -301,14 +352,13 @@ def _amount_windows(
         out[count_name], out[sum_name], out[mean_name] = count, total, total / count
     hour = int(txn.t // HOUR)
     lo_7d, lo_30d = hour - WEEK_H, hour - MONTH_H
-    c7 = s7 = c30 = s30 = 0.0  # count and sum of the card's other transactions in each window
-    for h, (c, s) in state.hours.items():  # one pass over the buckets for both windows
-        if lo_30d < h <= hour:
-            c30 += c
-            s30 += s
-            if h > lo_7d:
-                c7 += c
-                s7 += s
+    keys, counts, sums = state.hour_keys, state.hour_counts, state.hour_sums
+    end = bisect_right(keys, hour)  # the buckets in (lo, hour], oldest first
+    start_30d = bisect_right(keys, lo_30d, 0, end)
+    start_7d = bisect_right(keys, lo_7d, start_30d, end)
+    # count and sum of the card's other transactions in each window
+    c30, s30 = float(sum(counts[start_30d:end])), float(sum(sums[start_30d:end]))
+    c7, s7 = float(sum(counts[start_7d:end])), float(sum(sums[start_7d:end]))
     for r in pending:
         h = int(r.t // HOUR)
         if h > lo_30d:
@@ -363,17 +413,25 @@ def _settle(state: CardState, until: float) -> None:
         _fold(state, r)
     state.settled_to = until
     oldest = int(until // HOUR) - MONTH_H  # no valid event reads an hour this old
-    if state.hours and min(state.hours) <= oldest:  # (a scan in C: most events expire nothing)
-        for h in [h for h in state.hours if h <= oldest]:
-            del state.hours[h]
+    keys = state.hour_keys
+    if keys and keys[0] <= oldest:
+        gone = bisect_right(keys, oldest)
+        del keys[:gone], state.hour_counts[:gone], state.hour_sums[:gone]
     for seen, cap in ((state.countries, MAX_COUNTRIES), (state.merchants, MAX_MERCHANTS)):
         _expire(seen, until, cap)
 
 
 def _fold(state: CardState, r: Recent) -> None:
     hour = int(r.t // HOUR)
-    count, total = state.hours.get(hour, (0.0, 0.0))
-    state.hours[hour] = (count + 1, total + r.amount)
+    keys = state.hour_keys
+    i = bisect_left(keys, hour)
+    if i < len(keys) and keys[i] == hour:
+        state.hour_counts[i] += 1
+        state.hour_sums[i] += r.amount
+    else:  # most often the newest hour: an append
+        keys.insert(i, hour)
+        state.hour_counts.insert(i, 1.0)
+        state.hour_sums.insert(i, r.amount)
     state.countries[r.country] = max(r.t, state.countries.get(r.country, r.t))
     state.merchants[r.merchant_id] = max(r.t, state.merchants.get(r.merchant_id, r.t))
     _add_cell(state.cells, r)

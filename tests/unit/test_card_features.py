@@ -146,7 +146,7 @@ def test_state_stays_bounded_and_survives_serialisation() -> None:
         update(state, txn(i, i * 60.0, merchant=f"m{i}"))
     assert len(state.recent) <= MAX_RECENT
     assert len(state.merchants) <= MAX_MERCHANTS
-    assert len(state.hours) <= 30 * 24 + 1
+    assert len(state.hour_keys) == len(state.hour_counts) == len(state.hour_sums) <= 30 * 24 + 1
     state.position = (3, 2**40)
     again = CardState.from_bytes(state.to_bytes())
     assert again == state, "every value comes back exactly (doubles, not printed floats)"
@@ -170,6 +170,37 @@ def test_a_state_written_as_json_by_an_earlier_version_is_still_read() -> None:
     )
     assert CardState.from_bytes(written_before) == state
     assert CardState.from_bytes(state.to_bytes()) == state
+
+
+def test_a_state_written_in_the_first_binary_layout_is_still_read() -> None:
+    state = CardState()
+    for t in (
+        Txn("a", 1_000_000.0, 12.5, 48.1, 2.2, "FR", "m1"),
+        Txn("c", 1_010_000.0, 3.0, 48.3, 2.4, "FR", "m2"),
+        Txn("b", 1_004_000.0, 7.25, 48.2, 2.3, "DE", "m2"),  # late: settled into an earlier hour
+        Txn("d", 1_020_000.0, 1.0, 48.2, 2.3, "FR", "m1"),
+    ):
+        update(state, t, pending_s=300)
+    state.position = (3, 41)
+    written_before = bytes.fromhex(FORMAT_1_STATE)  # CardState.to_bytes() of sessions 12-15
+    assert list(state.hour_keys) == [277, 278, 280]
+    assert CardState.from_bytes(written_before) == state
+    assert CardState.from_bytes(state.to_bytes()) == state
+    assert state.to_bytes()[0] == 2, "written in the current layout"
+
+
+FORMAT_1_STATE = (
+    "01040000000300000002000000020000000100000007030000000000000000000000681e2f41030000002900000000000000"
+    "0000000080842e4100000000c0a32e4100000000a0d22e4100000000c0202f4100000000000029400000000000001d4000"
+    "00000000000840000000000000f03fcdcccccccc0c48409a9999999919484066666666662648409a999999991948409a99"
+    "999999990140666666666666024033333333333303406666666666660240000000000050714000000000006071400000"
+    "000000807140000000000000f03f0000000000002940000000000000f03f0000000000001d40000000000000f03f0000"
+    "00000000084000000000a0d22e4100000000c0a32e410000000080842e4100000000a0d22e410000000000000840343333"
+    "33331362409a99999999991b4000000000a0d22e4100000000000008406666666666264840333333333333034000000000"
+    "c0202f41000000000000f03f9a9999999919484066666666666602405b2261222c2262222c2263222c2264222c22465222"
+    "2c224445222c224652222c224652222c226d31222c226d32222c226d32222c226d31222c224652222c224445222c226d31"
+    "222c226d32222c2239363a34222c2263222c224652222c226d32222c2264222c224652222c226d31225d"
+)
 
 
 def _raw(record: dict[str, object] | bytes, key: bytes | None = None, offset: int = 1) -> Raw:
