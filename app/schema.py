@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.pan import find_pans
+from app.pan import has_pan
 
 CHANNELS = ("card_present", "ecommerce", "atm")
 Channel = Literal["card_present", "ecommerce", "atm"]
@@ -83,7 +83,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def _no_pan(value: str) -> str:
     """Identifiers never carry a card number, not even inside (a Luhn-valid 13-19 digit run), nor
     control characters (PostgreSQL refuses NUL in text: one such message would stall every sink)."""
-    if find_pans(value):
+    if has_pan(value):
         raise ValueError("contains a card number (PAN); send a token")
     if _CONTROL.search(value):
         raise ValueError("contains a control character")

@@ -34,6 +34,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -90,6 +91,10 @@ class Recent(NamedTuple):
     lon: float
     country: str = ""
     merchant_id: str = ""
+
+
+# keys of ``CardState.recent``, in C: an entry's event time, and its (event time, txn id) order
+_AT, _ORDER = itemgetter(0), itemgetter(0, 1)
 
 
 @dataclass
@@ -303,7 +308,7 @@ def _fresh(seen: dict[str, float], key: str, t: float) -> bool:
 
 def card_features(state: CardState, txn: Txn) -> dict[str, float]:
     """Features of ``txn`` as of its event time; ``state`` must not contain ``txn`` itself."""
-    prior = state.recent[: bisect_left(state.recent, (txn.t, txn.txn_id), key=lambda r: (r.t, r.txn_id))]
+    prior = state.recent[: bisect_left(state.recent, (txn.t, txn.txn_id), key=_ORDER)]
     pending = [r for r in prior if r.t >= state.settled_to]  # before txn, not in the aggregates yet
     out = _amount_windows(state, prior, pending, txn)
     prev = prior[-1] if prior else state.last_settled
@@ -383,7 +388,7 @@ def update(state: CardState, txn: Txn, pending_s: float = PENDING_S) -> CardStat
     behind the card's latest one would be scored without the pending events it should see.
     """
     entry = Recent(txn.t, txn.txn_id, txn.amount, txn.lat, txn.lon, txn.country, txn.merchant_id)
-    insort(state.recent, entry, key=lambda r: (r.t, r.txn_id))
+    insort(state.recent, entry, key=_ORDER)
     if entry.t < state.settled_to:  # beyond the lateness the caller allows: settle it at once
         _fold(state, entry)
     if state.last is None or (entry.t, entry.txn_id) > (state.last.t, state.last.txn_id):
@@ -392,7 +397,7 @@ def update(state: CardState, txn: Txn, pending_s: float = PENDING_S) -> CardStat
     _settle(state, latest - pending_s)
 
     keep_from = latest - pending_s - RECENT_KEEP_S  # a late event still sees its full 24 h window
-    drop = bisect_left(state.recent, keep_from, key=lambda r: r.t)
+    drop = bisect_left(state.recent, keep_from, key=_AT)
     while drop < len(state.recent) and state.recent[drop].t <= keep_from:
         drop += 1
     drop = max(drop, len(state.recent) - MAX_RECENT)
@@ -406,7 +411,7 @@ def _settle(state: CardState, until: float) -> None:
     """Fold the pending events with t < ``until`` into the aggregates; expire what no event needs."""
     if until <= state.settled_to:
         return
-    start = bisect_left(state.recent, state.settled_to, key=lambda r: r.t)
+    start = bisect_left(state.recent, state.settled_to, key=_AT)
     for r in state.recent[start:]:
         if r.t >= until:
             break
