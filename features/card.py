@@ -93,6 +93,7 @@ class Recent(NamedTuple):
     merchant_id: str = ""
 
 
+_INT32 = next(code for code in "ilh" if array(code).itemsize == 4)  # the hour columns' type code
 # keys of ``CardState.recent``, in C: an entry's event time, and its (event time, txn id) order
 _AT, _ORDER = itemgetter(0), itemgetter(0, 1)
 
@@ -104,8 +105,8 @@ class CardState:
     # hour buckets as three parallel arrays sorted by hour: a window's count and sum are two
     # bisections and a sum over a slice, in C (session 16: a loop over every bucket in Python was
     # 40 % of card_features); arrays hold no Python objects, so the garbage collector skips them
-    hour_keys: array[int] = field(default_factory=lambda: array("q"))  # UTC hours since the epoch
-    hour_counts: array[float] = field(default_factory=lambda: array("d"))
+    hour_keys: array[int] = field(default_factory=lambda: array(_INT32))  # UTC hours since the epoch
+    hour_counts: array[int] = field(default_factory=lambda: array(_INT32))
     hour_sums: array[float] = field(default_factory=lambda: array("d"))
     countries: dict[str, float] = field(default_factory=dict)  # country -> last seen t
     merchants: dict[str, float] = field(default_factory=dict)  # merchant -> last seen t
@@ -156,18 +157,19 @@ class CardState:
         at = _HEAD.size
         if layout == _FORMAT:
             view = memoryview(raw)
-            keys, counts, sums = array("q"), array("d"), array("d")
+            keys, counts, sums = array(_INT32), array(_INT32), array("d")
             for column in (keys, counts, sums):
-                column.frombytes(view[at : at + 8 * n_h])
+                size = column.itemsize * n_h
+                column.frombytes(view[at : at + size])
                 if not _LITTLE_ENDIAN:
                     column.byteswap()
-                at += 8 * n_h
+                at += size
             floats = struct.unpack_from(f"<{n_f}d", raw, at)
         else:  # format 1 (sessions 12-15): hour keys, then (count, sum) pairs, among the doubles
             every = struct.unpack_from(f"<{n_f + 3 * n_h}d", raw, at)
             f = 4 * n_r
             pairs = every[f + n_h : f + 3 * n_h]
-            hours = zip(map(int, every[f : f + n_h]), pairs[::2], pairs[1::2], strict=True)
+            hours = zip(map(int, every[f : f + n_h]), map(int, pairs[::2]), pairs[1::2], strict=True)
             keys, counts, sums = _hour_arrays(hours)
             floats = every[:f] + every[f + 3 * n_h :]
             at += 24 * n_h
@@ -206,9 +208,9 @@ class CardState:
         d: dict[str, Any] = orjson.loads(raw)
         if "hf" in d:  # flat [hour, count, sum, ...]
             flat = d["hf"]
-            hours = [(int(flat[i]), flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+            hours = [(int(flat[i]), int(flat[i + 1]), flat[i + 2]) for i in range(0, len(flat), 3)]
         else:  # written before session 9
-            hours = [(int(k), v[0], v[1]) for k, v in d["h"].items()]
+            hours = [(int(k), int(v[0]), v[1]) for k, v in d["h"].items()]
         keys, counts, sums = _hour_arrays(hours)
         return cls(
             recent=[Recent(*r) for r in d["r"]],
@@ -227,7 +229,7 @@ class CardState:
 
 
 # The binary state (format 2): a header; the hour buckets as three little-endian columns, hours
-# (int64), counts and sums (doubles); every other float as little-endian doubles; every string as
+# and counts (int32), sums (doubles); every other float as little-endian doubles; every string as
 # one JSON list. Doubles: recent t / amount / lat / lon (column by column), country and merchant
 # last-seen times, cell (count, sum lat, sum lon) triples, then t, amount, lat, lon of
 # last_settled and of last when present. Strings: recent txn ids, countries, merchants (column by
@@ -250,13 +252,14 @@ def _little_endian(column: array[Any]) -> bytes:
 
 
 def _hour_arrays(
-    hours: Iterable[tuple[int, float, float]],
-) -> tuple[array[int], array[float], array[float]]:
-    """Hour buckets given in any order (earlier layouts kept insertion order) as sorted columns."""
+    hours: Iterable[tuple[int, int, float]],
+) -> tuple[array[int], array[int], array[float]]:
+    """Hour buckets (hour, count, sum) in any order (earlier layouts kept insertion order) as sorted
+    columns."""
     rows = sorted(hours)
     return (
-        array("q", [r[0] for r in rows]),
-        array("d", [r[1] for r in rows]),
+        array(_INT32, [r[0] for r in rows]),
+        array(_INT32, [r[1] for r in rows]),
         array("d", [r[2] for r in rows]),
     )
 
@@ -435,7 +438,7 @@ def _fold(state: CardState, r: Recent) -> None:
         state.hour_sums[i] += r.amount
     else:  # most often the newest hour: an append
         keys.insert(i, hour)
-        state.hour_counts.insert(i, 1.0)
+        state.hour_counts.insert(i, 1)
         state.hour_sums.insert(i, r.amount)
     state.countries[r.country] = max(r.t, state.countries.get(r.country, r.t))
     state.merchants[r.merchant_id] = max(r.t, state.merchants.get(r.merchant_id, r.t))
