@@ -33,7 +33,6 @@ from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import chain
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -99,6 +98,48 @@ _AT, _ORDER = itemgetter(0), itemgetter(0, 1)
 
 
 @dataclass
+class Cells:
+    """Home-location grid cells as parallel columns, in the order they were first seen: each cell's
+    key, how many settled transactions fell in it, and the sums of their latitudes and longitudes.
+    (Session 16: a dict of 3-tuples was ~5 Python objects a cell, each a pointer to chase.)"""
+
+    keys: list[str] = field(default_factory=list)
+    counts: array[int] = field(default_factory=lambda: array(_INT32))
+    lats: array[float] = field(default_factory=lambda: array("d"))
+    lons: array[float] = field(default_factory=lambda: array("d"))
+
+    def add(self, lat: float, lon: float) -> None:
+        key = _cell(lat, lon)
+        if key in self.keys:
+            i = self.keys.index(key)
+            self.counts[i] += 1
+            self.lats[i] += lat
+            self.lons[i] += lon
+        else:
+            self.keys.append(key)
+            self.counts.append(1)
+            self.lats.append(lat)
+            self.lons.append(lon)
+
+    def drop_smallest(self) -> None:
+        """Forget the cell with the fewest transactions (the smallest key among equals)."""
+        i = self.keys.index(min(zip(self.counts, self.keys, strict=True))[1])
+        del self.keys[i], self.counts[i], self.lats[i], self.lons[i]
+
+    def copy(self) -> Cells:
+        counts, lats, lons = array(_INT32, self.counts), array("d", self.lats), array("d", self.lons)
+        return Cells(list(self.keys), counts, lats, lons)
+
+    def home(self) -> tuple[float, float] | None:
+        """Robust home: the centroid of the cell holding most transactions (the largest key among equals)."""
+        if not self.keys:
+            return None
+        i = self.keys.index(max(zip(self.counts, self.keys, strict=True))[1])
+        n = self.counts[i]
+        return self.lats[i] / n, self.lons[i] / n
+
+
+@dataclass
 class CardState:
     recent: list[Recent] = field(default_factory=list)  # sorted by (t, txn_id); exact, settled or not
     # aggregates of the settled events only (those with t < settled_to)
@@ -110,8 +151,7 @@ class CardState:
     hour_sums: array[float] = field(default_factory=lambda: array("d"))
     countries: dict[str, float] = field(default_factory=dict)  # country -> last seen t
     merchants: dict[str, float] = field(default_factory=dict)  # merchant -> last seen t
-    # cell -> (count, sum lat, sum lon)
-    cells: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    cells: Cells = field(default_factory=Cells)
     total: int = 0
     settled_to: float = -math.inf
     last_settled: Recent | None = None  # the latest settled event (may have left ``recent``)
@@ -121,28 +161,31 @@ class CardState:
     position: tuple[int, int] | None = None
 
     def to_bytes(self) -> bytes:
-        """The state in the binary layout below (session 16, format 2: the hour buckets as arrays)."""
+        """The state in the binary layout below (session 16, format 2: the hours and cells as columns)."""
         recent, cells = self.recent, self.cells
         # t, txn_id, amount, lat, lon, country, merchant_id
         columns = list(zip(*recent, strict=True)) or [()] * 7
         floats = [
             *columns[0], *columns[2], *columns[3], *columns[4], *self.countries.values(),
-            *self.merchants.values(), *chain.from_iterable(cells.values()),
+            *self.merchants.values(),
         ]  # fmt: skip
-        strings = [*columns[1], *columns[5], *columns[6], *self.countries, *self.merchants, *cells]
+        strings = [*columns[1], *columns[5], *columns[6], *self.countries, *self.merchants, *cells.keys]
         for r in (self.last_settled, self.last):
             if r is not None:
                 floats += (r.t, r.amount, r.lat, r.lon)
                 strings += (r.txn_id, r.country, r.merchant_id)
         at = self.position or (0, -1)
         head = _HEAD.pack(
-            _FORMAT, len(recent), len(self.hour_keys), len(self.countries), len(self.merchants), len(cells),
+            _FORMAT, len(recent), len(self.hour_keys), len(self.countries), len(self.merchants),
+            len(cells.keys),
             (self.last_settled is not None) | (self.last is not None) << 1 | (self.position is not None) << 2,
             self.total, self.settled_to, at[0], at[1],
         )  # fmt: skip
         return b"".join((
             head, _little_endian(self.hour_keys), _little_endian(self.hour_counts),
-            _little_endian(self.hour_sums), struct.pack(f"<{len(floats)}d", *floats), orjson.dumps(strings),
+            _little_endian(self.hour_sums), _little_endian(cells.counts), _little_endian(cells.lats),
+            _little_endian(cells.lons),
+            struct.pack(f"<{len(floats)}d", *floats), orjson.dumps(strings),
         ))  # fmt: skip
 
     @classmethod
@@ -153,30 +196,35 @@ class CardState:
             return cls._from_json(raw)
         layout, n_r, n_h, n_c, n_m, n_g, flags, total, settled_to, partition, offset = _HEAD.unpack_from(raw)
         n_ends = (flags & 1) + (flags >> 1 & 1)
-        n_f = 4 * n_r + n_c + n_m + 3 * n_g + 4 * n_ends  # the doubles besides the hour buckets
+        n_f = 4 * n_r + n_c + n_m + 4 * n_ends  # the doubles besides the hour and cell columns
         at = _HEAD.size
         if layout == _FORMAT:
             view = memoryview(raw)
-            keys, counts, sums = array(_INT32), array(_INT32), array("d")
-            for column in (keys, counts, sums):
-                size = column.itemsize * n_h
-                column.frombytes(view[at : at + size])
-                if not _LITTLE_ENDIAN:
-                    column.byteswap()
-                at += size
+            keys, counts = _ints(view, at, n_h), _ints(view, at + 4 * n_h, n_h)
+            sums = _doubles(view, at + 8 * n_h, n_h)
+            at += 16 * n_h
+            cell_counts = _ints(view, at, n_g)
+            cell_lats, cell_lons = _doubles(view, at + 4 * n_g, n_g), _doubles(view, at + 12 * n_g, n_g)
+            at += 20 * n_g
             floats = struct.unpack_from(f"<{n_f}d", raw, at)
-        else:  # format 1 (sessions 12-15): hour keys, then (count, sum) pairs, among the doubles
-            every = struct.unpack_from(f"<{n_f + 3 * n_h}d", raw, at)
+        else:  # format 1 (sessions 12-15): hour keys, (count, sum) pairs and cell triples among the doubles
+            every = struct.unpack_from(f"<{n_f + 3 * n_h + 3 * n_g}d", raw, at)
             f = 4 * n_r
             pairs = every[f + n_h : f + 3 * n_h]
             hours = zip(map(int, every[f : f + n_h]), map(int, pairs[::2]), pairs[1::2], strict=True)
             keys, counts, sums = _hour_arrays(hours)
-            floats = every[:f] + every[f + 3 * n_h :]
-            at += 24 * n_h
+            g = f + 3 * n_h + n_c + n_m  # the cell triples, after the seen times
+            cell_counts = array(_INT32, map(int, every[g : g + 3 * n_g : 3]))
+            cell_lats, cell_lons = (
+                array("d", every[g + 1 : g + 3 * n_g : 3]),
+                array("d", every[g + 2 : g + 3 * n_g : 3]),
+            )
+            floats = every[:f] + every[f + 3 * n_h : g] + every[g + 3 * n_g :]
+            at += 24 * (n_h + n_g)
         at += 8 * n_f
         strings: list[str] = orjson.loads(memoryview(raw)[at:])
         n_s = 3 * n_r  # strings: recent columns, then country, merchant and cell keys, then the ends
-        f = 4 * n_r  # floats: recent columns, seen times, cell triples, the ends
+        f = 4 * n_r  # floats: recent columns, seen times, the ends
         recent = list(map(
             Recent, floats[:n_r], strings[:n_r], floats[n_r : 2 * n_r], floats[2 * n_r : 3 * n_r],
             floats[3 * n_r : f], strings[n_r : 2 * n_r], strings[2 * n_r : n_s],
@@ -185,9 +233,8 @@ class CardState:
         f, s = f + n_c, n_s + n_c
         merchants = dict(zip(strings[s : s + n_m], floats[f : f + n_m], strict=True))
         f, s = f + n_m, s + n_m
-        triples = zip(*(floats[f + i : f + 3 * n_g : 3] for i in range(3)), strict=True)
-        cells = dict(zip(strings[s : s + n_g], triples, strict=True))
-        f, s = f + 3 * n_g, s + n_g
+        cells = Cells(strings[s : s + n_g], cell_counts, cell_lats, cell_lons)
+        s += n_g
         ends: list[Recent | None] = []
         for present in (flags & 1, flags & 2):
             if present:
@@ -212,6 +259,7 @@ class CardState:
         else:  # written before session 9
             hours = [(int(k), int(v[0]), v[1]) for k, v in d["h"].items()]
         keys, counts, sums = _hour_arrays(hours)
+        g = d["g"]  # cell -> [count, sum lat, sum lon]
         return cls(
             recent=[Recent(*r) for r in d["r"]],
             hour_keys=keys,
@@ -219,7 +267,12 @@ class CardState:
             hour_sums=sums,
             countries=d["c"],
             merchants=d["m"],
-            cells={k: (v[0], v[1], v[2]) for k, v in d["g"].items()},
+            cells=Cells(
+                list(g),
+                array(_INT32, [int(v[0]) for v in g.values()]),
+                array("d", [v[1] for v in g.values()]),
+                array("d", [v[2] for v in g.values()]),
+            ),
             total=d["n"],
             settled_to=-math.inf if d.get("w") is None else d["w"],
             last_settled=Recent(*d["s"]) if d.get("s") else None,
@@ -228,15 +281,16 @@ class CardState:
         )
 
 
-# The binary state (format 2): a header; the hour buckets as three little-endian columns, hours
-# and counts (int32), sums (doubles); every other float as little-endian doubles; every string as
-# one JSON list. Doubles: recent t / amount / lat / lon (column by column), country and merchant
-# last-seen times, cell (count, sum lat, sum lon) triples, then t, amount, lat, lon of
-# last_settled and of last when present. Strings: recent txn ids, countries, merchants (column by
-# column), country keys, merchant keys, cell keys, then txn id, country, merchant of last_settled
-# and of last when present. Doubles keep every value exactly (JSON printed each float in shortest
-# form, which cost more than all the rest). Format 1 (sessions 12-15) had the hour keys and
-# (count, sum) pairs among the doubles, after the recent columns; it is still read.
+# The binary state (format 2): a header; six little-endian columns, the hour buckets' hours and
+# counts (int32) and sums (doubles), then the cells' counts (int32) and latitude and longitude sums
+# (doubles); every other float as little-endian doubles; every string as one JSON list. Doubles:
+# recent t / amount / lat / lon (column by column), country and merchant last-seen times, then t,
+# amount, lat, lon of last_settled and of last when present. Strings: recent txn ids, countries,
+# merchants (column by column), country keys, merchant keys, cell keys, then txn id, country,
+# merchant of last_settled and of last when present. Doubles keep every value exactly (JSON
+# printed each float in shortest form, which cost more than all the rest). Format 1 (sessions
+# 12-15) had the hour keys, the hours' (count, sum) pairs and the cells' (count, sum lat, sum lon)
+# triples among the doubles; it is still read.
 _FORMAT = 2  # the first byte; a JSON state starts with "{"
 _FORMAT_1 = 1
 _HEAD = struct.Struct("<B5IBqdiq")  # format, 5 lengths, flags, total, settled_to, position
@@ -249,6 +303,22 @@ def _little_endian(column: array[Any]) -> bytes:
     swapped = array(column.typecode, column)
     swapped.byteswap()
     return swapped.tobytes()
+
+
+def _ints(view: memoryview, at: int, n: int) -> array[int]:
+    column = array(_INT32)
+    column.frombytes(view[at : at + 4 * n])
+    if not _LITTLE_ENDIAN:
+        column.byteswap()
+    return column
+
+
+def _doubles(view: memoryview, at: int, n: int) -> array[float]:
+    column = array("d")
+    column.frombytes(view[at : at + 8 * n])
+    if not _LITTLE_ENDIAN:
+        column.byteswap()
+    return column
 
 
 def _hour_arrays(
@@ -273,26 +343,6 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 def _cell(lat: float, lon: float) -> str:
     return f"{math.floor(lat / HOME_CELL_DEG)}:{math.floor(lon / HOME_CELL_DEG)}"
-
-
-def home(cells: dict[str, tuple[float, float, float]]) -> tuple[float, float] | None:
-    """Robust home: the centroid of the grid cell holding most of the card's transactions."""
-    if not cells:
-        return None
-    _, (n, sum_lat, sum_lon) = max(cells.items(), key=lambda kv: (kv[1][0], kv[0]))
-    return sum_lat / n, sum_lon / n
-
-
-def _with_pending(
-    cells: dict[str, tuple[float, float, float]], pending: list[Recent]
-) -> dict[str, tuple[float, float, float]]:
-    """``cells`` with the pending events added (a new dict: the state's own cells stay as they are)."""
-    if not pending:
-        return cells
-    cells = dict(cells)
-    for r in pending:
-        _add_cell(cells, r)
-    return cells
 
 
 def _local_time(t: float, lon: float) -> tuple[int, int]:
@@ -323,7 +373,12 @@ def card_features(state: CardState, txn: Txn) -> dict[str, float]:
         out["seconds_since_prev"] = dt
         out["km_from_prev"] = km
         out["kmh_from_prev"] = km / (max(dt, MIN_SPEED_INTERVAL_S) / HOUR)
-    where = home(_with_pending(state.cells, pending))
+    cells = state.cells
+    if pending:  # the state's own cells stay as they are
+        cells = cells.copy()
+        for r in pending:
+            cells.add(r.lat, r.lon)
+    where = cells.home()
     out["km_from_home"] = math.nan if where is None else haversine_km(where[0], where[1], txn.lat, txn.lon)
     known_country = any(r.country == txn.country for r in pending)
     known_merchant = any(r.merchant_id == txn.merchant_id for r in pending)
@@ -442,19 +497,12 @@ def _fold(state: CardState, r: Recent) -> None:
         state.hour_sums.insert(i, r.amount)
     state.countries[r.country] = max(r.t, state.countries.get(r.country, r.t))
     state.merchants[r.merchant_id] = max(r.t, state.merchants.get(r.merchant_id, r.t))
-    _add_cell(state.cells, r)
-    if len(state.cells) > MAX_CELLS:
-        smallest = min(state.cells.items(), key=lambda kv: (kv[1][0], kv[0]))[0]
-        del state.cells[smallest]
+    state.cells.add(r.lat, r.lon)
+    if len(state.cells.keys) > MAX_CELLS:
+        state.cells.drop_smallest()
     state.total += 1
     if state.last_settled is None or (r.t, r.txn_id) > (state.last_settled.t, state.last_settled.txn_id):
         state.last_settled = r
-
-
-def _add_cell(cells: dict[str, tuple[float, float, float]], r: Recent) -> None:
-    key = _cell(r.lat, r.lon)
-    count, sum_lat, sum_lon = cells.get(key, (0.0, 0.0, 0.0))
-    cells[key] = (count + 1, sum_lat + r.lat, sum_lon + r.lon)
 
 
 def _expire(seen: dict[str, float], now: float, cap: int) -> None:
