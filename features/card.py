@@ -98,6 +98,39 @@ _AT, _ORDER = itemgetter(0), itemgetter(0, 1)
 
 
 @dataclass
+class Seen:
+    """Countries or merchants with the event time each was last seen, as two columns in the order
+    first seen (session 16: a dict's float values were one Python object each)."""
+
+    keys: list[str] = field(default_factory=list)
+    times: array[float] = field(default_factory=lambda: array("d"))
+
+    def see(self, key: str, t: float) -> None:
+        if key in self.keys:
+            i = self.keys.index(key)
+            self.times[i] = max(t, self.times[i])
+        else:
+            self.keys.append(key)
+            self.times.append(t)
+
+    def fresh(self, key: str, t: float) -> bool:
+        """Whether ``key`` was seen within ``SEEN_TTL_S`` before ``t``."""
+        return key in self.keys and t - self.times[self.keys.index(key)] <= SEEN_TTL_S
+
+    def expire(self, now: float, cap: int) -> None:
+        """Forget what was last seen more than ``SEEN_TTL_S`` before ``now``, then the oldest (the
+        smallest key among equals) beyond ``cap``."""
+        times = self.times
+        if times and now - min(times) > SEEN_TTL_S:  # (a scan in C: most events expire nothing)
+            keep = [i for i, last in enumerate(times) if now - last <= SEEN_TTL_S]
+            self.keys = [self.keys[i] for i in keep]
+            self.times = array("d", [times[i] for i in keep])
+        while len(self.keys) > cap:
+            i = self.keys.index(min(zip(self.times, self.keys, strict=True))[1])
+            del self.keys[i], self.times[i]
+
+
+@dataclass
 class Cells:
     """Home-location grid cells as parallel columns, in the order they were first seen: each cell's
     key, how many settled transactions fell in it, and the sums of their latitudes and longitudes.
@@ -149,8 +182,8 @@ class CardState:
     hour_keys: array[int] = field(default_factory=lambda: array(_INT32))  # UTC hours since the epoch
     hour_counts: array[int] = field(default_factory=lambda: array(_INT32))
     hour_sums: array[float] = field(default_factory=lambda: array("d"))
-    countries: dict[str, float] = field(default_factory=dict)  # country -> last seen t
-    merchants: dict[str, float] = field(default_factory=dict)  # merchant -> last seen t
+    countries: Seen = field(default_factory=Seen)
+    merchants: Seen = field(default_factory=Seen)
     cells: Cells = field(default_factory=Cells)
     total: int = 0
     settled_to: float = -math.inf
@@ -161,22 +194,20 @@ class CardState:
     position: tuple[int, int] | None = None
 
     def to_bytes(self) -> bytes:
-        """The state in the binary layout below (session 16, format 2: the hours and cells as columns)."""
+        """The state in the binary layout below (session 16, format 2: the aggregates as columns)."""
         recent, cells = self.recent, self.cells
         # t, txn_id, amount, lat, lon, country, merchant_id
         columns = list(zip(*recent, strict=True)) or [()] * 7
-        floats = [
-            *columns[0], *columns[2], *columns[3], *columns[4], *self.countries.values(),
-            *self.merchants.values(),
-        ]  # fmt: skip
-        strings = [*columns[1], *columns[5], *columns[6], *self.countries, *self.merchants, *cells.keys]
+        floats = [*columns[0], *columns[2], *columns[3], *columns[4]]
+        countries, merchants = self.countries, self.merchants
+        strings = [*columns[1], *columns[5], *columns[6], *countries.keys, *merchants.keys, *cells.keys]
         for r in (self.last_settled, self.last):
             if r is not None:
                 floats += (r.t, r.amount, r.lat, r.lon)
                 strings += (r.txn_id, r.country, r.merchant_id)
         at = self.position or (0, -1)
         head = _HEAD.pack(
-            _FORMAT, len(recent), len(self.hour_keys), len(self.countries), len(self.merchants),
+            _FORMAT, len(recent), len(self.hour_keys), len(countries.keys), len(merchants.keys),
             len(cells.keys),
             (self.last_settled is not None) | (self.last is not None) << 1 | (self.position is not None) << 2,
             self.total, self.settled_to, at[0], at[1],
@@ -184,7 +215,7 @@ class CardState:
         return b"".join((
             head, _little_endian(self.hour_keys), _little_endian(self.hour_counts),
             _little_endian(self.hour_sums), _little_endian(cells.counts), _little_endian(cells.lats),
-            _little_endian(cells.lons),
+            _little_endian(cells.lons), _little_endian(countries.times), _little_endian(merchants.times),
             struct.pack(f"<{len(floats)}d", *floats), orjson.dumps(strings),
         ))  # fmt: skip
 
@@ -196,7 +227,7 @@ class CardState:
             return cls._from_json(raw)
         layout, n_r, n_h, n_c, n_m, n_g, flags, total, settled_to, partition, offset = _HEAD.unpack_from(raw)
         n_ends = (flags & 1) + (flags >> 1 & 1)
-        n_f = 4 * n_r + n_c + n_m + 4 * n_ends  # the doubles besides the hour and cell columns
+        n_f = 4 * n_r + 4 * n_ends  # the doubles besides the columns
         at = _HEAD.size
         if layout == _FORMAT:
             view = memoryview(raw)
@@ -206,33 +237,41 @@ class CardState:
             cell_counts = _ints(view, at, n_g)
             cell_lats, cell_lons = _doubles(view, at + 4 * n_g, n_g), _doubles(view, at + 12 * n_g, n_g)
             at += 20 * n_g
+            country_times, merchant_times = _doubles(view, at, n_c), _doubles(view, at + 8 * n_c, n_m)
+            at += 8 * (n_c + n_m)
             floats = struct.unpack_from(f"<{n_f}d", raw, at)
-        else:  # format 1 (sessions 12-15): hour keys, (count, sum) pairs and cell triples among the doubles
-            every = struct.unpack_from(f"<{n_f + 3 * n_h + 3 * n_g}d", raw, at)
+        else:  # format 1 (sessions 12-15): the hours, seen times and cells among the doubles
+            every = struct.unpack_from(f"<{n_f + 3 * n_h + n_c + n_m + 3 * n_g}d", raw, at)
             f = 4 * n_r
             pairs = every[f + n_h : f + 3 * n_h]
             hours = zip(map(int, every[f : f + n_h]), map(int, pairs[::2]), pairs[1::2], strict=True)
             keys, counts, sums = _hour_arrays(hours)
-            g = f + 3 * n_h + n_c + n_m  # the cell triples, after the seen times
+            c = f + 3 * n_h  # the seen times, then the cell triples
+            country_times, merchant_times = (
+                array("d", every[c : c + n_c]),
+                array("d", every[c + n_c : c + n_c + n_m]),
+            )
+            g = c + n_c + n_m
             cell_counts = array(_INT32, map(int, every[g : g + 3 * n_g : 3]))
             cell_lats, cell_lons = (
                 array("d", every[g + 1 : g + 3 * n_g : 3]),
                 array("d", every[g + 2 : g + 3 * n_g : 3]),
             )
-            floats = every[:f] + every[f + 3 * n_h : g] + every[g + 3 * n_g :]
-            at += 24 * (n_h + n_g)
+            floats = every[:f] + every[g + 3 * n_g :]
+            at += 8 * (3 * n_h + n_c + n_m + 3 * n_g)
         at += 8 * n_f
         strings: list[str] = orjson.loads(memoryview(raw)[at:])
         n_s = 3 * n_r  # strings: recent columns, then country, merchant and cell keys, then the ends
-        f = 4 * n_r  # floats: recent columns, seen times, the ends
+        f = 4 * n_r  # floats: recent columns, then the ends
         recent = list(map(
             Recent, floats[:n_r], strings[:n_r], floats[n_r : 2 * n_r], floats[2 * n_r : 3 * n_r],
             floats[3 * n_r : f], strings[n_r : 2 * n_r], strings[2 * n_r : n_s],
         ))  # fmt: skip
-        countries = dict(zip(strings[n_s : n_s + n_c], floats[f : f + n_c], strict=True))
-        f, s = f + n_c, n_s + n_c
-        merchants = dict(zip(strings[s : s + n_m], floats[f : f + n_m], strict=True))
-        f, s = f + n_m, s + n_m
+        s = n_s + n_c + n_m
+        countries, merchants = (
+            Seen(strings[n_s : n_s + n_c], country_times),
+            Seen(strings[n_s + n_c : s], merchant_times),
+        )
         cells = Cells(strings[s : s + n_g], cell_counts, cell_lats, cell_lons)
         s += n_g
         ends: list[Recent | None] = []
@@ -265,8 +304,8 @@ class CardState:
             hour_keys=keys,
             hour_counts=counts,
             hour_sums=sums,
-            countries=d["c"],
-            merchants=d["m"],
+            countries=Seen(list(d["c"]), array("d", d["c"].values())),
+            merchants=Seen(list(d["m"]), array("d", d["m"].values())),
             cells=Cells(
                 list(g),
                 array(_INT32, [int(v[0]) for v in g.values()]),
@@ -281,16 +320,16 @@ class CardState:
         )
 
 
-# The binary state (format 2): a header; six little-endian columns, the hour buckets' hours and
-# counts (int32) and sums (doubles), then the cells' counts (int32) and latitude and longitude sums
-# (doubles); every other float as little-endian doubles; every string as one JSON list. Doubles:
-# recent t / amount / lat / lon (column by column), country and merchant last-seen times, then t,
-# amount, lat, lon of last_settled and of last when present. Strings: recent txn ids, countries,
+# The binary state (format 2): a header; eight little-endian columns: the hour buckets' hours and
+# counts (int32) and sums (doubles), the cells' counts (int32) and latitude and longitude sums
+# (doubles), the countries' and the merchants' last-seen times (doubles); the recent entries' t /
+# amount / lat / lon (column by column), then t, amount, lat, lon of last_settled and of last when
+# present, as little-endian doubles; every string as one JSON list: recent txn ids, countries,
 # merchants (column by column), country keys, merchant keys, cell keys, then txn id, country,
 # merchant of last_settled and of last when present. Doubles keep every value exactly (JSON
 # printed each float in shortest form, which cost more than all the rest). Format 1 (sessions
-# 12-15) had the hour keys, the hours' (count, sum) pairs and the cells' (count, sum lat, sum lon)
-# triples among the doubles; it is still read.
+# 12-15) had the hour keys, the hours' (count, sum) pairs, the seen times and the cells' (count,
+# sum lat, sum lon) triples among the doubles; it is still read.
 _FORMAT = 2  # the first byte; a JSON state starts with "{"
 _FORMAT_1 = 1
 _HEAD = struct.Struct("<B5IBqdiq")  # format, 5 lengths, flags, total, settled_to, position
@@ -354,11 +393,6 @@ def _local_time(t: float, lon: float) -> tuple[int, int]:
     return hour, weekday
 
 
-def _fresh(seen: dict[str, float], key: str, t: float) -> bool:
-    last = seen.get(key)
-    return last is not None and t - last <= SEEN_TTL_S
-
-
 def card_features(state: CardState, txn: Txn) -> dict[str, float]:
     """Features of ``txn`` as of its event time; ``state`` must not contain ``txn`` itself."""
     prior = state.recent[: bisect_left(state.recent, (txn.t, txn.txn_id), key=_ORDER)]
@@ -382,8 +416,8 @@ def card_features(state: CardState, txn: Txn) -> dict[str, float]:
     out["km_from_home"] = math.nan if where is None else haversine_km(where[0], where[1], txn.lat, txn.lon)
     known_country = any(r.country == txn.country for r in pending)
     known_merchant = any(r.merchant_id == txn.merchant_id for r in pending)
-    out["new_country"] = 0.0 if known_country or _fresh(state.countries, txn.country, txn.t) else 1.0
-    out["new_merchant"] = 0.0 if known_merchant or _fresh(state.merchants, txn.merchant_id, txn.t) else 1.0
+    out["new_country"] = 0.0 if known_country or state.countries.fresh(txn.country, txn.t) else 1.0
+    out["new_merchant"] = 0.0 if known_merchant or state.merchants.fresh(txn.merchant_id, txn.t) else 1.0
     local_hour, weekday = _local_time(txn.t, txn.lon)
     out["is_night"] = 1.0 if local_hour < 6 else 0.0
     out["is_weekend"] = 1.0 if weekday >= 5 else 0.0
@@ -480,8 +514,8 @@ def _settle(state: CardState, until: float) -> None:
     if keys and keys[0] <= oldest:
         gone = bisect_right(keys, oldest)
         del keys[:gone], state.hour_counts[:gone], state.hour_sums[:gone]
-    for seen, cap in ((state.countries, MAX_COUNTRIES), (state.merchants, MAX_MERCHANTS)):
-        _expire(seen, until, cap)
+    state.countries.expire(until, MAX_COUNTRIES)
+    state.merchants.expire(until, MAX_MERCHANTS)
 
 
 def _fold(state: CardState, r: Recent) -> None:
@@ -495,22 +529,14 @@ def _fold(state: CardState, r: Recent) -> None:
         keys.insert(i, hour)
         state.hour_counts.insert(i, 1)
         state.hour_sums.insert(i, r.amount)
-    state.countries[r.country] = max(r.t, state.countries.get(r.country, r.t))
-    state.merchants[r.merchant_id] = max(r.t, state.merchants.get(r.merchant_id, r.t))
+    state.countries.see(r.country, r.t)
+    state.merchants.see(r.merchant_id, r.t)
     state.cells.add(r.lat, r.lon)
     if len(state.cells.keys) > MAX_CELLS:
         state.cells.drop_smallest()
     state.total += 1
     if state.last_settled is None or (r.t, r.txn_id) > (state.last_settled.t, state.last_settled.txn_id):
         state.last_settled = r
-
-
-def _expire(seen: dict[str, float], now: float, cap: int) -> None:
-    if seen and now - min(seen.values()) > SEEN_TTL_S:  # (a scan in C: most events expire nothing)
-        for k in [k for k, last in seen.items() if now - last > SEEN_TTL_S]:
-            del seen[k]
-    while len(seen) > cap:
-        del seen[min(seen.items(), key=lambda kv: (kv[1], kv[0]))[0]]
 
 
 def contains(state: CardState, txn_id: str) -> bool:

@@ -145,7 +145,7 @@ def test_state_stays_bounded_and_survives_serialisation() -> None:
     for i in range(5_000):  # a bot: 5,000 transactions a minute apart at new merchants
         update(state, txn(i, i * 60.0, merchant=f"m{i}"))
     assert len(state.recent) <= MAX_RECENT
-    assert len(state.merchants) <= MAX_MERCHANTS
+    assert len(state.merchants.keys) == len(state.merchants.times) <= MAX_MERCHANTS
     assert len(state.hour_keys) == len(state.hour_counts) == len(state.hour_sums) <= 30 * 24 + 1
     state.position = (3, 2**40)
     again = CardState.from_bytes(state.to_bytes())
