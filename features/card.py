@@ -230,15 +230,11 @@ class CardState:
         n_f = 4 * n_r + 4 * n_ends  # the doubles besides the columns
         at = _HEAD.size
         if layout == _FORMAT:
-            view = memoryview(raw)
-            keys, counts = _ints(view, at, n_h), _ints(view, at + 4 * n_h, n_h)
-            sums = _doubles(view, at + 8 * n_h, n_h)
-            at += 16 * n_h
-            cell_counts = _ints(view, at, n_g)
-            cell_lats, cell_lons = _doubles(view, at + 4 * n_g, n_g), _doubles(view, at + 12 * n_g, n_g)
-            at += 20 * n_g
-            country_times, merchant_times = _doubles(view, at, n_c), _doubles(view, at + 8 * n_c, n_m)
-            at += 8 * (n_c + n_m)
+            view, columns = memoryview(raw), []
+            for code, n in _column_types(n_h, n_g, n_c, n_m):
+                columns.append(_column(view, at, code, n))
+                at += columns[-1].itemsize * n
+            keys, counts, sums, cell_counts, cell_lats, cell_lons, country_times, merchant_times = columns
             floats = struct.unpack_from(f"<{n_f}d", raw, at)
         else:  # format 1 (sessions 12-15): the hours, seen times and cells among the doubles
             every = struct.unpack_from(f"<{n_f + 3 * n_h + n_c + n_m + 3 * n_g}d", raw, at)
@@ -344,17 +340,18 @@ def _little_endian(column: array[Any]) -> bytes:
     return swapped.tobytes()
 
 
-def _ints(view: memoryview, at: int, n: int) -> array[int]:
-    column = array(_INT32)
-    column.frombytes(view[at : at + 4 * n])
-    if not _LITTLE_ENDIAN:
-        column.byteswap()
-    return column
+def _column_types(n_h: int, n_g: int, n_c: int, n_m: int) -> tuple[tuple[str, int], ...]:
+    """(array type, length) of layout 2's columns, in order: hours, cells, countries, merchants."""
+    return (
+        (_INT32, n_h), (_INT32, n_h), ("d", n_h), (_INT32, n_g), ("d", n_g), ("d", n_g), ("d", n_c),
+        ("d", n_m),
+    )  # fmt: skip
 
 
-def _doubles(view: memoryview, at: int, n: int) -> array[float]:
-    column = array("d")
-    column.frombytes(view[at : at + 8 * n])
+def _column(view: memoryview, at: int, code: str, n: int) -> array[Any]:
+    """``n`` little-endian values of array type ``code``, from ``view[at:]``."""
+    column = array(code)
+    column.frombytes(view[at : at + column.itemsize * n])
     if not _LITTLE_ENDIAN:
         column.byteswap()
     return column
