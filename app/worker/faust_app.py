@@ -12,23 +12,23 @@ Order within a batch (at-least-once, nothing lost, nothing duplicated in Postgre
 computes the features and sets the new card states in the in-memory table (the next batch reads
 them) -> the scoring stage, one batch at a time in arrival order, has the scoring process
 (app/worker/scoring_process.py: champion, SHAP) persist the decisions (retried until PostgreSQL
-answers) and return the score events -> queues the score events, dead letters and card states
-(changelog) with the producer, in record batches (``Outbox``) -> *all of them delivered* -> batch
-acknowledged (Faust commits offsets of acknowledged messages only). The agent goes on with the next
-batch's features while the stage scores the previous one (two stages overlap; at most
-``SCORE_QUEUE`` batches wait between them). A crash anywhere loses only the in-memory table, which
-is rebuilt from the changelog: a state reaches the changelog only after its batch's decisions are
-persisted. Waiting for delivery matters: Faust's commit-time producer flush gives up after 0.1 s
-without progress, so without it a crash could leave committed offsets whose card state never
-reached the changelog (found by the kill -9 test in tests/integration/test_faults.py). The wait is
-pipelined: the agent holds a reference on each message of the batch (so Faust cannot acknowledge
-it) and goes on; a task releases the batch once Kafka has all its outputs (at most
-``MAX_IN_FLIGHT`` batches wait at once). What is committed for the source topic is
-``SourceOffsets``' number (app/worker/offsets.py): the offset below which every message is
-finished, so a later batch delivered first commits nothing early, and no offset Faust skipped is
-ever processed past or committed. A batch that cannot be scored or delivered stops the worker:
-every batch not yet delivered is then let go of unfinished (not committed, replayed after the
-restart), so Faust's shutdown does not wait for messages the worker still holds.
+answers) and return the score events -> queues the score events and dead letters with the producer,
+in record batches (``Outbox``) -> once they are delivered, queues the card states (changelog), in
+batch order -> *all of them delivered* -> batch acknowledged (Faust commits offsets of acknowledged
+messages only). The agent goes on with the next batch's features while the stage scores the previous
+one (two stages overlap; at most ``SCORE_QUEUE`` batches wait between them). A crash anywhere loses
+only the in-memory table, which is rebuilt from the changelog: a state reaches the changelog only
+after its batch's decisions are persisted and its events delivered. Waiting for delivery matters:
+Faust's commit-time producer flush gives up after 0.1 s without progress, so without it a crash
+could leave committed offsets whose card state never reached the changelog (found by the kill -9
+test in tests/integration/test_faults.py). The wait is pipelined: the agent holds a reference on
+each message of the batch (so Faust cannot acknowledge it) and goes on; a task releases the batch
+once Kafka has all its outputs (at most ``MAX_IN_FLIGHT`` batches wait at once). What is committed
+for the source topic is ``SourceOffsets``' number (app/worker/offsets.py): the offset below which
+every message is finished, so a later batch delivered first commits nothing early, and no offset
+Faust skipped is ever processed past or committed. A batch that cannot be scored or delivered stops
+the worker: every batch not yet delivered is then let go of unfinished (not committed, replayed
+after the restart), so Faust's shutdown does not wait for messages the worker still holds.
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ class Pipeline:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     crash: Callable[[BaseException], Awaitable[None]] | None = None  # the app's: stop, replay on restart
     in_flight: deque[asyncio.Task[None]] = field(default_factory=deque)
+    # whether the latest batch's card states were queued for the changelog (False: they never will be)
+    states_queued: asyncio.Future[bool] | None = None
     known: DecodedStates = field(init=False)
     outbox: Outbox = field(init=False)
     to_score: asyncio.Queue[Processed] = field(init=False)
@@ -254,21 +256,41 @@ class Pipeline:
             batch = (result.features, result.transactions, result.produced_at)
             messages += await self._score(self.scorer, *batch)
         mark(item.stamps, "scored")
+        changelog: list[Message] = []
         if isinstance(self.states, DurableTable):
-            states = self.states
-            messages += [states.changelog(k, v, result.partitions.get(k)) for k, v in result.states.items()]
+            table = self.states
+            changelog = [table.changelog(k, v, result.partitions.get(k)) for k, v in result.states.items()]
         sent = await self.outbox.send(messages)
         mark(item.stamps, "sent")
         while len(self.in_flight) >= MAX_IN_FLIGHT:
             await asyncio.wait([self.in_flight[0]])
             self.in_flight.popleft()
-        self.in_flight.append(asyncio.ensure_future(self._release_when_delivered(sent, item)))
+        before, self.states_queued = self.states_queued, asyncio.get_running_loop().create_future()
+        task = self._release_when_delivered(sent, changelog, before, self.states_queued, item)
+        self.in_flight.append(asyncio.ensure_future(task))
 
-    async def _release_when_delivered(self, sent: list[Sent], item: Processed) -> None:
+    async def _release_when_delivered(
+        self, sent: list[Sent], changelog: list[Message], before: asyncio.Future[bool] | None,
+        queued: asyncio.Future[bool], item: Processed,
+    ) -> None:  # fmt: skip
+        """Acknowledge the batch once Kafka has every output: first its score events and dead
+        letters, only then its card states. A state on the changelog tells a replay that its
+        events were processed (``redelivered``), and the replay skips them, so a crash between the
+        two must never leave a state there whose batch's events are not (the kill -9 test found
+        score events missing after a restart: the changelog's record batch had been delivered and
+        the scores' had not). The states go to the changelog in batch order (``before``)."""
         t0 = time.perf_counter()
-        try:  # every output of the batch is in Kafka before it is acknowledged
+        try:
             await asyncio.wait_for(asyncio.gather(*(s.ack for s in sent)), DELIVERY_TIMEOUT_S)
+            if before is not None and not await before:
+                raise FraudstreamError("an earlier batch's card states were not queued")
+            states = await self.outbox.send(changelog)
+            queued.set_result(True)
+            sent = [*sent, *states]
+            await asyncio.wait_for(asyncio.gather(*(s.ack for s in states)), DELIVERY_TIMEOUT_S)
         except Exception as exc:
+            if not queued.done():
+                queued.set_result(False)
             log.error(
                 "worker: a batch's outputs were not delivered (%s; %s); stopping so it is replayed",
                 type(exc).__name__, pending(sent),
