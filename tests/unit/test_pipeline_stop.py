@@ -14,8 +14,9 @@ import orjson
 
 from app.quiet_gc import GC_THRESHOLDS, quiet_gc
 from app.settings import Settings
-from app.worker.card_features import Raw
-from app.worker.faust_app import Pipeline, set_fetch_wait
+from app.worker.card_features import BatchResult, Raw
+from app.worker.faust_app import Pipeline, Processed, set_fetch_wait
+from app.worker.outbox import Message, Sent
 from app.worker.sinks import FeatureWriter
 
 
@@ -118,3 +119,57 @@ def good_txn() -> Raw:
         "lat": 48.1, "lon": 11.5, "country": "DE",
     })  # fmt: skip
     return Raw(key=b"card-1", value=value, topic="transactions", partition=0, offset=0)
+
+
+class RecordingOutbox:
+    """The outbox as the release step sees it: records what it is asked to send, acks at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes | None] = []
+
+    async def send(self, messages: list[Message]) -> list[Sent]:
+        self.sent += [m.value for m in messages]
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ack.set_result(None)
+        return [Sent("card-state-changelog", ack)]
+
+
+def test_card_states_reach_the_changelog_only_after_their_batchs_events_and_in_batch_order() -> None:
+    """A state on the changelog makes a replay skip its batch's events (``redelivered``): the state
+    must not get there before the events (the kill -9 fault test once found score events missing)."""
+    released: list[tuple[int, bool]] = []
+
+    async def crash(_exc: BaseException) -> None: ...
+
+    async def run() -> RecordingOutbox:
+        loop = asyncio.get_running_loop()
+        pipeline = Pipeline(Settings(), states={}, producer=RefusingProducer(), crash=crash)
+        outbox = pipeline.outbox = RecordingOutbox()  # type: ignore[assignment]
+        acks = [loop.create_future() for _ in range(3)]  # each batch's score events
+        queued = [loop.create_future() for _ in range(3)]
+
+        def batch(n: int) -> Any:
+            def release(finished: bool) -> None:
+                released.append((n, finished))
+
+            state = Message("card-state-changelog", b"card", f"v{n}".encode(), 0)
+            item = Processed(BatchResult(), release)
+            before = queued[n - 1] if n else None
+            return pipeline._release_when_delivered(
+                [Sent("fraud-scores", acks[n])], [state], before, queued[n], item
+            )
+
+        tasks = [asyncio.ensure_future(batch(n)) for n in range(3)]
+        acks[1].set_result(None)
+        await asyncio.sleep(0.01)
+        assert outbox.sent == [], "batch 1's events are in, but batch 0's states are not queued yet"
+        acks[0].set_result(None)
+        await asyncio.wait_for(asyncio.gather(*tasks[:2]), 5)
+        assert outbox.sent == [b"v0", b"v1"]
+        acks[2].set_exception(ConnectionError("no broker"))  # batch 2's events never arrive
+        await asyncio.wait_for(asyncio.gather(tasks[2], return_exceptions=True), 5)
+        return outbox
+
+    outbox = asyncio.run(run())
+    assert outbox.sent == [b"v0", b"v1"], "batch 2's states never went out"
+    assert released == [(0, True), (1, True), (2, False)]
