@@ -289,8 +289,6 @@ class Pipeline:
             sent = [*sent, *states]
             await asyncio.wait_for(asyncio.gather(*(s.ack for s in states)), DELIVERY_TIMEOUT_S)
         except Exception as exc:
-            if not queued.done():
-                queued.set_result(False)
             log.error(
                 "worker: a batch's outputs were not delivered (%s; %s); stopping so it is replayed",
                 type(exc).__name__, pending(sent),
@@ -298,6 +296,9 @@ class Pipeline:
             item.settle(False)
             self._stop(exc)
             raise
+        finally:  # failed or cancelled before its states were queued: later batches must not queue theirs
+            if not queued.done():
+                queued.set_result(False)
         self.deliver_s += time.perf_counter() - t0
         mark(item.stamps, "acked")
         item.settle(True)
