@@ -21,8 +21,17 @@ COPY app ./app
 COPY features ./features
 COPY training ./training
 COPY expectations ./expectations
+COPY scripts/build-native ./scripts/build-native
+# the card fold compiled with mypyc (features/fold.py), the compiler and mypy gone again afterwards
 RUN pip install --constraint constraints.txt . \
-    && python -c "import app.cli, xgboost, faust, feast"
+    && apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install --constraint constraints.txt mypy \
+    && FRAUDSTREAM_PYTHON_BIN=python scripts/build-native \
+    && cp features/_card_native*.so "$(python -c 'import features, os; print(os.path.dirname(features.__file__))')/" \
+    && pip uninstall -y mypy \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
+    && cd / && python -c "import app.cli, xgboost, faust, feast; from features.fold import KIND; assert KIND == 'mypyc', KIND"
 
 USER fraudstream
 ENV FRAUDSTREAM_DATA_DIR=/data \

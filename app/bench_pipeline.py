@@ -62,6 +62,7 @@ from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
 from app.worker import batch_trace
 from app.worker.process import isolated_env, running_workers, settings_for
+from features import fold
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -333,6 +334,7 @@ def run_pipeline_bench(
             "partitions": s.topic_partitions,
             "review_threshold": s.review_threshold,
             "explain_all": s.explain_all,
+            "card_fold": fold.KIND,  # features/fold.py: compiled with mypyc, or the Python source
         },
         "model": {"version": model.version, **model.shape(), "features": len(model.features)},
         "sent": sent,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.card import FEATURE_NAMES, CardState, Txn, card_features, update
+from features.card import FEATURE_NAMES
+from features.fold import CardState, Txn, card_features, update
 
 KEYS = ("txn_id", "card_id", "event_time")
 

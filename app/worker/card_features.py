@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from app.pan import mask_pans
 from app.schema import Transaction
-from features.card import CardState, Txn, card_features, contains, update
+from features.fold import CardState, Txn, card_features, contains, update
 
 MAX_PAYLOAD = 64 * 1024
 

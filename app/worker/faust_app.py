@@ -63,6 +63,7 @@ from app.worker.outbox import Message, Outbox, Sent
 from app.worker.recovery_watch import RecoveryWatch, describe_consumer
 from app.worker.scoring_process import RemoteScorer
 from app.worker.sinks import FeatureWriter
+from features import fold
 from features.store import close_store, feature_store
 
 log = logging.getLogger("fraudstream.worker")
@@ -190,6 +191,7 @@ class Pipeline:
             await topic.maybe_declare()
         self.ready.set()
         log.info("worker: feature store ready (%s)", self.settings.feast_config)
+        log.info("worker: card fold: %s (compiled build %s; scripts/build-native)", fold.KIND, fold.STATE)
 
     async def handle(
         self, batch: Sequence[Raw], release: Release | None = None, stamps: Stamps | None = None

@@ -390,7 +390,7 @@ def test_decoded_states_are_reused_only_while_the_table_holds_their_bytes(histor
     for part in (raws[:200], raws[200:400], raws[400:]):
         expected = process_batch(part, plain, 300)
         got = process_batch(part, cached, 300, known)
-        assert got.features == expected.features
+        assert repr(got.features) == repr(expected.features)  # NaN too (the compiled fold boxes a new one)
         assert got.states == expected.states
         plain.update(expected.states)
         cached.update(got.states)

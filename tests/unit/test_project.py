@@ -115,6 +115,8 @@ def test_dockerfile_installs_the_lock_as_a_non_root_user() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11\.\d+-slim", text, re.MULTILINE)
     assert "pip install --constraint constraints.txt ." in text
+    assert "scripts/build-native" in text  # the image runs the compiled fold...
+    assert "KIND == 'mypyc'" in text  # ...and checks that it does
     assert re.search(r"^USER fraudstream$", text, re.MULTILINE)
     assert 'ENTRYPOINT ["fraudstream"]' in text
     for package in ("app", "features", "training", "expectations"):
