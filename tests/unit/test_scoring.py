@@ -16,7 +16,7 @@ from app.scoring.champion import Champion
 from app.scoring.decide import Policy, replay, score_batch, vectors
 from app.scoring.merchants import MerchantCache
 from app.scoring.model import Model
-from app.scoring.reasons import describe, reason_codes
+from app.scoring.reasons import as_mapping, describe, reason_codes
 from app.scoring.rules import Rules
 from features.merchant import MERCHANT_FEATURES
 from tests.unit.test_training import synthetic
@@ -52,6 +52,17 @@ def matrix(model: Model, kmh: list[float]) -> np.ndarray:
     card = [{"kmh_from_prev": k, "amount_to_mean_30d": 1.0} for k in kmh]
     merchant = [dict.fromkeys(MERCHANT_FEATURES) for _ in kmh]
     return vectors(model.features, card, merchant, [txn(i) for i in range(len(kmh))])
+
+
+def test_a_feature_vector_maps_names_to_values_in_order_with_missing_ones_as_none() -> None:
+    names = ["amount", "km_from_prev", "new_country", "seconds_since_prev"]
+    assert as_mapping(names, [12.5, 3.0, 1.0, 60.0]) == {
+        "amount": 12.5, "km_from_prev": 3.0, "new_country": 1.0, "seconds_since_prev": 60.0}  # fmt: skip
+    mapped = as_mapping(names, [12.5, math.nan, 0.0, math.nan])
+    assert list(mapped.items()) == [("amount", 12.5), ("km_from_prev", None), ("new_country", 0.0),
+                                    ("seconds_since_prev", None)]  # fmt: skip
+    with pytest.raises(ValueError, match="shorter"):
+        as_mapping(names, [1.0])
 
 
 def test_reason_codes_are_the_top_k_by_absolute_shap_in_plain_language() -> None:
