@@ -1,7 +1,8 @@
 """``fraudstream bench``: measured numbers, written as JSON (never a pass/fail test).
 
-Suite ``features`` (issue #4): the card-feature service alone (in process), Feast online write and
-read latency, and the CPU of the worker's own online writer. The worker end to end (Kafka, features,
+Suite ``features`` (issue #4): the card-feature service alone (in process), the card fold alone
+(compiled and source, session 17), Feast online write and read latency, and the CPU of the worker's
+own online writer. The worker end to end (Kafka, features,
 scoring, every sink) is the pipeline suite, ``app.bench_pipeline``: ``--rate 0`` drains a
 pre-filled topic. (The feature agent alone no longer exists: since the worker scores every
 transaction it holds each batch until a champion model exists, and this suite trains none.)
@@ -10,6 +11,7 @@ transaction it holds each batch until a champion model exists, and this suite tr
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import tempfile
@@ -22,7 +24,9 @@ import numpy as np
 from app.schema import TRANSACTION_FIELDS, encode
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
-from app.worker.card_features import Raw, process_batch
+from app.worker.card_features import Raw, decode, process_batch, to_txn
+from features import card as fold_source
+from features import fold
 from features.backfill import card_feature_frame
 from features.card import FEATURE_NAMES
 from features.online_write import OnlineWriter
@@ -81,6 +85,55 @@ def bench_feature_service(config: SimConfig, batch_size: int) -> dict[str, Any]:
     }
 
 
+def bench_fold(config: SimConfig, lateness_s: float, rounds: int = 3) -> dict[str, Any]:
+    """The card fold alone, µs an event for ``card_features``, ``update`` and the state's ``to_bytes``,
+    over a simulated history in event order: the fold the worker runs (features/fold.py) and, when
+    that is the compiled build, the Python source as well, in turns (this host's speed drifts), best
+    of ``rounds``. Validation and decoding happen before the clock starts."""
+    events = []
+    for record in simulate(config)[list(TRANSACTION_FIELDS)].to_dict("records"):
+        txn = decode(Raw(record["card_id"].encode(), encode(record)))
+        if not isinstance(txn, str):
+            events.append((txn.card_id, tuple(to_txn(txn))))
+    builds = {"python": fold_source} | ({fold.KIND: fold.FOLD} if fold.KIND != "python" else {})
+    best = {name: [math.inf] * 3 for name in builds}
+    for _ in range(rounds):
+        for name, module in builds.items():
+            once = _fold_once(module, events, lateness_s)
+            best[name] = [min(a, b) for a, b in zip(best[name], once, strict=True)]
+    per_event = {
+        name: {
+            "card_features_us": round(f / len(events) * 1e6, 2),
+            "update_us": round(u / len(events) * 1e6, 2),
+            "to_bytes_us": round(e / len(events) * 1e6, 2),
+            "total_us": round((f + u + e) / len(events) * 1e6, 2),
+        }
+        for name, (f, u, e) in best.items()
+    }
+    return {"events": len(events), "rounds": rounds, "worker_runs": fold.KIND, "per_event": per_event}
+
+
+def _fold_once(module: Any, events: list[tuple[str, tuple[Any, ...]]], lateness_s: float) -> list[float]:
+    """Seconds spent in ``card_features``, ``update`` and ``to_bytes`` over one pass of ``events``."""
+    states: dict[str, Any] = {}
+    clock = time.perf_counter
+    features = updating = encoding = 0.0
+    for card, fields in events:
+        state = states.get(card)
+        if state is None:
+            state = states[card] = module.CardState()
+        txn = module.Txn(*fields)
+        t0 = clock()
+        module.card_features(state, txn)
+        t1 = clock()
+        module.update(state, txn, lateness_s)
+        t2 = clock()
+        state.to_bytes()
+        t3 = clock()
+        features, updating, encoding = features + t1 - t0, updating + t2 - t1, encoding + t3 - t2
+    return [features, updating, encoding]
+
+
 def bench_feast(settings: Settings, config: SimConfig) -> dict[str, Any]:
     store = feature_store(settings)
     features = card_feature_frame(simulate(config))
@@ -129,6 +182,7 @@ def run_features_bench(settings: Settings, out: Path, customers: int, days: int)
             "machine": machine(),
             "settings": {"customers": customers, "days": days, "lateness_s": settings.lateness_s},
             "feature_service": bench_feature_service(config, settings.batch_size),
+            "card_fold": bench_fold(config, settings.lateness_s),
             "feast": bench_feast(feast_settings, SimConfig(customers=2_000, merchants=4_000, days=2, seed=2)),
         }
     out.parent.mkdir(parents=True, exist_ok=True)

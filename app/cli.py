@@ -219,10 +219,13 @@ def bench(
         result = run_features_bench(get_settings(), target, customers, days)
         read = result["feast"]["read_one_card_ms"]
         writer = result["feast"]["worker_online_writer_100_cards_cpu_ms"]
+        folds = "; ".join(f"{k} {v['total_us']} µs" for k, v in result["card_fold"]["per_event"].items())
         typer.echo(
             f"bench: feature service {result['feature_service']['events_per_s']:,} ev/s; "
-            f"Feast online read p50 {read['p50']} ms p99 {read['p99']} ms; the worker's online write "
-            f"of 100 cards p50 {writer['update']['p50']} ms CPU ({writer['upserts']['p50']} as upserts) "
+            f"card fold an event: {folds}; "
+            f"Feast online read p50 {read['p50']} ms p99 {read['p99']} ms; "
+            f"the worker's online write of 100 cards p50 {writer['update']['p50']} ms CPU "
+            f"({writer['upserts']['p50']} as upserts) "
             f"-> {target}"
         )
         return

@@ -5,7 +5,7 @@ with mypyc into ``features._card_native``, with the source's SHA-256 compiled in
 that build only while the hash matches the features/card.py beside it, so an edited fold never runs
 stale machine code; otherwise (not built, no C compiler) it takes the source. Both compute the very
 same values and state bytes (tests/unit/test_fold.py compares them on a simulated stream): one
-definition, compiled or not. Session 17, fold micro-benchmark: ~45 % less CPU an event.
+definition, compiled or not. Session 17, fold micro-benchmark: 29-45 % less CPU an event.
 
 Use one or the other for a card's whole life: a compiled function refuses the source's objects.
 """
