@@ -65,12 +65,15 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     }
 
 
-def bench_feature_service(config: SimConfig, batch_size: int) -> dict[str, Any]:
-    history = simulate(config)
-    raws = [
-        Raw(r["card_id"].encode(), encode({k: r[k] for k in TRANSACTION_FIELDS}))
-        for r in history[list(TRANSACTION_FIELDS)].to_dict("records")
+def simulated_raws(config: SimConfig) -> list[Raw]:
+    """A simulated history as the worker reads it: JSON messages keyed by card, in event order."""
+    return [
+        Raw(r["card_id"].encode(), encode(r))
+        for r in simulate(config)[list(TRANSACTION_FIELDS)].to_dict("records")
     ]
+
+
+def bench_feature_service(raws: list[Raw], batch_size: int) -> dict[str, Any]:
     table: dict[bytes, bytes | None] = {}
     started = time.perf_counter()
     for i in range(0, len(raws), batch_size):
@@ -85,16 +88,12 @@ def bench_feature_service(config: SimConfig, batch_size: int) -> dict[str, Any]:
     }
 
 
-def bench_fold(config: SimConfig, lateness_s: float, rounds: int = 3) -> dict[str, Any]:
+def bench_fold(raws: list[Raw], lateness_s: float, rounds: int = 3) -> dict[str, Any]:
     """The card fold alone, µs an event for ``card_features``, ``update`` and the state's ``to_bytes``,
     over a simulated history in event order: the fold the worker runs (features/fold.py) and, when
     that is the compiled build, the Python source as well, in turns (this host's speed drifts), best
     of ``rounds``. Validation and decoding happen before the clock starts."""
-    events = []
-    for record in simulate(config)[list(TRANSACTION_FIELDS)].to_dict("records"):
-        txn = decode(Raw(record["card_id"].encode(), encode(record)))
-        if not isinstance(txn, str):
-            events.append((txn.card_id, tuple(to_txn(txn))))
+    events = fold_events(raws)
     builds = {"python": fold_source} | ({fold.KIND: fold.FOLD} if fold.KIND != "python" else {})
     best = {name: [math.inf] * 3 for name in builds}
     for _ in range(rounds):
@@ -111,6 +110,16 @@ def bench_fold(config: SimConfig, lateness_s: float, rounds: int = 3) -> dict[st
         for name, (f, u, e) in best.items()
     }
     return {"events": len(events), "rounds": rounds, "worker_runs": fold.KIND, "per_event": per_event}
+
+
+def fold_events(raws: list[Raw]) -> list[tuple[str, tuple[Any, ...]]]:
+    """(card id, ``Txn`` fields) of each valid message, decoded and validated as the worker does."""
+    events = []
+    for raw in raws:
+        txn = decode(raw)
+        if not isinstance(txn, str):
+            events.append((txn.card_id, tuple(to_txn(txn))))
+    return events
 
 
 def _fold_once(module: Any, events: list[tuple[str, tuple[Any, ...]]], lateness_s: float) -> list[float]:
@@ -174,15 +183,15 @@ def bench_online_writer(store: Any, rows: list[dict[str, Any]]) -> dict[str, Any
 
 
 def run_features_bench(settings: Settings, out: Path, customers: int, days: int) -> dict[str, Any]:
-    config = SimConfig(customers=customers, merchants=2 * customers, days=days, seed=1)
+    raws = simulated_raws(SimConfig(customers=customers, merchants=2 * customers, days=days, seed=1))
     with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp:
         feast_settings = Settings(feast_dir=Path(tmp) / "feast", feature_log_dir=Path(tmp) / "log")
         result = {
             "suite": "features",
             "machine": machine(),
             "settings": {"customers": customers, "days": days, "lateness_s": settings.lateness_s},
-            "feature_service": bench_feature_service(config, settings.batch_size),
-            "card_fold": bench_fold(config, settings.lateness_s),
+            "feature_service": bench_feature_service(raws, settings.batch_size),
+            "card_fold": bench_fold(raws, settings.lateness_s),
             "feast": bench_feast(feast_settings, SimConfig(customers=2_000, merchants=4_000, days=2, seed=2)),
         }
     out.parent.mkdir(parents=True, exist_ok=True)

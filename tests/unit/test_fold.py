@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 import features.card as source
-from app.schema import TRANSACTION_FIELDS, encode
-from app.simulator.model import SimConfig, simulate
-from app.worker.card_features import Raw, decode, to_txn
+from app.bench import fold_events, simulated_raws
+from app.simulator.model import SimConfig
 from features import fold
 
 
@@ -53,12 +52,9 @@ def _check(native: Any, events: list[tuple[str, tuple[Any, ...]]], pending_s: fl
 
 def test_the_compiled_fold_matches_the_source_on_a_simulated_stream() -> None:
     native = _native()
-    history = simulate(SimConfig(customers=150, merchants=400, days=40, seed=3))
-    events = []
-    for record in history[list(TRANSACTION_FIELDS)].to_dict("records"):
-        txn = decode(Raw(record["card_id"].encode(), encode(record)))
-        assert not isinstance(txn, str)
-        events.append((txn.card_id, tuple(to_txn(txn))))
+    raws = simulated_raws(SimConfig(customers=150, merchants=400, days=40, seed=3))
+    events = fold_events(raws)
+    assert len(events) == len(raws), "every simulated transaction is valid"
     assert _check(native, events, 300.0) > 5_000
 
 
