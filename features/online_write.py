@@ -1,22 +1,19 @@
-"""Card feature rows -> Feast's SQL online store, in bulk (the worker's online writer process).
+"""Card feature rows -> Feast's online store, in bulk (the worker's online writer process).
 
-Feast's own path (``write_to_online_store``) turns a DataFrame into Arrow, every value into a
-protobuf object, and (SQLite) executes one INSERT per feature per card: ~0.5 ms per card, which
-at saturation kept the writer process at ~60 % of a core on the 2-core machine. ``OnlineWriter``
-writes the very same rows -- same table, same entity-key bytes (Feast's own serializer), same
-serialized ``Value`` per feature, same ``value_text``, same timestamps -- with one statement
-per known card (SQLite, below) or one per flush (PostgreSQL: ``unnest`` of binary arrays).
-tests/integration/test_online_write.py compares the table contents byte for byte with Feast's
-own write and reads them back through ``get_online_features``.
+Feast's own path (``write_to_online_store``) turns a DataFrame into Arrow, then every value into a
+protobuf object, before the store writes them: ~0.5 ms per card on the 2-core machine. ``OnlineWriter``
+writes the very same bytes itself -- same table, same entity-key bytes (Feast's own serializer),
+same serialized values, same timestamps -- in one statement per flush:
 
-Only the SQLite and PostgreSQL online stores without the optional ``value_num`` / vector columns
-take this path; any other configuration goes through Feast's ``write_to_online_store``.
+- the development/CI/demo store (``features.packed_store``, one row per card): one upsert per card,
+  its features encoded here as the store's ``Map`` protobuf;
+- Feast's PostgreSQL store, which ``docker-compose.yml`` ships (one row per card and feature):
+  ``unnest`` of binary arrays.
 
-SQLite, a card already written: one UPDATE sets all its feature rows (found through Feast's
-``entity_key`` index), instead of one upsert per feature (a primary-key lookup, then the row, for
-each of the 26 features). On the 2-core machine: ~4.8 against ~11 µs of CPU a feature row (session 15).
-A card this writer has not stored yet, or one whose rows are not all there any more (the UPDATE
-then changes fewer rows than expected), gets the upserts.
+tests/integration/test_online_write.py compares the tables byte for byte with Feast's own write
+and reads them back through ``get_online_features``. Any other online store configuration (or the
+PostgreSQL one with the optional ``value_num`` / vector columns) goes through Feast's
+``write_to_online_store``.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,17 +30,10 @@ if TYPE_CHECKING:
 
 _DOUBLE = struct.Struct("<d")
 _DOUBLE_TAG = b"\x29"  # feast.types.Value field 5 (double_val), wire type 1 (64-bit)
-SQLITE_COLUMNS = ("entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts")
 
 
 def naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
-
-
-def sqlite_epoch(ts: datetime) -> int:
-    """What Feast's SQLite adapter (``adapt_datetime_epoch``) stores for a naive-UTC event time: adapted
-    here once per card, not by the driver once per feature row (~10 % of the write, session 12)."""
-    return int(naive_utc(ts).timestamp())
 
 
 class OnlineWriter:
@@ -56,6 +46,9 @@ class OnlineWriter:
         from feast.infra.online_stores.helpers import compute_table_id  # noqa: PLC0415
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: PLC0415
         from feast.protos.feast.types.Value_pb2 import Value  # noqa: PLC0415
+
+        from features.packed_store import TYPE as PACKED  # noqa: PLC0415 - imports Feast
+        from features.packed_store import entry, packed_table, upsert_sql  # noqa: PLC0415
 
         self.store, self.view_name, self.join_key, self.features = store, view_name, join_key, tuple(features)
         config = store.config
@@ -78,20 +71,21 @@ class OnlineWriter:
         extra = getattr(config.online_store, "enable_openai_compatible_store", False) or getattr(
             config.online_store, "vector_enabled", False
         )
-        self.bulk = self.kind in {"sqlite", "postgres"} and not extra
-        self.stored: set[bytes] = set()  # SQLite: cards whose rows this writer has upserted
-        self.sqlite_sql = self._sqlite_sql()
+        self.bulk = self.kind in {PACKED, "postgres"} and not extra
+        if self.kind == PACKED:
+            self.packed_sql = upsert_sql(packed_table(config, view))
+            # each feature's Map entry: its head, followed by the double's 8 bytes; or empty
+            self.packed = [
+                (name, entry(name, _DOUBLE_TAG + bytes(8))[:-8], entry(name, b""))
+                for name in sorted(self.features)
+            ]
 
-    def _values(
-        self, rows: Sequence[dict[str, Any]], columns: Sequence[str],
-        stamp: Callable[[datetime], Any] = naive_utc,
-    ) -> list[tuple[Any, ...]]:  # fmt: skip
-        """One tuple per card and feature, in ``columns`` order (Feast's column names); ``stamp``
-        turns the event time into what the driver stores, once per card."""
+    def _values(self, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """One tuple per card and feature, in ``columns`` order (Feast's column names)."""
         numbers = "value_num" in columns
         out = []
         for row in rows:
-            key, ts = self.key_bytes(row[self.join_key]), stamp(row["event_time"])
+            key, ts = self.key_bytes(row[self.join_key]), naive_utc(row["event_time"])
             values, blobs, texts = self._encode(row)
             for name, v, blob, text in zip(self.features, values, blobs, texts, strict=True):
                 out.append((key, name, blob, text, *((v,) if numbers else ()), ts, None))
@@ -116,59 +110,27 @@ class OnlineWriter:
 
             frame = pd.DataFrame(rows)[[self.join_key, "event_time", *self.features]]
             self.store.write_to_online_store(self.view_name, frame)
-        elif self.kind == "sqlite":
-            self._write_sqlite(rows)
-        else:
+        elif self.kind == "postgres":
             self._write_postgres(rows)
+        else:
+            self._write_packed(rows)
 
-    def _write_sqlite(self, rows: Sequence[dict[str, Any]]) -> None:
-        upsert, update = self.sqlite_sql
-        known: list[dict[str, Any]] = []
-        new: list[dict[str, Any]] = []
-        for row in rows:
-            (known if self.key_bytes(row[self.join_key]) in self.stored else new).append(row)
-        conn = self.online._get_conn(self.config)
-        with conn:  # one transaction
-            if known:
-                before = conn.total_changes
-                conn.executemany(update, self._card_values(known))
-                if conn.total_changes - before != len(known) * len(self.features):  # rows gone
-                    new = list(rows)
-            if new:
-                conn.executemany(upsert, self._values(new, SQLITE_COLUMNS, sqlite_epoch))
-        if len(self.stored) + len(new) > self.STORED_MAX:
-            self.stored.clear()  # forgetting a card costs its next write the upserts, nothing else
-        self.stored.update(self.key_bytes(r[self.join_key]) for r in new)
+    def _write_packed(self, rows: Sequence[dict[str, Any]]) -> None:
+        """One upsert per card, all in one transaction: the card's features as the store's
+        ``Map`` (see ``features.packed_store``), encoded here entry by entry."""
+        from features.packed_store import micros  # noqa: PLC0415
 
-    def _sqlite_sql(self) -> tuple[str, str]:
-        """(the upsert of one feature row, the UPDATE of all of one card's rows) for this table."""
-        quoted = '"' + self.table.replace('"', '""') + '"'
-        columns = SQLITE_COLUMNS
-        upsert = (
-            f"INSERT INTO {quoted} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "  # noqa: S608
-            "ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
-        )
-        n = len(self.features)
-        names = ["'" + name.replace("'", "''") + "'" for name in self.features]
-
-        def case(first: int) -> str:
-            whens = (f"WHEN {name} THEN ?{first + i}" for i, name in enumerate(names))
-            return f"CASE feature_name {' '.join(whens)} END"
-
-        update = (
-            f"UPDATE {quoted} SET value = {case(2)}, value_text = {case(n + 2)}, "  # noqa: S608
-            f"event_ts = ?{2 * n + 2}, created_ts = NULL WHERE entity_key = ?1"
-        )
-        return upsert, update
-
-    def _card_values(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        """One tuple per card for the UPDATE: key, each feature's ``value``, each ``value_text``, time."""
+        pack, isnan = _DOUBLE.pack, math.isnan
         out = []
         for row in rows:
-            _, blobs, texts = self._encode(row)
-            out.append((self.key_bytes(row[self.join_key]), *blobs, *texts, sqlite_epoch(row["event_time"])))
-        return out
+            blob = b"".join([
+                empty if (v := row.get(name)) is None or isnan(v) else head + pack(v)
+                for name, head, empty in self.packed
+            ])  # fmt: skip
+            out.append((self.key_bytes(row[self.join_key]), blob, micros(row["event_time"]), None))
+        conn = self.online._get_conn(self.config)
+        with conn:  # one transaction
+            conn.executemany(self.packed_sql, out)
 
     def _write_postgres(self, rows: Sequence[dict[str, Any]]) -> None:
         """One ``INSERT ... SELECT FROM unnest(<one array per column>) ON CONFLICT DO UPDATE`` per
