@@ -1,22 +1,25 @@
-"""A Feast SQLite online store with one row per entity: the development, CI and demo online store.
+"""Feast online stores with one row per entity: SQLite (development, CI, demo) and PostgreSQL
+(``docker-compose.yml``).
 
-Feast's own SQLite store keeps one row per entity *and feature*: every card write is 26 row
-upserts (or one UPDATE touching 26 rows), and in the pipeline bench that was most of the feature
-writer process's CPU (~4.8 µs a feature row on the 2-core machine, session 15). This store keeps
-one row per entity key in ``<feast table id>_packed``::
+Feast's own SQLite and PostgreSQL stores keep one row per entity *and feature*: every card write
+is 26 row upserts. In the pipeline bench that was most of the feature writer's CPU (SQLite: ~4.8 µs
+a feature row on the 2-core machine, session 15), and with Feast's PostgreSQL store this machine
+could not keep up with 1,800 txn/s (session 15). These stores keep one row per entity key, in
+``<Feast's table id>_packed``::
 
-    entity_key BLOB PRIMARY KEY   -- Feast's serialized entity key, as in Feast's own table
-    features   BLOB NOT NULL      -- feast.types.Map {feature name -> Value}, keys in sorted order
-    event_ts   INTEGER NOT NULL   -- microseconds since the epoch, UTC
-    created_ts INTEGER            -- same, or NULL
+    entity_key  Feast's serialized entity key (primary key), as in Feast's own tables
+    features    feast.types.Map {feature name -> Value}, its entries in name order (``pack``)
+    event_ts    the event time (SQLite: microseconds since the epoch, UTC; PostgreSQL: timestamptz)
+    created_ts  the same, or NULL
 
-``features`` is Feast's own protobuf (``Map`` from ``feast/types/Value.proto``), its entries in
-feature-name order (``pack``), so that the same values are always the same bytes. A write
-replaces the entity's whole row: every writer here (the stream's online writer, ``materialize``,
-``write_to_online_store``) writes all the features of the view at once. It is a Feast extension (``type:
-features.packed_store.PackedSqliteOnlineStore`` in feature_store.yaml): reads go through
-``get_online_features`` as before, and ``features.online_write.OnlineWriter`` writes the same bytes
-without Feast's DataFrame-to-protobuf conversion.
+``features`` is Feast's own protobuf (``Map`` in ``feast/types/Value.proto``): any protobuf reader
+decodes it, and the same values are always the same bytes. A write replaces the entity's whole
+row: every writer here (the stream's online writer, ``materialize``, ``write_to_online_store``)
+writes all of a view's features at once. They are Feast online store classes (``type:
+features.packed_store.Packed...OnlineStore`` in feature_store*.yaml): reads go through
+``get_online_features``; ``write_packed`` is the bulk write that both Feast's path
+(``online_write_batch``) and ``features.online_write.OnlineWriter`` (no DataFrame, no protobuf
+objects) end in.
 """
 
 from __future__ import annotations
@@ -26,38 +29,30 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import psycopg
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import compute_table_id
+from feast.infra.online_stores.online_store import OnlineStore
+from feast.infra.online_stores.postgres_online_store.postgres import PostgreSQLOnlineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
+from feast.infra.utils.postgres.connection_utils import _get_conn
 from feast.protos.feast.types.Value_pb2 import Map
+from psycopg import sql
 
-TYPE = "features.packed_store.PackedSqliteOnlineStore"
+SQLITE_TYPE = "features.packed_store.PackedSqliteOnlineStore"
+POSTGRES_TYPE = "features.packed_store.PackedPostgreSQLOnlineStore"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Row = tuple[bytes, bytes, datetime, datetime | None]  # entity key, packed features, event time, created
+Read = tuple[datetime | None, dict[str, Any] | None]
 
 
 class PackedSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
-    type: Literal["features.packed_store.PackedSqliteOnlineStore"] = TYPE  # type: ignore[assignment]
+    type: Literal["features.packed_store.PackedSqliteOnlineStore"] = SQLITE_TYPE  # type: ignore[assignment]
 
 
-def packed_table(config: Any, view: Any) -> str:
-    """The store's table for a feature view: Feast's table id for it, plus ``_packed``."""
-    versioned = config.registry.enable_online_feature_view_versioning
-    return compute_table_id(config.project, view, versioned) + "_packed"
-
-
-def quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def micros(ts: datetime) -> int:
-    """Microseconds since the epoch; a naive time is UTC (as Feast treats it)."""
-    aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-    delta = aware - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(us: int) -> datetime:
-    return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
+class PackedPostgreSQLOnlineStoreConfig(PostgreSQLOnlineStoreConfig):
+    type: Literal["features.packed_store.PackedPostgreSQLOnlineStore"] = POSTGRES_TYPE  # type: ignore[assignment]
 
 
 def varint(n: int) -> bytes:
@@ -82,19 +77,55 @@ def pack(values: dict[str, Any]) -> bytes:
     return b"".join(entry(name, values[name].SerializeToString()) for name in sorted(values))
 
 
-def create_sql(table: str) -> str:
-    return (
-        f"CREATE TABLE IF NOT EXISTS {quoted(table)} (entity_key BLOB PRIMARY KEY, "
-        "features BLOB NOT NULL, event_ts INTEGER NOT NULL, created_ts INTEGER)"
-    )
+def utc(ts: datetime) -> datetime:
+    """An aware UTC time; a naive one is UTC already (as Feast treats it)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def upsert_sql(table: str) -> str:
-    return (
-        f"INSERT INTO {quoted(table)} (entity_key, features, event_ts, created_ts) VALUES (?, ?, ?, ?) "  # noqa: S608
-        "ON CONFLICT(entity_key) DO UPDATE SET features = excluded.features, "
-        "event_ts = excluded.event_ts, created_ts = excluded.created_ts"
-    )
+def micros(ts: datetime) -> int:
+    delta = utc(ts) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(us: int) -> datetime:
+    return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
+
+
+def packed_table(config: Any, view: Any) -> str:
+    """The table of a feature view: Feast's table id for it, plus ``_packed``."""
+    versioned = config.registry.enable_online_feature_view_versioning
+    return compute_table_id(config.project, view, versioned) + "_packed"
+
+
+def packed_rows(
+    config: Any, data: Sequence[tuple[Any, dict[str, Any], datetime, datetime | None]]
+) -> list[Row]:
+    """Feast's ``online_write_batch`` input as rows of this layout."""
+    version = config.entity_key_serialization_version
+    return [
+        (serialize_entity_key(key, entity_key_serialization_version=version), pack(values), ts, created)
+        for key, values, ts, created in data
+    ]
+
+
+def unpacked(
+    keys: Sequence[bytes], found: dict[bytes, tuple[bytes, datetime]], requested: list[str] | None
+) -> list[Read]:
+    """Feast's ``online_read`` result, in ``keys`` order, from ``{key: (features, event time)}``."""
+    wanted = None if requested is None else set(requested)
+    result: list[Read] = []
+    for key in keys:
+        if key not in found:
+            result.append((None, None))
+            continue
+        blob, ts = found[key]
+        values = Map.FromString(blob).val
+        result.append((ts, {f: v for f, v in values.items() if wanted is None or f in wanted}))
+    return result
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 class PackedSqliteOnlineStore(SqliteOnlineStore):
@@ -102,77 +133,160 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
 
     _ready: set[str] | None = None  # tables created through this store's connection
 
-    def table(self, config: Any, view: Any) -> tuple[sqlite3.Connection, str]:
-        """The connection and the view's table, created on first use (``feast apply`` from the CLI
-        plans Feast's own tables, not this one)."""
+    def _table(self, config: Any, view: Any) -> tuple[sqlite3.Connection, str]:
+        """The connection and the view's table, created on first use (``feast apply`` from the
+        CLI plans Feast's own tables, not this one)."""
         conn: sqlite3.Connection = self._get_conn(config)
-        name = packed_table(config, view)
+        name = _quoted(packed_table(config, view))
         if self._ready is None:
             self._ready = set()
         if name not in self._ready:
             with conn:
-                conn.execute(create_sql(name))
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} (entity_key BLOB PRIMARY KEY, "
+                    "features BLOB NOT NULL, event_ts INTEGER NOT NULL, created_ts INTEGER)"
+                )
             self._ready.add(name)
         return conn, name
+
+    def write_packed(self, config: Any, view: Any, rows: Sequence[Row]) -> None:
+        """Upsert the rows in one transaction (a key given twice: the last row wins)."""
+        conn, name = self._table(config, view)
+        with conn:
+            conn.executemany(
+                f"INSERT INTO {name} (entity_key, features, event_ts, created_ts) VALUES (?, ?, ?, ?) "  # noqa: S608
+                "ON CONFLICT(entity_key) DO UPDATE SET features = excluded.features, "
+                "event_ts = excluded.event_ts, created_ts = excluded.created_ts",
+                [(k, f, micros(ts), None if c is None else micros(c)) for k, f, ts, c in rows],
+            )
 
     def online_write_batch(
         self, config: Any, table: Any, data: list[tuple[Any, dict[str, Any], datetime, datetime | None]],
         progress: Callable[[int], Any] | None,
     ) -> None:  # fmt: skip
-        conn, name = self.table(config, table)
-        version = config.entity_key_serialization_version
-        rows = []
-        for entity_key, values, event_ts, created_ts in data:
-            rows.append((
-                serialize_entity_key(entity_key, entity_key_serialization_version=version),
-                pack(values),
-                micros(event_ts),
-                None if created_ts is None else micros(created_ts),
-            ))  # fmt: skip
-        with conn:
-            conn.executemany(upsert_sql(name), rows)
+        self.write_packed(config, table, packed_rows(config, data))
         if progress:
-            progress(len(rows))
+            progress(len(data))
 
     def online_read(
         self, config: Any, table: Any, entity_keys: list[Any], requested_features: list[str] | None = None
-    ) -> list[tuple[datetime | None, dict[str, Any] | None]]:
-        conn, name = self.table(config, table)
+    ) -> list[Read]:
+        conn, name = self._table(config, table)
         version = config.entity_key_serialization_version
         keys = [serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys]
-        found: dict[bytes, tuple[bytes, int]] = {}
+        found: dict[bytes, tuple[bytes, datetime]] = {}
         for lo in range(0, len(keys), 500):  # SQLite's bound-parameter limit
             part = keys[lo : lo + 500]
-            found.update(
-                (key, (blob, ts))
-                for key, blob, ts in conn.execute(
-                    f"SELECT entity_key, features, event_ts FROM {quoted(name)} "  # noqa: S608
-                    f"WHERE entity_key IN ({','.join('?' * len(part))})",
-                    part,
-                )
-            )
-        wanted = None if requested_features is None else set(requested_features)
-        result: list[tuple[datetime | None, dict[str, Any] | None]] = []
-        for key in keys:
-            if key not in found:
-                result.append((None, None))
-                continue
-            blob, ts = found[key]
-            values = Map.FromString(blob).val
-            result.append((
-                from_micros(ts),
-                {f: v for f, v in values.items() if wanted is None or f in wanted},
-            ))  # fmt: skip
-        return result
+            query = f"SELECT entity_key, features, event_ts FROM {name} WHERE entity_key IN ({','.join('?' * len(part))})"  # noqa: S608, E501
+            found.update((key, (blob, from_micros(us))) for key, blob, us in conn.execute(query, part))
+        return unpacked(keys, found, requested_features)
 
     def update(  # noqa: PLR0917 - Feast's signature
         self, config: Any, tables_to_delete: Sequence[Any], tables_to_keep: Sequence[Any],
         entities_to_delete: Sequence[Any], entities_to_keep: Sequence[Any], partial: bool,  # noqa: ARG002
     ) -> None:  # fmt: skip
+        self._ready = None
+        for view in tables_to_keep:
+            self._table(config, view)
         conn = self._get_conn(config)
         with conn:
-            for view in tables_to_keep:
-                conn.execute(create_sql(packed_table(config, view)))
             for view in tables_to_delete:
-                conn.execute(f"DROP TABLE IF EXISTS {quoted(packed_table(config, view))}")
+                conn.execute(f"DROP TABLE IF EXISTS {_quoted(packed_table(config, view))}")
+
+
+class PackedPostgreSQLOnlineStore(OnlineStore):
+    """The one-row layout in PostgreSQL, in the configured ``db_schema``, over one autocommit
+    connection (Feast's connection settings: sslmode, search path), reopened once broken."""
+
+    _conn: psycopg.Connection[Any] | None = None
+    _ready: set[str] | None = None
+
+    def _connection(self, config: Any) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = _get_conn(config.online_store)
+            self._conn.autocommit = True
+            self._ready = None
+        return self._conn
+
+    @staticmethod
+    def _schema(config: Any) -> str:
+        return str(config.online_store.db_schema or config.online_store.user)
+
+    def _table(self, config: Any, view: Any) -> tuple[psycopg.Connection[Any], sql.Identifier]:
+        conn = self._connection(config)
+        name = packed_table(config, view)
+        table = sql.Identifier(self._schema(config), name)
+        if self._ready is None:
+            self._ready = set()
+        if name not in self._ready:
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema(config)))
+            )
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (entity_key bytea PRIMARY KEY, features bytea NOT NULL, "
+                    "event_ts timestamptz NOT NULL, created_ts timestamptz)"
+                ).format(table)
+            )
+            self._ready.add(name)
+        return conn, table
+
+    def write_packed(self, config: Any, view: Any, rows: Sequence[Row]) -> None:
+        """One ``INSERT ... SELECT FROM unnest(<one binary array per column>) ON CONFLICT DO
+        UPDATE``: one statement, whatever the number of rows. A key given twice keeps its last row
+        (PostgreSQL refuses to update a row twice in one statement)."""
+        if not rows:
+            return
+        conn, table = self._table(config, view)
+        last = {row[0]: row for row in rows}
+        keys, blobs, times, created = (list(column) for column in zip(*last.values(), strict=True))
+        binary = sql.Placeholder(format=psycopg.adapt.PyFormat.BINARY)  # text arrays: a regex per element
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (entity_key, features, event_ts, created_ts) "
+                "SELECT * FROM unnest({}::bytea[], {}::bytea[], {}::timestamptz[], {}::timestamptz[]) "
+                "ON CONFLICT (entity_key) DO UPDATE SET features = EXCLUDED.features, "
+                "event_ts = EXCLUDED.event_ts, created_ts = EXCLUDED.created_ts"
+            ).format(table, binary, binary, binary, binary),
+            [keys, blobs, [utc(t) for t in times], [None if c is None else utc(c) for c in created]],
+        )
+
+    def online_write_batch(
+        self, config: Any, table: Any, data: list[tuple[Any, dict[str, Any], datetime, datetime | None]],
+        progress: Callable[[int], Any] | None,
+    ) -> None:  # fmt: skip
+        self.write_packed(config, table, packed_rows(config, data))
+        if progress:
+            progress(len(data))
+
+    def online_read(
+        self, config: Any, table: Any, entity_keys: list[Any], requested_features: list[str] | None = None
+    ) -> list[Read]:
+        conn, name = self._table(config, table)
+        version = config.entity_key_serialization_version
+        keys = [serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys]
+        rows = conn.execute(
+            sql.SQL("SELECT entity_key, features, event_ts FROM {} WHERE entity_key = ANY(%s)").format(name),
+            [keys],
+        ).fetchall()
+        found = {bytes(key): (bytes(blob), ts.astimezone(UTC)) for key, blob, ts in rows}
+        return unpacked(keys, found, requested_features)
+
+    def update(  # noqa: PLR0917 - Feast's signature
+        self, config: Any, tables_to_delete: Sequence[Any], tables_to_keep: Sequence[Any],
+        entities_to_delete: Sequence[Any], entities_to_keep: Sequence[Any], partial: bool,  # noqa: ARG002
+    ) -> None:  # fmt: skip
+        self._ready = None
+        for view in tables_to_keep:
+            self._table(config, view)
+        self.teardown(config, tables_to_delete, entities_to_delete)
+
+    def teardown(self, config: Any, tables: Sequence[Any], entities: Sequence[Any]) -> None:  # noqa: ARG002
+        conn = self._connection(config)
+        for view in tables:
+            conn.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}").format(
+                    sql.Identifier(self._schema(config), packed_table(config, view))
+                )
+            )
         self._ready = None

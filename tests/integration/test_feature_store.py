@@ -15,6 +15,7 @@ from features.backfill import card_feature_frame
 from features.card import FEATURE_NAMES
 from features.jobs import build_merchant_features
 from features.merchant import MERCHANT_FEATURES
+from features.packed_store import POSTGRES_TYPE
 from features.store import CARD_VIEW, MERCHANT_VIEW, close_store, feature_store
 
 
@@ -58,7 +59,7 @@ def test_postgres_online_store_and_sql_registry(settings: Settings, tmp_path: Pa
 
 
 def _write_and_read(store: FeatureStore, pg: Settings, latest: pd.DataFrame) -> None:
-    assert store.config.online_store.type == "postgres"
+    assert store.config.online_store.type == POSTGRES_TYPE, "one row per card (features/packed_store.py)"
     assert store.config.online_store.sslmode == pg.pg_sslmode, "never Feast's sslmode=require default"
     store.write_to_online_store(CARD_VIEW, latest.drop(columns=["txn_id"]))
     online = store.get_online_features(
