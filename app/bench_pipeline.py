@@ -335,6 +335,7 @@ def run_pipeline_bench(
             "review_threshold": s.review_threshold,
             "explain_all": s.explain_all,
             "card_fold": fold.KIND,  # features/fold.py: compiled with mypyc, or the Python source
+            "online_store": s.feast_config,  # features/repo: sqlite (default) or postgres (docker-compose)
         },
         "model": {"version": model.version, **model.shape(), "features": len(model.features)},
         "sent": sent,

@@ -27,7 +27,7 @@ def init_job(
     from app.simulator.model import SimConfig  # noqa: PLC0415
     from app.ui.store import UiStore  # noqa: PLC0415
     from expectations.validate import validate_history  # noqa: PLC0415 - GX import is slow
-    from features.jobs import build_merchant_features  # noqa: PLC0415 - Feast import is slow
+    from features.jobs import build_merchant_features, materialize_merchant_features  # noqa: PLC0415
     from features.store import close_store, feature_store  # noqa: PLC0415
     from training.jobs import train_job  # noqa: PLC0415
     from training.registry import Registry  # noqa: PLC0415
@@ -44,6 +44,7 @@ def init_job(
     champion = registry.champion()
     if champion is not None:
         echo(f"init: champion {champion.version} in the registry; not training")
+        echo(f"init: {materialize_merchant_features(settings)}")
     else:
         if not any(history.glob("date=*/*.parquet")):
             start = (datetime.now(UTC) - timedelta(days=days)).date()

@@ -11,7 +11,7 @@ from app.errors import FraudstreamError
 from app.history import read_history
 from app.settings import Settings
 from features.merchant import merchant_daily_features
-from features.store import MERCHANT_VIEW, feature_store
+from features.store import MERCHANT_VIEW, close_store, feature_store
 
 
 def build_merchant_features(settings: Settings, history_dir: Path, until: datetime | None = None) -> str:
@@ -29,15 +29,30 @@ def build_merchant_features(settings: Settings, history_dir: Path, until: dateti
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     path = settings.feast_dir / "merchant_features.parquet"
     frame.to_parquet(path, index=False)
-    store = feature_store(settings)
-    latest = frame["event_timestamp"].max()
-    store.materialize(
-        start_date=(latest - pd.Timedelta(days=1)).to_pydatetime(),
-        end_date=(latest + pd.Timedelta(seconds=1)).to_pydatetime(),
-        feature_views=[MERCHANT_VIEW],
-    )
-    day = frame["event_timestamp"] == latest
     return (
         f"features: {len(frame)} merchant-day rows ({frame['merchant_id'].nunique()} merchants) -> {path}; "
-        f"{int(day.sum())} merchants materialised online for {latest.date()}"
+        + (materialize_merchant_features(settings, frame))
     )
+
+
+def materialize_merchant_features(settings: Settings, frame: pd.DataFrame | None = None) -> str:
+    """Write the latest day of the merchant features (``frame``, or the Parquet the last build
+    wrote) to the online store. ``init`` runs it when a champion exists already, so that an online
+    store that is new (another layout, a lost volume) holds the merchants before the worker starts."""
+    path = settings.feast_dir / "merchant_features.parquet"
+    if frame is None:
+        if not path.exists():
+            return f"no merchant features at {path} yet"
+        frame = pd.read_parquet(path)
+    store = feature_store(settings)
+    latest = frame["event_timestamp"].max()
+    try:
+        store.materialize(
+            start_date=(latest - pd.Timedelta(days=1)).to_pydatetime(),
+            end_date=(latest + pd.Timedelta(seconds=1)).to_pydatetime(),
+            feature_views=[MERCHANT_VIEW],
+        )
+    finally:
+        close_store(store)
+    day = frame["event_timestamp"] == latest
+    return f"{int(day.sum())} merchants materialised online for {latest.date()}"

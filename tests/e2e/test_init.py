@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import psycopg
+import pytest
 import yaml
 from kafka import KafkaAdminClient
 
 from app.settings import Settings
+from features.merchant import MERCHANT_FEATURES
+from features.store import MERCHANT_VIEW, close_store, feature_store
 from tests.e2e.cli import fraudstream
 from tests.services import ROOT, fresh_database, unique
 
@@ -63,7 +67,23 @@ def test_init_prepares_an_empty_deployment_once(settings: Settings, tmp_path: Pa
         finally:
             admin.close()
 
+        (tmp_path / "feast" / "online.db").unlink()  # a new online store (another layout, a lost volume)
         again = fraudstream(*command, env=env)
         assert again.returncode == 0, again.stderr[-3000:]
         assert "in the registry; not training" in again.stdout
         assert "admin user" not in again.stdout
+        assert "merchants materialised online" in again.stdout, "the worker finds the merchants"
+        daily = pd.read_parquet(tmp_path / "feast" / "merchant_features.parquet")
+        merchant = daily[daily["event_timestamp"] == daily["event_timestamp"].max()].iloc[0]
+        local = settings.model_copy(update={"feast_dir": tmp_path / "feast", "pg_db": db})
+        store = feature_store(local, apply=False)
+        try:
+            online = store.get_online_features(
+                features=[f"{MERCHANT_VIEW}:{n}" for n in MERCHANT_FEATURES],
+                entity_rows=[{"merchant_id": merchant["merchant_id"]}],
+            ).to_dict()
+        finally:
+            close_store(store)
+        assert [online[n][0] for n in MERCHANT_FEATURES] == pytest.approx(
+            [merchant[n] for n in MERCHANT_FEATURES]
+        )
