@@ -224,8 +224,7 @@ def bench(
             f"bench: feature service {result['feature_service']['events_per_s']:,} ev/s; "
             f"card fold an event: {folds}; "
             f"Feast online read p50 {read['p50']} ms p99 {read['p99']} ms; "
-            f"the worker's online write of 100 cards p50 {writer['update']['p50']} ms CPU "
-            f"({writer['upserts']['p50']} as upserts) "
+            f"the worker's online write of 100 cards p50 {writer['p50']} ms CPU "
             f"-> {target}"
         )
         return
