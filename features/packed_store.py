@@ -128,37 +128,32 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class PackedSqliteOnlineStore(SqliteOnlineStore):
-    """Feast's SQLite online store (its connection, path and teardown) with the one-row layout."""
+class _Packed:
+    """Feast's write, read and update in terms of what each backend provides: ``write_packed``,
+    ``_found`` (the stored rows of some keys), ``_create`` and ``_drop`` (a view's table)."""
 
     _ready: set[str] | None = None  # tables created through this store's connection
 
-    def _table(self, config: Any, view: Any) -> tuple[sqlite3.Connection, str]:
-        """The connection and the view's table, created on first use (``feast apply`` from the
-        CLI plans Feast's own tables, not this one)."""
-        conn: sqlite3.Connection = self._get_conn(config)
-        name = _quoted(packed_table(config, view))
-        if self._ready is None:
-            self._ready = set()
-        if name not in self._ready:
-            with conn:
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {name} (entity_key BLOB PRIMARY KEY, "
-                    "features BLOB NOT NULL, event_ts INTEGER NOT NULL, created_ts INTEGER)"
-                )
-            self._ready.add(name)
-        return conn, name
-
     def write_packed(self, config: Any, view: Any, rows: Sequence[Row]) -> None:
-        """Upsert the rows in one transaction (a key given twice: the last row wins)."""
-        conn, name = self._table(config, view)
-        with conn:
-            conn.executemany(
-                f"INSERT INTO {name} (entity_key, features, event_ts, created_ts) VALUES (?, ?, ?, ?) "  # noqa: S608
-                "ON CONFLICT(entity_key) DO UPDATE SET features = excluded.features, "
-                "event_ts = excluded.event_ts, created_ts = excluded.created_ts",
-                [(k, f, micros(ts), None if c is None else micros(c)) for k, f, ts, c in rows],
-            )
+        raise NotImplementedError
+
+    def _found(self, config: Any, view: Any, keys: list[bytes]) -> dict[bytes, tuple[bytes, datetime]]:
+        raise NotImplementedError
+
+    def _create(self, config: Any, name: str) -> None:
+        raise NotImplementedError
+
+    def _drop(self, config: Any, name: str) -> None:
+        raise NotImplementedError
+
+    def _ensure(self, config: Any, view: Any) -> str:
+        """The view's table, created on first use (``feast apply`` from the CLI plans Feast's own
+        tables, not this one)."""
+        name = packed_table(config, view)
+        if name not in (self._ready or ()):
+            self._create(config, name)  # PostgreSQL: may open a new connection, which resets _ready
+            self._ready = {*(self._ready or ()), name}
+        return name
 
     def online_write_batch(
         self, config: Any, table: Any, data: list[tuple[Any, dict[str, Any], datetime, datetime | None]],
@@ -171,15 +166,9 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
     def online_read(
         self, config: Any, table: Any, entity_keys: list[Any], requested_features: list[str] | None = None
     ) -> list[Read]:
-        conn, name = self._table(config, table)
         version = config.entity_key_serialization_version
         keys = [serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys]
-        found: dict[bytes, tuple[bytes, datetime]] = {}
-        for lo in range(0, len(keys), 500):  # SQLite's bound-parameter limit
-            part = keys[lo : lo + 500]
-            query = f"SELECT entity_key, features, event_ts FROM {name} WHERE entity_key IN ({','.join('?' * len(part))})"  # noqa: S608, E501
-            found.update((key, (blob, from_micros(us))) for key, blob, us in conn.execute(query, part))
-        return unpacked(keys, found, requested_features)
+        return unpacked(keys, self._found(config, table, keys), requested_features)
 
     def update(  # noqa: PLR0917 - Feast's signature
         self, config: Any, tables_to_delete: Sequence[Any], tables_to_keep: Sequence[Any],
@@ -187,19 +176,52 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
     ) -> None:  # fmt: skip
         self._ready = None
         for view in tables_to_keep:
-            self._table(config, view)
-        conn = self._get_conn(config)
-        with conn:
-            for view in tables_to_delete:
-                conn.execute(f"DROP TABLE IF EXISTS {_quoted(packed_table(config, view))}")
+            self._ensure(config, view)
+        for view in tables_to_delete:
+            self._drop(config, packed_table(config, view))
 
 
-class PackedPostgreSQLOnlineStore(OnlineStore):
+class PackedSqliteOnlineStore(_Packed, SqliteOnlineStore):
+    """Feast's SQLite online store (its connection, path and teardown) with the one-row layout."""
+
+    def _create(self, config: Any, name: str) -> None:
+        with self._get_conn(config) as conn:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {_quoted(name)} (entity_key BLOB PRIMARY KEY, "
+                "features BLOB NOT NULL, event_ts INTEGER NOT NULL, created_ts INTEGER)"
+            )
+
+    def _drop(self, config: Any, name: str) -> None:
+        with self._get_conn(config) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {_quoted(name)}")
+
+    def write_packed(self, config: Any, view: Any, rows: Sequence[Row]) -> None:
+        """Upsert the rows in one transaction (a key given twice: the last row wins)."""
+        name = _quoted(self._ensure(config, view))
+        with self._get_conn(config) as conn:
+            conn.executemany(
+                f"INSERT INTO {name} (entity_key, features, event_ts, created_ts) VALUES (?, ?, ?, ?) "  # noqa: S608
+                "ON CONFLICT(entity_key) DO UPDATE SET features = excluded.features, "
+                "event_ts = excluded.event_ts, created_ts = excluded.created_ts",
+                [(k, f, micros(ts), None if c is None else micros(c)) for k, f, ts, c in rows],
+            )
+
+    def _found(self, config: Any, view: Any, keys: list[bytes]) -> dict[bytes, tuple[bytes, datetime]]:
+        name = _quoted(self._ensure(config, view))
+        conn: sqlite3.Connection = self._get_conn(config)
+        found: dict[bytes, tuple[bytes, datetime]] = {}
+        for lo in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+            part = keys[lo : lo + 500]
+            query = f"SELECT entity_key, features, event_ts FROM {name} WHERE entity_key IN ({','.join('?' * len(part))})"  # noqa: S608, E501
+            found.update((key, (blob, from_micros(us))) for key, blob, us in conn.execute(query, part))
+        return found
+
+
+class PackedPostgreSQLOnlineStore(_Packed, OnlineStore):
     """The one-row layout in PostgreSQL, in the configured ``db_schema``, over one autocommit
     connection (Feast's connection settings: sslmode, search path), reopened once broken."""
 
     _conn: psycopg.Connection[Any] | None = None
-    _ready: set[str] | None = None
 
     def _connection(self, config: Any) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -212,24 +234,21 @@ class PackedPostgreSQLOnlineStore(OnlineStore):
     def _schema(config: Any) -> str:
         return str(config.online_store.db_schema or config.online_store.user)
 
-    def _table(self, config: Any, view: Any) -> tuple[psycopg.Connection[Any], sql.Identifier]:
-        conn = self._connection(config)
-        name = packed_table(config, view)
-        table = sql.Identifier(self._schema(config), name)
-        if self._ready is None:
-            self._ready = set()
-        if name not in self._ready:
-            conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema(config)))
-            )
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (entity_key bytea PRIMARY KEY, features bytea NOT NULL, "
-                    "event_ts timestamptz NOT NULL, created_ts timestamptz)"
-                ).format(table)
-            )
-            self._ready.add(name)
-        return conn, table
+    def _id(self, config: Any, name: str) -> sql.Identifier:
+        return sql.Identifier(self._schema(config), name)
+
+    def _create(self, config: Any, name: str) -> None:
+        conn, table = self._connection(config), self._id(config, name)
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema(config))))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (entity_key bytea PRIMARY KEY, features bytea NOT NULL, "
+                "event_ts timestamptz NOT NULL, created_ts timestamptz)"
+            ).format(table)
+        )
+
+    def _drop(self, config: Any, name: str) -> None:
+        self._connection(config).execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._id(config, name)))
 
     def write_packed(self, config: Any, view: Any, rows: Sequence[Row]) -> None:
         """One ``INSERT ... SELECT FROM unnest(<one binary array per column>) ON CONFLICT DO
@@ -237,11 +256,11 @@ class PackedPostgreSQLOnlineStore(OnlineStore):
         (PostgreSQL refuses to update a row twice in one statement)."""
         if not rows:
             return
-        conn, table = self._table(config, view)
+        table = self._id(config, self._ensure(config, view))
         last = {row[0]: row for row in rows}
         keys, blobs, times, created = (list(column) for column in zip(*last.values(), strict=True))
         binary = sql.Placeholder(format=psycopg.adapt.PyFormat.BINARY)  # text arrays: a regex per element
-        conn.execute(
+        self._connection(config).execute(
             sql.SQL(
                 "INSERT INTO {} (entity_key, features, event_ts, created_ts) "
                 "SELECT * FROM unnest({}::bytea[], {}::bytea[], {}::timestamptz[], {}::timestamptz[]) "
@@ -251,42 +270,21 @@ class PackedPostgreSQLOnlineStore(OnlineStore):
             [keys, blobs, [utc(t) for t in times], [None if c is None else utc(c) for c in created]],
         )
 
-    def online_write_batch(
-        self, config: Any, table: Any, data: list[tuple[Any, dict[str, Any], datetime, datetime | None]],
-        progress: Callable[[int], Any] | None,
-    ) -> None:  # fmt: skip
-        self.write_packed(config, table, packed_rows(config, data))
-        if progress:
-            progress(len(data))
-
-    def online_read(
-        self, config: Any, table: Any, entity_keys: list[Any], requested_features: list[str] | None = None
-    ) -> list[Read]:
-        conn, name = self._table(config, table)
-        version = config.entity_key_serialization_version
-        keys = [serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys]
-        rows = conn.execute(
-            sql.SQL("SELECT entity_key, features, event_ts FROM {} WHERE entity_key = ANY(%s)").format(name),
-            [keys],
-        ).fetchall()
-        found = {bytes(key): (bytes(blob), ts.astimezone(UTC)) for key, blob, ts in rows}
-        return unpacked(keys, found, requested_features)
-
-    def update(  # noqa: PLR0917 - Feast's signature
-        self, config: Any, tables_to_delete: Sequence[Any], tables_to_keep: Sequence[Any],
-        entities_to_delete: Sequence[Any], entities_to_keep: Sequence[Any], partial: bool,  # noqa: ARG002
-    ) -> None:  # fmt: skip
-        self._ready = None
-        for view in tables_to_keep:
-            self._table(config, view)
-        self.teardown(config, tables_to_delete, entities_to_delete)
+    def _found(self, config: Any, view: Any, keys: list[bytes]) -> dict[bytes, tuple[bytes, datetime]]:
+        table = self._id(config, self._ensure(config, view))
+        rows = (
+            self._connection(config)
+            .execute(
+                sql.SQL("SELECT entity_key, features, event_ts FROM {} WHERE entity_key = ANY(%s)").format(
+                    table
+                ),
+                [keys],
+            )
+            .fetchall()
+        )
+        return {bytes(key): (bytes(blob), ts.astimezone(UTC)) for key, blob, ts in rows}
 
     def teardown(self, config: Any, tables: Sequence[Any], entities: Sequence[Any]) -> None:  # noqa: ARG002
-        conn = self._connection(config)
         for view in tables:
-            conn.execute(
-                sql.SQL("DROP TABLE IF EXISTS {}").format(
-                    sql.Identifier(self._schema(config), packed_table(config, view))
-                )
-            )
+            self._drop(config, packed_table(config, view))
         self._ready = None
