@@ -58,7 +58,7 @@ from app.worker import drain
 from app.worker.batch_trace import BatchTrace, Stamps, mark
 from app.worker.batches import SourceBatches
 from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
-from app.worker.offsets import SourceOffsets
+from app.worker.offsets import SourceOffsets, seek_on_consumer_thread
 from app.worker.outbox import Message, Outbox, Sent
 from app.worker.recovery_watch import RecoveryWatch, describe_consumer
 from app.worker.scoring_process import RemoteScorer
@@ -399,7 +399,7 @@ def create_app(settings: Settings) -> faust.App:
     offsets = SourceOffsets(
         app.consumer, settings.topic_transactions, partial(first_offset_in_log, settings),
         current=lambda m: m.generation_id == app.consumer_generation_id and app.flow_control.is_active(),
-        committed=partial(committed_offset, settings),
+        committed=partial(committed_offset, settings), seek=partial(seek_on_consumer_thread, app.consumer),
     )  # fmt: skip
     offsets.install()
     app.topics.add(source)  # subscribed; its messages bypass Faust's streams (app/worker/batches.py)

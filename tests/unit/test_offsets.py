@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from app.worker.offsets import STALL_S, SourceOffsets
+from app.worker.offsets import STALL_S, SourceOffsets, seek_on_consumer_thread
 
 SOURCE = "transactions"
 
@@ -292,3 +293,48 @@ def test_a_failed_lookup_falls_back_to_reading_again() -> None:
     offsets.committed = broken
     assert admit(offsets, Message(P0, 40)) == [False]  # started at 0: sought back, nothing skipped
     assert consumer.seeks == [(P0, 0)]
+
+
+class ConsumerThread:
+    """Faust's consumer thread: its own event loop, where aiokafka's consumer lives."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.seeks: list[tuple[TP, int, int]] = []  # (tp, offset, the thread that ran aiokafka's seek)
+
+    async def call_thread(self, fun: Any, *args: Any) -> Any:  # mode's: runs fun on the thread's loop
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fun(*args), self.loop))
+
+    def seek(self, tp: TP, offset: int) -> None:  # aiokafka's seek, which must not run elsewhere
+        self.seeks.append((tp, offset, threading.get_ident()))
+
+
+def test_a_seek_runs_on_the_consumer_thread_and_records_the_read_offset() -> None:
+    consumer = Consumer()
+    thread = ConsumerThread()
+    consumer._thread = thread  # type: ignore[attr-defined]
+    try:
+        asyncio.run(seek_on_consumer_thread(consumer, P0, 12))
+        asyncio.run(seek_on_consumer_thread(consumer, P1, 0))
+    finally:
+        thread.loop.call_soon_threadsafe(thread.loop.stop)
+        thread.thread.join(timeout=5)
+        thread.loop.close()
+    assert [(tp, offset) for tp, offset, _ in thread.seeks] == [(P0, 12), (P1, 0)]
+    assert {ident for _, _, ident in thread.seeks} == {thread.thread.ident}, "never the caller's thread"
+    assert consumer._read_offset == {P0: 12, P1: None}  # as Faust's own seek records it
+
+
+def test_the_books_seek_through_the_seek_they_are_given() -> None:
+    consumer = Consumer(committed={P0: 10})
+    offsets = books(consumer)
+    given: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        given.append((tp, offset))
+
+    offsets.seek = seek  # the worker's: seek_on_consumer_thread
+    assert admit(offsets, Message(P0, 10), Message(P0, 40)) == [True, False]
+    assert (given, consumer.seeks) == ([(P0, 11)], []), "never Faust's seek from the caller's thread"
