@@ -399,9 +399,10 @@ def create_app(settings: Settings) -> faust.App:
     offsets = SourceOffsets(
         app.consumer, settings.topic_transactions, partial(first_offset_in_log, settings),
         current=lambda m: m.generation_id == app.consumer_generation_id and app.flow_control.is_active(),
-        committed=partial(committed_offset, settings), seek=partial(seek_on_consumer_thread, app.consumer),
+        committed=partial(committed_offset, settings),
     )  # fmt: skip
     offsets.install()
+    seek_on_consumer_thread(app.consumer)
     app.topics.add(source)  # subscribed; its messages bypass Faust's streams (app/worker/batches.py)
     batches = SourceBatches(settings.topic_transactions, limit=SOURCE_WAITING * settings.batch_size)
     offsets.waiting = batches.__len__  # messages waiting for the agent: the worker is not idle

@@ -41,21 +41,26 @@ log = logging.getLogger("fraudstream.worker")
 
 RESEEK_S = 5.0  # a gap still open after this long is sought back again (a later seek may have won)
 STALL_S = 10.0  # an idle worker's partition with messages in Kafka, none admitted this long: sought again
-SEEK_TIMEOUT_S = 10.0  # a seek the consumer thread has not run by then: the caller's next look tries again
+SEEK_TIMEOUT_S = 10.0  # a seek the consumer thread has not run by then fails (the books look again later)
 
 
-async def seek_on_consumer_thread(consumer: Any, tp: Any, offset: int) -> None:
-    """Faust's ``Consumer.seek``, with aiokafka's seek run on the consumer's own thread.
+def seek_on_consumer_thread(consumer: Any) -> None:
+    """Make Faust's ``Consumer.seek`` run aiokafka's seek on the consumer's own thread.
 
     Faust (``ThreadDelegateConsumer._seek``) calls aiokafka's ``seek`` from the caller's thread, while
     aiokafka's fetcher runs on the consumer thread's loop. A seek that landed while
     ``fetched_records`` walked its records deleted one under it (``KeyError``) and crashed the
     fetcher, which stopped the worker (clean-clone CI, session 18: a stalled partition sought back
-    right after a broker restart). ``call_thread`` runs the seek on that loop, between two steps.
+    right after a broker restart). ``call_thread`` runs the seek on that loop, between two steps, as
+    Faust's own rebalance seeks (``seek_wait``) and commits already are; ``Consumer.seek`` still
+    records the read offset afterwards.
     """
-    thread = consumer._thread
-    await asyncio.wait_for(thread.call_thread(_seek_now, thread, tp, offset), SEEK_TIMEOUT_S)
-    consumer._read_offset[tp] = offset if offset else None  # what Faust's seek records after its own
+
+    async def _seek(tp: Any, offset: int) -> None:
+        thread = consumer._thread
+        await asyncio.wait_for(thread.call_thread(_seek_now, thread, tp, offset), SEEK_TIMEOUT_S)
+
+    consumer._seek = _seek
 
 
 async def _seek_now(thread: Any, tp: Any, offset: int) -> None:
@@ -86,7 +91,6 @@ class SourceOffsets:
     moved: dict[Any, float] = field(default_factory=dict)  # tp -> when it last admitted a message
     silent: dict[Any, float] = field(default_factory=dict)  # assigned, no message yet: tp -> since when
     waiting: Callable[[], int] = lambda: 0  # fetched messages waiting for the agent (not tracked yet)
-    seek: Callable[[Any, int], Awaitable[None]] | None = None  # default: the consumer's own seek
     refused: int = 0  # messages refused (after a gap, or fetched before a rebalance)
     given_up: bool = False  # the worker is stopping without finishing what it holds
 
@@ -216,7 +220,7 @@ class SourceOffsets:
         log.warning("worker: %s skipped offsets %d-%d (got %d); seeking back to %d",
                     tp, expected, offset - 1, offset, expected)  # fmt: skip
         self.sought[tp] = (expected, now)
-        await self._seek(tp, expected)
+        await self.consumer.seek(tp, expected)
 
     async def reseek_stalled(self, now: float | None = None) -> None:
         """Seek again every partition whose gap is still open ``RESEEK_S`` after the last seek.
@@ -232,7 +236,7 @@ class SourceOffsets:
             if now - at >= RESEEK_S and self.next.get(tp) == offset:
                 log.warning("worker: %s still waits for offset %d; seeking back again", tp, offset)
                 self.sought[tp] = (offset, now)
-                await self._seek(tp, offset)
+                await self.consumer.seek(tp, offset)
 
     async def seek_stalled(
         self, end_offsets: Callable[[list[Any]], Awaitable[Mapping[Any, int]]], now: float | None = None
@@ -287,12 +291,9 @@ class SourceOffsets:
                 tp, STALL_S, end - at, c._read_offset.get(tp), tp in c._paused_partitions, at,
             )  # fmt: skip
             try:
-                await self._seek(tp, at)
+                await c.seek(tp, at)
             except Exception as exc:  # e.g. revoked meanwhile: the next assignment starts afresh
                 log.warning("worker: could not seek %s (%s)", tp, first_line(exc))
-
-    async def _seek(self, tp: Any, offset: int) -> None:
-        await (self.seek or self.consumer.seek)(tp, offset)
 
     async def _committed(self, tp: Any) -> int | None:
         """The group's committed offset of ``tp``: Faust's record, else Kafka's answer (Faust's seek may

@@ -311,30 +311,17 @@ class ConsumerThread:
         self.seeks.append((tp, offset, threading.get_ident()))
 
 
-def test_a_seek_runs_on_the_consumer_thread_and_records_the_read_offset() -> None:
+def test_a_seek_runs_on_the_consumer_thread() -> None:
     consumer = Consumer()
     thread = ConsumerThread()
     consumer._thread = thread  # type: ignore[attr-defined]
+    seek_on_consumer_thread(consumer)  # Faust's Consumer.seek awaits _seek, then records the read offset
     try:
-        asyncio.run(seek_on_consumer_thread(consumer, P0, 12))
-        asyncio.run(seek_on_consumer_thread(consumer, P1, 0))
+        asyncio.run(consumer._seek(P0, 12))  # type: ignore[attr-defined]
+        asyncio.run(consumer._seek(P1, 0))  # type: ignore[attr-defined]
     finally:
         thread.loop.call_soon_threadsafe(thread.loop.stop)
         thread.thread.join(timeout=5)
         thread.loop.close()
     assert [(tp, offset) for tp, offset, _ in thread.seeks] == [(P0, 12), (P1, 0)]
     assert {ident for _, _, ident in thread.seeks} == {thread.thread.ident}, "never the caller's thread"
-    assert consumer._read_offset == {P0: 12, P1: None}  # as Faust's own seek records it
-
-
-def test_the_books_seek_through_the_seek_they_are_given() -> None:
-    consumer = Consumer(committed={P0: 10})
-    offsets = books(consumer)
-    given: list[tuple[TP, int]] = []
-
-    async def seek(tp: TP, offset: int) -> None:
-        given.append((tp, offset))
-
-    offsets.seek = seek  # the worker's: seek_on_consumer_thread
-    assert admit(offsets, Message(P0, 10), Message(P0, 40)) == [True, False]
-    assert (given, consumer.seeks) == ([(P0, 11)], []), "never Faust's seek from the caller's thread"
