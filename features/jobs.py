@@ -29,10 +29,9 @@ def build_merchant_features(settings: Settings, history_dir: Path, until: dateti
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     path = settings.feast_dir / "merchant_features.parquet"
     frame.to_parquet(path, index=False)
-    return (
-        f"features: {len(frame)} merchant-day rows ({frame['merchant_id'].nunique()} merchants) -> {path}; "
-        + (materialize_merchant_features(settings, frame))
-    )
+    merchants = frame["merchant_id"].nunique()
+    online = materialize_merchant_features(settings, frame)
+    return f"features: {len(frame)} merchant-day rows ({merchants} merchants) -> {path}; {online}"
 
 
 def materialize_merchant_features(settings: Settings, frame: pd.DataFrame | None = None) -> str:
