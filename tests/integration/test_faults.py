@@ -95,6 +95,16 @@ def wait_until(check: Callable[[], bool], what: str, log: Path, timeout_s: float
         time.sleep(0.5)
 
 
+def wait_finished(s: Settings, tag: str, n: int, log: Path, timeout_s: float = 300) -> None:
+    """Every one of the ``n`` inputs decided *and* its outputs delivered: the worker group committed
+    them all. Decisions alone are not the end: a worker killed after PostgreSQL had a batch's
+    decisions, before Kafka had its score events, leaves the batch to the next worker's replay (the
+    kill -9 test, 1 run in 5 locally: the last worker was stopped a second after it started,
+    before it replayed the final batch, and its 199 score events were missing)."""
+    wait_until(lambda: decided(s, tag) >= n, f"{n} decisions", log, timeout_s)
+    wait_until(lambda: committed(s, s.app_id, s.topic_transactions) == n, f"{n} inputs committed", log, 60)
+
+
 @dataclass(eq=False)
 class Traffic(threading.Thread):
     """Produces records at a steady rate, keyed by card, with retries across broker outages."""
@@ -255,7 +265,7 @@ def test_a_worker_killed_three_times_mid_stream_loses_and_duplicates_nothing(clu
             wait_until(lambda at=at: decided(s, tag) >= at, f"{at} decisions", logs[i])
             kill9(proc)  # no shutdown, no flush, no commit
     with running_worker(logs[3], env):
-        wait_until(lambda: decided(s, tag) >= len(records), "every decision after the crashes", logs[3], 300)
+        wait_finished(s, tag, len(records), logs[3])
         traffic.join(timeout=120)
     assert_output_is_the_input(s, tag, records, traffic)  # incl. the card table recovered each time
 
@@ -276,7 +286,7 @@ def test_a_scoring_process_killed_mid_stream_stops_the_worker_and_loses_nothing(
         proc.wait(timeout=120)  # the worker stops by itself, its batch unacknowledged
     assert "the scoring process died" in logs[0].read_text()
     with running_worker(logs[1], env):
-        wait_until(lambda: decided(s, tag) >= len(records), "every decision after the restart", logs[1], 300)
+        wait_finished(s, tag, len(records), logs[1])
         traffic.join(timeout=120)
     assert_output_is_the_input(s, tag, records, traffic)
 
@@ -306,9 +316,8 @@ def test_postgres_down_for_thirty_seconds_holds_offsets_then_catches_up(cluster:
             cluster.services("up", "postgres")
         assert persisted is not None
         assert persisted < len(records)
-        wait_until(lambda: decided(s, tag) >= len(records), "catch-up after the outage", log, 300)
+        wait_finished(s, tag, len(records), log)  # caught up after the outage
         traffic.join(timeout=60)
-        wait_until(lambda: committed(s, s.app_id, s.topic_transactions) == len(records), "offsets", log, 60)
     assert "decision write failed" in log.read_text()
     assert_output_is_the_input(s, tag, records, traffic)
 
@@ -326,7 +335,7 @@ def test_a_broker_restart_under_load_loses_nothing(cluster: Cluster) -> None:
         cluster.services("down", "kafka")
         time.sleep(5)
         cluster.services("up", "kafka")
-        wait_until(lambda: decided(s, tag) >= len(records), "catch-up after the broker restart", log, 300)
+        wait_finished(s, tag, len(records), log)
         assert proc.poll() is None
         traffic.join(timeout=120)
     assert_output_is_the_input(s, tag, records, traffic)
@@ -344,7 +353,7 @@ def test_the_surviving_worker_takes_over_a_killed_workers_partitions(cluster: Cl
         for log in logs:  # both hold partitions and score
             wait_until(lambda log=log: PROCESSED.search(log.read_text()) is not None, "a share each", log, 90)
         kill9(a)
-        wait_until(lambda: decided(s, tag) >= len(records), "b to finish a's partitions too", logs[1], 240)
+        wait_finished(s, tag, len(records), logs[1], 240)  # b finishes a's partitions too
         traffic.join(timeout=60)
     assert_output_is_the_input(s, tag, records, traffic)
 
@@ -367,7 +376,7 @@ def test_a_stalled_table_recovery_is_restarted_and_loses_nothing(cluster: Cluste
     with running_worker(logs[1], env, code=STALLING):  # the table is rebuilt from the changelog
         wait_until(lambda: "restarting it (1 of 3)" in logs[1].read_text(), "the restart", logs[1], 120)
         after.start()  # same cards: the features show whether their states were rebuilt
-        wait_until(lambda: decided(s, tag) >= len(records), "the second half", logs[1], 120)
+        wait_finished(s, tag, len(records), logs[1], 120)
         before.join(timeout=60)
         after.join(timeout=60)
     text = logs[1].read_text()
@@ -397,7 +406,7 @@ def test_workers_joining_and_leaving_a_backlog_lose_nothing(cluster: Cluster) ->
                 "b's share", logs[1], 120,
             )  # fmt: skip
         # b stopped cleanly (SIGTERM): its partitions go back to a
-        wait_until(lambda: decided(s, tag) >= len(records), "every decision", logs[0], 150)
+        wait_finished(s, tag, len(records), logs[0], 150)
     assert_output_is_the_input(s, tag, records, traffic)
 
 
