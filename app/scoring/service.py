@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from app.errors import first_line
 from app.schema import Transaction
@@ -20,6 +19,7 @@ from app.scoring.decide import Decision, Policy, score_batch, vectors
 from app.scoring.merchants import MerchantCache
 from app.scoring.rules import Rules
 from app.scoring.store import DecisionStore
+from app.worker.handoff import Columns
 
 log = logging.getLogger("fraudstream.scoring")
 
@@ -61,10 +61,7 @@ class Scorer:
             log.warning("scoring: refresh failed (%s); keeping the current model and rules", first_line(exc))
 
     def score(
-        self,
-        card_rows: Sequence[dict[str, Any]],
-        txns: Sequence[Transaction],
-        produced_at: Sequence[float | None],
+        self, card: Columns, txns: Sequence[Transaction], produced_at: Sequence[float | None]
     ) -> list[Decision]:
         model = self.champion.current
         if model is None or not txns:
@@ -74,7 +71,7 @@ class Scorer:
         self.times.queued += sum(wall - p for p in produced_at if p)
         merchant = self.merchants.get(t.merchant_id for t in txns)
         t1 = time.perf_counter()
-        x = vectors(model.features, card_rows, [merchant[t.merchant_id] for t in txns], txns)
+        x = vectors(model.features, card.values, [merchant[t.merchant_id] for t in txns], txns)
         decisions = score_batch(model, x, txns, produced_at, self.policy, self.rules, self.champion.shadow)
         t2 = time.perf_counter()
         self.store.write(decisions)

@@ -58,6 +58,7 @@ from app.worker import drain
 from app.worker.batch_trace import BatchTrace, Stamps, mark
 from app.worker.batches import SourceBatches
 from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
+from app.worker.handoff import Columns, pack
 from app.worker.offsets import SourceOffsets, seek_on_consumer_thread
 from app.worker.outbox import Message, Outbox, Sent
 from app.worker.recovery_watch import RecoveryWatch, describe_consumer
@@ -129,6 +130,7 @@ class Processed:
     """A micro-batch whose features are computed, on its way to scoring and delivery."""
 
     result: BatchResult
+    features: bytes  # its card features, packed for the child processes (app/worker/handoff.py)
     release: Release | None
     stamps: Stamps | None = None  # where its time goes (app/worker/batch_trace.py), when traced
 
@@ -213,8 +215,10 @@ class Pipeline:
             else:
                 self.states[key] = value
         assert self.features is not None
+        features = pack(Columns.of(result.features))  # once, for both child processes
         try:
-            await self.features.write(result.features)  # waits while the writer is behind
+            if result.features:
+                await self.features.write(features)  # waits while the writer is behind
         except FraudstreamError as exc:
             log.error("worker: %s; stopping so the batch is replayed", exc)
             if release is not None:
@@ -230,7 +234,7 @@ class Pipeline:
         c.states_reused = self.known.hits
         if self.scoring is None:
             self.scoring = asyncio.ensure_future(self._scoring_stage())
-        await self.to_score.put(Processed(result, release, stamps))  # waits while the stage is behind
+        await self.to_score.put(Processed(result, features, release, stamps))  # waits while the stage is busy
         mark(stamps, "queued")
 
     async def _scoring_stage(self) -> None:
@@ -255,7 +259,7 @@ class Pipeline:
         mark(item.stamps, "scoring")
         messages = [self._dead_letter(dead) for dead in result.dead]
         if self.scorer is not None and result.features:
-            batch = (result.features, result.transactions, result.produced_at)
+            batch = (item.features, result.transactions, result.produced_at)
             messages += await self._score(self.scorer, *batch)
         mark(item.stamps, "scored")
         changelog: list[Message] = []

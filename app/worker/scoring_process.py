@@ -32,6 +32,7 @@ import orjson
 from app.errors import FraudstreamError, first_line
 from app.proc_name import name_process
 from app.quiet_gc import quiet_gc
+from app.worker.handoff import transactions, txn_values, unpack
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -82,13 +83,14 @@ class RemoteScorer:
         return FraudstreamError(f"the scoring process died (exit code {self.process.exitcode})")
 
     async def score(
-        self, rows: Sequence[dict[str, Any]], txns: Sequence[Transaction], produced_at: Sequence[float | None]
+        self, features: bytes, txns: Sequence[Transaction], produced_at: Sequence[float | None]
     ) -> Scored:
-        """The batch's score events, its decisions persisted. On the event loop itself: the answer is
-        read once the pipe is readable. A thread per batch (``asyncio.to_thread``) had to win the GIL
-        back from the busy loop at each step. Measured in session 9: p99 at 500 txn/s paced 106 ->
-        75-87 ms; at 1,000 txn/s within the run-to-run noise (141-283 ms against 170-176)."""
-        data = ForkingPickler.dumps(("score", (list(rows), list(txns), list(produced_at))))
+        """The batch's score events, its decisions persisted; ``features``: its ``Columns``, packed
+        (app/worker/handoff.py). On the event loop itself: the answer is read once the pipe is
+        readable. A thread per batch (``asyncio.to_thread``) had to win the GIL back from the busy
+        loop at each step. Measured in session 9: p99 at 500 txn/s paced 106 -> 75-87 ms; at 1,000
+        txn/s within the run-to-run noise (141-283 ms against 170-176)."""
+        data = ForkingPickler.dumps(("score", (features, txn_values(txns), list(produced_at))))
         try:
             if len(data) <= INLINE_SEND_BYTES:  # fits the empty socket buffer: the write cannot wait
                 self.conn.send_bytes(data)
@@ -174,7 +176,8 @@ def _serve(settings: Settings, conn: Connection, parent: int) -> None:
                 log.warning("scorer: no champion model yet (run fraudstream train); waiting")
                 time.sleep(settings.model_poll_s)
                 scorer.refresh()
-            decisions = scorer.score(*payload)
+            features, txns, produced_at = payload
+            decisions = scorer.score(unpack(features), transactions(txns), produced_at)
             events = [(d.txn.card_id.encode(), orjson.dumps(d.event())) for d in decisions]
             send("scored", Scored(events, sum(d.flagged for d in decisions)))
         except Exception as exc:

@@ -13,9 +13,11 @@ import multiprocessing as mp
 import os
 import queue
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -23,6 +25,7 @@ import pyarrow.parquet as pq
 from app.errors import FraudstreamError
 from app.proc_name import name_process
 from app.quiet_gc import quiet_gc
+from app.worker.handoff import Columns, unpack
 from features.card import FEATURE_NAMES
 from features.online_write import OnlineWriter
 from features.store import CARD_VIEW, close_store, feature_store
@@ -48,21 +51,25 @@ class FeatureLog:
         self.root = root / CARD_VIEW
         self.worker = f"{worker}-{os.getpid()}"
         self.flush_rows, self.flush_s = flush_rows, flush_s
-        self.rows: list[dict[str, Any]] = []
+        self.batches: list[Columns] = []
+        self.rows = 0  # in ``batches``
         self.seq = 0
         self.last_flush = time.monotonic()
         self.written = 0
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        self.rows.extend(rows)
-        if len(self.rows) >= self.flush_rows or time.monotonic() - self.last_flush >= self.flush_s:
+    def add(self, batch: Columns | None) -> None:
+        """Queue a batch's rows (None: nothing new, only flush when due)."""
+        if batch is not None:
+            self.batches.append(batch)
+            self.rows += len(batch)
+        if self.rows >= self.flush_rows or time.monotonic() - self.last_flush >= self.flush_s:
             self.flush()
 
     def flush(self) -> None:
         self.last_flush = time.monotonic()
         if not self.rows:
             return
-        table = pa.Table.from_pylist(self.rows, schema=LOG_SCHEMA)
+        table = log_table(self.batches)
         days = pc.cast(table.column("event_time"), pa.date32())  # the UTC date (pandas' strftime: 27x slower)
         for day in sorted(pc.unique(days).to_pylist()):
             folder = self.root / f"date={day.isoformat()}"
@@ -71,8 +78,20 @@ class FeatureLog:
             pq.write_table(table.filter(pc.equal(days, pa.scalar(day, pa.date32()))), tmp, compression="zstd")
             tmp.rename(folder / f"part-{self.worker}-{self.seq:06d}.parquet")  # readers never see half a file
         self.seq += 1
-        self.written += len(self.rows)
-        self.rows = []
+        self.written += self.rows
+        self.batches, self.rows = [], 0
+
+
+def log_table(batches: list[Columns]) -> pa.Table:
+    """The log's rows (``LOG_SCHEMA``) from the batches' columns: no Python object per value."""
+    values = np.concatenate([b.values for b in batches])
+    columns = [
+        pa.array([i for b in batches for i in b.txn_ids], pa.string()),
+        pa.array([c for b in batches for c in b.card_ids], pa.string()),
+        pa.array([t for b in batches for t in b.event_times], LOG_SCHEMA.field("event_time").type),
+        *(pa.array(values[:, j]) for j in range(len(FEATURE_NAMES))),
+    ]
+    return pa.Table.from_arrays(columns, schema=LOG_SCHEMA)
 
 
 class FeatureWriter:
@@ -98,7 +117,7 @@ class FeatureWriter:
 
     def __init__(self, settings: Settings) -> None:
         ctx = mp.get_context("spawn")
-        self.inbox: mp.Queue[list[dict[str, Any]] | None] = ctx.Queue(self.MAX_QUEUED)
+        self.inbox: mp.Queue[bytes | None] = ctx.Queue(self.MAX_QUEUED)
         self.outbox: mp.Queue[tuple[int, int, int]] = ctx.Queue()
         self.ready = ctx.Event()  # set once the writer has opened the store
         self.process = ctx.Process(
@@ -108,15 +127,14 @@ class FeatureWriter:
         self.process.start()
         self.written = self.errors = self.logged = 0
 
-    async def write(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
+    async def write(self, features: bytes) -> None:
+        """Queue a batch's packed ``Columns`` (app/worker/handoff.py) for the writer."""
         try:
-            self.inbox.put_nowait(rows)  # pickled by the queue's feeder thread
+            self.inbox.put_nowait(features)
         except queue.Full:
             log.warning("worker: the feature writer is %d batches behind; waiting for it", self.MAX_QUEUED)
             try:
-                await asyncio.to_thread(self.inbox.put, rows, True, self.STUCK_S)
+                await asyncio.to_thread(self.inbox.put, features, True, self.STUCK_S)
             except queue.Full:
                 raise FraudstreamError(
                     f"the feature writer took no batch for {self.STUCK_S:.0f} s "
@@ -135,7 +153,7 @@ class FeatureWriter:
 
 
 def _feature_writer(
-    settings: Settings, inbox: mp.Queue[list[dict[str, Any]] | None], outbox: mp.Queue[tuple[int, int, int]],
+    settings: Settings, inbox: mp.Queue[bytes | None], outbox: mp.Queue[tuple[int, int, int]],
     parent: int, *, ready: Any,
 ) -> None:  # fmt: skip
     """The writer process: coalesce per card for the online store, log every row; exit with the worker."""
@@ -150,7 +168,7 @@ def _feature_writer(
     name_process(FEATURE_WRITER_NAME)
     quiet_gc(log, "feature writer")  # its full collections took 120-180 ms of a shared core (session 10)
     ready.set()
-    pending: dict[str, dict[str, Any]] = {}
+    pending: dict[str, tuple[datetime, Columns, int]] = {}  # card -> its newest row: (event time, batch, row)
     written = errors = 0
     due = time.monotonic() + s.online_flush_s
 
@@ -158,7 +176,7 @@ def _feature_writer(
         nonlocal written, errors
         if not pending:
             return
-        rows = list(pending.values())
+        rows = [batch.row(i) for _, batch, i in pending.values()]
         pending.clear()
         try:
             writer.write(rows)
@@ -169,16 +187,18 @@ def _feature_writer(
 
     while True:
         try:
-            rows = inbox.get(timeout=max(0.0, due - time.monotonic()))
+            data = inbox.get(timeout=max(0.0, due - time.monotonic()))
         except queue.Empty:
-            rows = []
-        if rows is None:
+            data = b""
+        if data is None:
             break
-        for row in rows:
-            current = pending.get(row["card_id"])
-            if current is None or current["event_time"] <= row["event_time"]:
-                pending[row["card_id"]] = row
-        feature_log.add(rows)  # flushes when due
+        batch = unpack(data) if data else None
+        if batch is not None:
+            for i, (card, at) in enumerate(zip(batch.card_ids, batch.event_times, strict=True)):
+                current = pending.get(card)
+                if current is None or current[0] <= at:
+                    pending[card] = (at, batch, i)
+        feature_log.add(batch)  # flushes when due, with or without new rows
         if time.monotonic() >= due:
             flush()
             due = time.monotonic() + s.online_flush_s

@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from app.worker.handoff import Columns
 from app.worker.sinks import FeatureLog
 from features.card import FEATURE_NAMES
 from features.store import CARD_VIEW
@@ -26,7 +27,7 @@ def test_a_flush_splits_rows_by_their_utc_day(tmp_path: Path) -> None:
         _row("d", datetime(2026, 12, 3, 12, 0, tzinfo=UTC)),
     ]
     log = FeatureLog(tmp_path, "w0", flush_rows=1_000, flush_s=3_600)
-    log.add(rows)
+    log.add(Columns.of(rows))
     assert log.written == 0  # not due yet
     log.flush()
 
@@ -36,4 +37,7 @@ def test_a_flush_splits_rows_by_their_utc_day(tmp_path: Path) -> None:
     }
     assert found == {"date=2026-11-30": ["a", "b"], "date=2026-12-01": ["c"], "date=2026-12-03": ["d"]}
     assert log.written == 4
+    table = pq.read_table(tmp_path / CARD_VIEW / "date=2026-11-30").sort_by("txn_id")
+    assert table.column("event_time").to_pylist()[1] == datetime(2026, 11, 30, 23, 30, tzinfo=UTC)
+    assert table.column(FEATURE_NAMES[0]).to_pylist() == [1.5, 1.5]
     assert not list((tmp_path / CARD_VIEW).glob("date=*/.part-*"))  # no temporary file left

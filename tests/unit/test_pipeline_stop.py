@@ -153,7 +153,7 @@ def test_card_states_reach_the_changelog_only_after_their_batchs_events_and_in_b
                 released.append((n, finished))
 
             state = Message("card-state-changelog", b"card", f"v{n}".encode(), 0)
-            item = Processed(BatchResult(), release)
+            item = Processed(BatchResult(), b"", release)
             before = queued[n - 1] if n else None
             return pipeline._release_when_delivered(
                 [Sent("fraud-scores", acks[n])], [state], before, queued[n], item

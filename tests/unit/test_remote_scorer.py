@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import threading
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from types import SimpleNamespace
@@ -14,7 +15,19 @@ from typing import Any
 import pytest
 
 from app.errors import FraudstreamError
+from app.schema import Transaction
+from app.worker.handoff import Columns, pack, transactions, unpack
 from app.worker.scoring_process import INLINE_SEND_BYTES, RemoteScorer, Scored
+from features.card import FEATURE_NAMES
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def txn(i: int) -> Transaction:
+    return Transaction.model_validate({
+        "txn_id": f"tx-{i}", "event_time": NOW, "card_id": f"card-{i}", "merchant_id": "m1", "amount": 20.0,
+        "currency": "EUR", "mcc": "5411", "channel": "ecommerce", "lat": 48.8, "lon": 2.3, "country": "FR",
+    })  # fmt: skip
 
 
 def remote(answer: Any) -> tuple[RemoteScorer, threading.Thread, list[Any]]:
@@ -42,16 +55,21 @@ def remote(answer: Any) -> tuple[RemoteScorer, threading.Thread, list[Any]]:
 def test_a_batch_is_sent_whole_and_its_answer_read_on_the_loop(rows: int) -> None:
     def answer(message: Any) -> Any:
         _, (features, txns, _) = message
-        return ("scored", Scored([(t.encode(), b"{}") for t in txns], flagged=len(features) // 2))
+        cards = unpack(features).card_ids
+        return ("scored", Scored([(c.encode(), b"{}") for c in cards], flagged=len(txns) // 2))
 
     scorer, thread, received = remote(answer)
-    features = [{"txn_id": f"tx-{i}", "card_count_1h": float(i), "pad": "x" * 40} for i in range(rows)]
-    txns = [f"card-{i}" for i in range(rows)]
-    scored = asyncio.run(scorer.score(features, txns, [1.0] * rows))  # type: ignore[arg-type]
+    txns = [txn(i) for i in range(rows)]
+    features = [{"txn_id": t.txn_id, "card_id": t.card_id, "event_time": t.event_time, FEATURE_NAMES[0]: i}
+                for i, t in enumerate(txns)]  # fmt: skip
+    scored = asyncio.run(scorer.score(pack(Columns.of(features)), txns, [1.0] * rows))
     thread.join(5)
     assert received[0][0] == "score"
-    assert received[0][1][0] == features
-    assert [k for k, _ in scored.events] == [t.encode() for t in txns]
+    sent = unpack(received[0][1][0])
+    assert (sent.txn_ids, sent.card_ids) == ([t.txn_id for t in txns], [t.card_id for t in txns])
+    assert sent.values[:, 0].tolist() == list(range(rows))
+    assert transactions(received[0][1][1]) == txns  # rebuilt whole, not validated again
+    assert [k for k, _ in scored.events] == [t.card_id.encode() for t in txns]
     assert scored.flagged == rows // 2
     size = len(ForkingPickler.dumps(received[0]))
     assert (size > INLINE_SEND_BYTES) == (rows == 3_000)  # the parametrisation covers both ways of writing
@@ -60,14 +78,14 @@ def test_a_batch_is_sent_whole_and_its_answer_read_on_the_loop(rows: int) -> Non
 def test_a_failed_batch_is_one_clear_error() -> None:
     scorer, thread, _ = remote(lambda _: ("failed", "OperationalError: connection refused"))
     with pytest.raises(FraudstreamError, match="scoring failed: OperationalError: connection refused"):
-        asyncio.run(scorer.score([{"txn_id": "t"}], ["card"], [None]))  # type: ignore[list-item]
+        asyncio.run(scorer.score(b"columns", [txn(0)], [None]))
     thread.join(5)
 
 
 def test_a_child_that_dies_mid_batch_stops_the_batch() -> None:
     scorer, thread, _ = remote(lambda _: None)
     with pytest.raises(FraudstreamError, match="the scoring process died"):
-        asyncio.run(scorer.score([{"txn_id": "t"}], ["card"], [None]))  # type: ignore[list-item]
+        asyncio.run(scorer.score(b"columns", [txn(0)], [None]))
     thread.join(5)
 
 
@@ -79,6 +97,6 @@ def test_a_child_already_dead_when_the_batch_is_sent_is_the_same_one_line_error(
     scorer = RemoteScorer.__new__(RemoteScorer)
     scorer.conn, scorer.process = ours, SimpleNamespace(exitcode=-9)
     theirs.close()  # the child is gone
-    batch = [{"txn_id": f"t{i}", "blob": "x" * 100} for i in range(rows)]
+    batch = b"x" * 100 * rows
     with pytest.raises(FraudstreamError, match=r"the scoring process died \(exit code -9\)"):
-        asyncio.run(scorer.score(batch, ["card"] * rows, [None] * rows))  # type: ignore[list-item]
+        asyncio.run(scorer.score(batch, [], []))
