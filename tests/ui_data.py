@@ -12,6 +12,7 @@ from app.scoring.model import Model
 from app.scoring.rules import Rules
 from app.scoring.store import DecisionStore
 from app.worker.handoff import feature_matrix
+from features.card import FEATURE_NAMES
 from features.merchant import MERCHANT_FEATURES
 from tests.unit.test_training import synthetic
 from training.dataset import MODEL_FEATURES
@@ -39,8 +40,8 @@ def populate(conninfo: str, folder: Path, n: int = 12) -> list[Decision]:
         })
         for i in range(n)
     ]  # fmt: skip
-    card = [{"kmh_from_prev": 40.0 * i * i, "amount_to_mean_30d": 1 + i / 3, "km_from_prev": 3.0 * i}
-            for i in range(n)]  # fmt: skip
+    card = [{**dict.fromkeys(FEATURE_NAMES), "kmh_from_prev": 40.0 * i * i, "amount_to_mean_30d": 1 + i / 3,
+             "km_from_prev": 3.0 * i} for i in range(n)]  # fmt: skip
     x = vectors(model.features, feature_matrix(card), [dict.fromkeys(MERCHANT_FEATURES) for _ in txns], txns)
     decisions = score_batch(model, x, txns, [None] * n, Policy(review=0.0, decline=0.5), Rules())
     store = DecisionStore(conninfo)

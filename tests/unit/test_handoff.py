@@ -8,6 +8,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
 from app.schema import Transaction
 from app.scoring.decide import vectors
@@ -49,14 +50,20 @@ def test_the_folds_rows_cross_whole_and_in_order() -> None:
         assert all(same(back[k], row[k]) for k in back), row["txn_id"]
 
 
-def test_absent_and_none_features_are_nan() -> None:
-    matrix = feature_matrix([{"amount": 3.0}, {"amount": None, "km_from_home": 2.5}])
+def test_none_features_are_nan_and_a_missing_one_is_refused() -> None:
+    rows = [
+        {**dict.fromkeys(FEATURE_NAMES), "amount": 3.0},
+        {**dict.fromkeys(FEATURE_NAMES), "km_from_home": 2.5},
+    ]
+    matrix = feature_matrix(rows)
     amount, km = FEATURE_NAMES.index("amount"), FEATURE_NAMES.index("km_from_home")
     assert matrix.shape == (2, len(FEATURE_NAMES))
     assert matrix[0, amount] == 3.0
     assert math.isnan(matrix[1, amount])
     assert matrix[1, km] == 2.5
     assert np.isnan(matrix).sum() == 2 * len(FEATURE_NAMES) - 2
+    with pytest.raises(KeyError, match="amount"):
+        feature_matrix([{n: 1.0 for n in FEATURE_NAMES if n != "amount"}])
 
 
 def test_transactions_are_rebuilt_equal_without_validation() -> None:

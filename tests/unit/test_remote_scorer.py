@@ -60,8 +60,11 @@ def test_a_batch_is_sent_whole_and_its_answer_read_on_the_loop(rows: int) -> Non
 
     scorer, thread, received = remote(answer)
     txns = [txn(i) for i in range(rows)]
-    features = [{"txn_id": t.txn_id, "card_id": t.card_id, "event_time": t.event_time, FEATURE_NAMES[0]: i}
-                for i, t in enumerate(txns)]  # fmt: skip
+    empty = dict.fromkeys(FEATURE_NAMES)
+    features = [
+        {"txn_id": t.txn_id, "card_id": t.card_id, "event_time": t.event_time, **empty, FEATURE_NAMES[0]: i}
+        for i, t in enumerate(txns)
+    ]
     scored = asyncio.run(scorer.score(pack(Columns.of(features)), txns, [1.0] * rows))
     thread.join(5)
     assert received[0][0] == "score"

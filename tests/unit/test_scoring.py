@@ -19,6 +19,7 @@ from app.scoring.model import Model
 from app.scoring.reasons import as_mapping, describe, reason_codes
 from app.scoring.rules import Rules
 from app.worker.handoff import feature_matrix
+from features.card import FEATURE_NAMES
 from features.merchant import MERCHANT_FEATURES
 from tests.unit.test_training import synthetic
 from training.dataset import MODEL_FEATURES
@@ -50,7 +51,7 @@ def txn(i: int, **over: object) -> Transaction:
 
 
 def matrix(model: Model, kmh: list[float]) -> np.ndarray:
-    card = [{"kmh_from_prev": k, "amount_to_mean_30d": 1.0} for k in kmh]
+    card = [{**dict.fromkeys(FEATURE_NAMES), "kmh_from_prev": k, "amount_to_mean_30d": 1.0} for k in kmh]
     merchant = [dict.fromkeys(MERCHANT_FEATURES) for _ in kmh]
     return vectors(model.features, feature_matrix(card), merchant, [txn(i) for i in range(len(kmh))])
 
