@@ -61,12 +61,15 @@ class Decision:
         return self.decision != "approve"
 
     def event(self) -> dict[str, Any]:
-        """The fraud-scores event (contract in ARCHITECTURE.md; ``rules`` added)."""
+        """The fraud-scores event (contract in ARCHITECTURE.md; ``rules`` added), for ``orjson.dumps``.
+
+        Its two times stay datetimes (UTC): orjson writes them as ``isoformat()`` would, in C
+        (building and dumping an event: 7.7 -> 3.5 µs, session 19)."""
         return {
             "txn_id": self.txn.txn_id,
             "card_id": self.txn.card_id,
-            "event_time": self.txn.event_time.isoformat(),
-            "scored_at": self.scored_at.isoformat(),
+            "event_time": self.txn.event_time,
+            "scored_at": self.scored_at,
             "score": round(self.score, 6),
             "decision": self.decision,
             "model_version": self.model_version,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from app.errors import FraudstreamError
@@ -114,6 +115,9 @@ def test_flagged_decisions_are_explained_exactly_and_approved_ones_only_on_reque
             assert d.reasons[0]["feature"] == "kmh_from_prev"
         assert d.latency_ms == pytest.approx(20, abs=1)
         assert d.event()["model_version"] == "v1"
+        sent = orjson.loads(orjson.dumps(d.event()))  # what goes on fraud-scores
+        assert sent["event_time"] == d.txn.event_time.isoformat()
+        assert sent["scored_at"] == d.scored_at.isoformat()
     everything = score_batch(model, x, [txn(i) for i in range(3)], [None] * 3,
                              Policy(0.99, 0.99, explain_all=True), Rules(), now=NOW)  # fmt: skip
     assert all(d.shap is not None for d in everything)
