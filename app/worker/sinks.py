@@ -105,7 +105,8 @@ class FeatureWriter:
 
     Both used to run in the worker: Feast's own SQLite write held the GIL for ~30 % of the worker's
     samples at 500 txn/s (session 5), and the log's Arrow/Parquet flush took ~4 % of the worker's
-    samples from a backlog (session 8). Here they cost the worker one pickling of the rows.
+    samples from a backlog (session 8). Here they cost the worker nothing but the batch's packed
+    ``Columns`` (app/worker/handoff.py), the very bytes the scoring process gets.
 
     Nothing is dropped: when ``MAX_QUEUED`` batches wait, ``write`` waits for room (back-pressure
     on the agent) and, after ``STUCK_S``, raises, which stops the worker so the batch is replayed.
