@@ -190,11 +190,11 @@ def _feature_writer(
         try:
             data = inbox.get(timeout=max(0.0, due - time.monotonic()))
         except queue.Empty:
-            data = b""
-        if data is None:
-            break
-        batch = unpack(data) if data else None
-        if batch is not None:
+            batch = None  # nothing new
+        else:
+            if data is None:  # the worker is closing
+                break
+            batch = unpack(data)
             for i, (card, at) in enumerate(zip(batch.card_ids, batch.event_times, strict=True)):
                 current = pending.get(card)
                 if current is None or current[0] <= at:
