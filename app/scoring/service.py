@@ -2,7 +2,8 @@
 
 features (from the stream) + merchant features (cached Feast reads) -> model matrix -> champion
 (and shadow) scores -> rules -> decisions with TreeSHAP reasons -> PostgreSQL (idempotent, retried).
-The caller sends the fraud-scores events and acknowledges the batch only after ``score`` returns.
+The scoring process answers with a batch's fraud-scores events as soon as ``decide`` returns, then
+records the batch (``persist``); the worker acknowledges the batch only once both are done.
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ class Scorer:
     def score(
         self, card: Columns, txns: Sequence[Transaction], produced_at: Sequence[float | None]
     ) -> list[Decision]:
+        """``decide``, then ``persist``: the decisions, recorded."""
+        decisions = self.decide(card, txns, produced_at)
+        self.persist(decisions)
+        return decisions
+
+    def decide(
+        self, card: Columns, txns: Sequence[Transaction], produced_at: Sequence[float | None]
+    ) -> list[Decision]:
+        """The batch's decisions, explained; not yet recorded (``persist``)."""
         model = self.champion.current
         if model is None or not txns:
             return []
@@ -73,14 +83,16 @@ class Scorer:
         t1 = time.perf_counter()
         x = vectors(model.features, card.values, [merchant[t.merchant_id] for t in txns], txns)
         decisions = score_batch(model, x, txns, produced_at, self.policy, self.rules, self.champion.shadow)
-        t2 = time.perf_counter()
-        self.store.write(decisions)
-        t3 = time.perf_counter()
         s = self.times
         s.merchant_read += t1 - t0
-        s.predict += t2 - t1
-        s.persist += t3 - t2
+        s.predict += time.perf_counter() - t1
         s.batches += 1
         s.rows += len(decisions)
         s.flagged += sum(d.flagged for d in decisions)
         return decisions
+
+    def persist(self, decisions: Sequence[Decision]) -> None:
+        """Record the decisions and their alerts in PostgreSQL (retried until it succeeds)."""
+        t0 = time.perf_counter()
+        self.store.write(decisions)
+        self.times.persist += time.perf_counter() - t0

@@ -32,7 +32,7 @@ STEPS = (
     "features",  # card features computed, states updated in memory
     "queued",  # handed to the feature writer, and accepted by the scoring stage's queue
     "scoring",  # the scoring stage began on it (the previous batch was done)
-    "scored",  # the scoring process answered: decisions persisted
+    "scored",  # the scoring process answered with the score events (it persists the decisions next)
     "sent",  # score events, dead letters and card states queued with the producer
     "acked",  # Kafka acknowledged all of them
 )

@@ -238,8 +238,9 @@ class Pipeline:
         mark(stamps, "queued")
 
     async def _scoring_stage(self) -> None:
-        """Batches in arrival order: decisions persisted, then every output queued with the producer
-        (score events, dead letters, card states), then released once Kafka has them all."""
+        """Batches in arrival order: scored, their score events and dead letters queued with the
+        producer while the scoring process persists the decisions, then (both done) their card
+        states; released once Kafka has them all."""
         while True:
             item = await self.to_score.get()
             try:
@@ -258,9 +259,11 @@ class Pipeline:
         result = item.result
         mark(item.stamps, "scoring")
         messages = [self._dead_letter(dead) for dead in result.dead]
+        persisted: asyncio.Future[None] | None = None
         if self.scorer is not None and result.features:
             batch = (item.features, result.transactions, result.produced_at)
-            messages += await self._score(self.scorer, *batch)
+            scored, persisted = await self._score(self.scorer, *batch)
+            messages += scored
         mark(item.stamps, "scored")
         changelog: list[Message] = []
         if isinstance(self.states, DurableTable):
@@ -272,22 +275,28 @@ class Pipeline:
             await asyncio.wait([self.in_flight[0]])
             self.in_flight.popleft()
         before, self.states_queued = self.states_queued, asyncio.get_running_loop().create_future()
-        task = self._release_when_delivered(sent, changelog, before, self.states_queued, item)
+        task = self._release_when_delivered(
+            sent, changelog, before, self.states_queued, item, persisted=persisted
+        )
         self.in_flight.append(asyncio.ensure_future(task))
 
     async def _release_when_delivered(
         self, sent: list[Sent], changelog: list[Message], before: asyncio.Future[bool] | None,
-        queued: asyncio.Future[bool], item: Processed,
+        queued: asyncio.Future[bool], item: Processed, *, persisted: asyncio.Future[None] | None = None,
     ) -> None:  # fmt: skip
         """Acknowledge the batch once Kafka has every output: first its score events and dead
-        letters, only then its card states. A state on the changelog tells a replay that its
-        events were processed (``redelivered``), and the replay skips them, so a crash between the
-        two must never leave a state there whose batch's events are not (the kill -9 test found
-        score events missing after a restart: the changelog's record batch had been delivered and
-        the scores' had not). The states go to the changelog in batch order (``before``)."""
+        letters (and PostgreSQL its decisions: ``persisted``), only then its card states. A state on
+        the changelog tells a replay that its events were processed (``redelivered``), and the
+        replay skips them, so a crash between the two must never leave a state there whose batch's
+        events or decisions are not (the kill -9 test found score events missing after a restart:
+        the changelog's record batch had been delivered and the scores' had not). The states go to
+        the changelog in batch order (``before``). No time limit on ``persisted``: the scoring
+        process retries PostgreSQL for as long as it is down, and holds the next batch meanwhile."""
         t0 = time.perf_counter()
         try:
             await asyncio.wait_for(asyncio.gather(*(s.ack for s in sent)), DELIVERY_TIMEOUT_S)
+            if persisted is not None:
+                await persisted
             if before is not None and not await before:
                 raise FraudstreamError("an earlier batch's card states were not queued")
             states = await self.outbox.send(changelog)
@@ -328,12 +337,13 @@ class Pipeline:
     def _dead_letter(self, dead: DeadLetter) -> Message:
         return Message(self.settings.topic_dlq, dead.masked_key(), orjson.dumps(dead.record()))
 
-    async def _score(self, scorer: RemoteScorer, *batch: Any) -> list[Message]:
-        scored = await scorer.score(*batch)  # decisions persisted when it returns
+    async def _score(self, scorer: RemoteScorer, *batch: Any) -> tuple[list[Message], asyncio.Future[None]]:
+        """The batch's score events, and a future done once its decisions are persisted."""
+        scored, persisted = await scorer.score(*batch)
         self.counters.scored += len(scored.events)
         self.counters.flagged += scored.flagged
         topic = self.settings.topic_scores
-        return [Message(topic, key, value) for key, value in scored.events]
+        return [Message(topic, key, value) for key, value in scored.events], persisted
 
     async def handle_feedback(self, batch: Sequence[Raw]) -> None:
         """Chargebacks and verdicts -> labels; enough confirmed fraud -> one retrain request."""

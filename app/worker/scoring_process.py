@@ -4,9 +4,13 @@ In a thread of the worker, scoring competed with the event loop for one GIL: at 
 the stage timers showed predict + SHAP at ~230 µs a row against ~5 µs in the micro-benchmark, and
 the pipeline fell behind with the machine at 60 %. ``RemoteScorer`` hands each micro-batch
 (features, transactions, produce times) to a spawned child that owns the ``Scorer`` (registry,
-champion, Feast merchant reads, PostgreSQL decisions) and answers with the encoded ``fraud-scores``
-events, in order. One batch at a time: the worker's scoring stage waits for the answer, so the
-order of batches and the at-least-once rules stay those of app/worker/faust_app.py.
+champion, Feast merchant reads, PostgreSQL decisions). The child answers each batch twice, in
+order: its encoded ``fraud-scores`` events as soon as it is scored, then "persisted" once its
+decisions and alerts are in PostgreSQL. The worker sends the events to Kafka while the child writes
+the audit, and holds the batch's card states and offsets until both are done (the COPY took ~6 ms
+of a 2,300 txn/s batch's ~13 ms in the scoring process, all of it before the events could leave).
+One batch at a time: the worker's scoring stage waits for the first answer, so the order of
+batches and the at-least-once rules stay those of app/worker/faust_app.py.
 
 Failures: an error in the child comes back as one line and the worker stops (the batch is
 replayed); a child that dies (or a worker that dies) closes the pipe, and the other side stops.
@@ -22,6 +26,7 @@ import os
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
@@ -65,6 +70,7 @@ class RemoteScorer:
         )
         self.process.start()
         child.close()
+        self.answers: deque[asyncio.Future[Any]] = deque()  # the child's next answers, in order
 
     def wait_ready(self, ready_timeout_s: float = 180) -> None:
         if not self.conn.poll(ready_timeout_s):
@@ -84,12 +90,18 @@ class RemoteScorer:
 
     async def score(
         self, features: bytes, txns: Sequence[Transaction], produced_at: Sequence[float | None]
-    ) -> Scored:
-        """The batch's score events, its decisions persisted; ``features``: its ``Columns``, packed
-        (app/worker/handoff.py). On the event loop itself: the answer is read once the pipe is
-        readable. A thread per batch (``asyncio.to_thread``) had to win the GIL back from the busy
-        loop at each step. Measured in session 9: p99 at 500 txn/s paced 106 -> 75-87 ms; at 1,000
-        txn/s within the run-to-run noise (141-283 ms against 170-176)."""
+    ) -> tuple[Scored, asyncio.Future[None]]:
+        """The batch's score events, and a future done once its decisions are persisted (the child
+        records them after answering, so the events can go to Kafka meanwhile); ``features``: its
+        ``Columns``, packed (app/worker/handoff.py). Answers are read on the event loop, once the
+        pipe is readable: a thread per batch (``asyncio.to_thread``) had to win the GIL back from
+        the busy loop at each step (session 9: p99 at 500 txn/s paced 106 -> 75-87 ms)."""
+        loop = asyncio.get_running_loop()
+        scored: asyncio.Future[Any] = loop.create_future()
+        persisted: asyncio.Future[None] = loop.create_future()
+        self.answers += (scored, persisted)
+        if len(self.answers) == 2:  # nothing was expected: listen again
+            loop.add_reader(self.conn.fileno(), self._answer)
         data = ForkingPickler.dumps(("score", (features, txn_values(txns), list(produced_at))))
         try:
             if len(data) <= INLINE_SEND_BYTES:  # fits the empty socket buffer: the write cannot wait
@@ -97,24 +109,37 @@ class RemoteScorer:
             else:  # a big batch: from a thread, so a child busy refreshing its model cannot stall the loop
                 await asyncio.to_thread(self.conn.send_bytes, data)
         except OSError as exc:  # a broken pipe: the child died between two batches
-            raise self._died() from exc
-        loop = asyncio.get_running_loop()
-        readable: asyncio.Future[None] = loop.create_future()
+            died = self._died()
+            self._fail(died)
+            raise died from exc
+        return await scored, persisted
 
-        def ready() -> None:
-            if not readable.done():
-                readable.set_result(None)
-
-        fd = self.conn.fileno()
-        loop.add_reader(fd, ready)
+    def _answer(self) -> None:
+        """The pipe is readable: the child's next answer settles the oldest future waiting for one."""
         try:
-            await readable
-        finally:
-            loop.remove_reader(fd)
-        kind, detail = self._receive()
-        if kind != "scored":
-            raise FraudstreamError(f"scoring failed: {detail}")
-        return detail  # type: ignore[no-any-return]
+            kind, detail = self._receive()
+        except FraudstreamError as exc:
+            self._fail(exc)
+            return
+        if kind == "failed" or not self.answers:
+            why = f"scoring failed: {detail}" if kind == "failed" else f"unexpected answer {kind!r}"
+            self._fail(FraudstreamError(why))
+            return
+        future = self.answers.popleft()
+        if not future.done():
+            future.set_result(detail)
+        if not self.answers:
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+
+    def _fail(self, exc: FraudstreamError) -> None:
+        """Every answer still awaited fails with ``exc`` (the worker stops; its batches are replayed)."""
+        if self.answers:
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+        while self.answers:
+            future = self.answers.popleft()
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: a batch nobody awaits any more logs nothing
 
     def close(self) -> dict[str, Any]:
         """Stop the child; returns its stage times (empty if it did not answer)."""
@@ -177,9 +202,11 @@ def _serve(settings: Settings, conn: Connection, parent: int) -> None:
                 time.sleep(settings.model_poll_s)
                 scorer.refresh()
             features, txns, produced_at = payload
-            decisions = scorer.score(unpack(features), transactions(txns), produced_at)
+            decisions = scorer.decide(unpack(features), transactions(txns), produced_at)
             events = [(d.txn.card_id.encode(), orjson.dumps(d.event())) for d in decisions]
             send("scored", Scored(events, sum(d.flagged for d in decisions)))
+            scorer.persist(decisions)  # meanwhile the worker sends the events
+            send("persisted", None)
         except Exception as exc:
             log.exception("scorer: a batch failed")
             send("failed", _line(exc))

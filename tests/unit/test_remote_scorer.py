@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import threading
+from collections import deque
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
@@ -30,42 +32,55 @@ def txn(i: int) -> Transaction:
     })  # fmt: skip
 
 
-def remote(answer: Any) -> tuple[RemoteScorer, threading.Thread, list[Any]]:
-    """A RemoteScorer whose child is a thread: it receives one message, then answers ``answer(message)``
-    (None: closes its end, as a dead child does)."""
+def remote(answer: Any, batches: int = 1) -> tuple[RemoteScorer, threading.Thread, list[Any]]:
+    """A RemoteScorer whose child is a thread: for each of ``batches`` messages it receives, it sends
+    the answers ``answer(message)`` gives, in order (None: closes its end, as a dead child does)."""
     ours, theirs = mp.get_context("spawn").Pipe()
     scorer = RemoteScorer.__new__(RemoteScorer)
-    scorer.conn, scorer.process = ours, SimpleNamespace(exitcode=-9)
+    scorer.conn, scorer.process, scorer.answers = ours, SimpleNamespace(exitcode=-9), deque()
     received: list[Any] = []
 
     def child(conn: Connection) -> None:
-        received.append(conn.recv())
-        reply = answer(received[-1])
-        if reply is None:
-            conn.close()
-        else:
-            conn.send(reply)
+        for _ in range(batches):
+            received.append(conn.recv())
+            for reply in answer(received[-1]):
+                if reply is None:
+                    conn.close()
+                    return
+                conn.send(reply)
 
     thread = threading.Thread(target=child, args=(theirs,), daemon=True)
     thread.start()
     return scorer, thread, received
 
 
-@pytest.mark.parametrize("rows", [3, 3_000])  # one payload written on the loop, one from a thread
-def test_a_batch_is_sent_whole_and_its_answer_read_on_the_loop(rows: int) -> None:
-    def answer(message: Any) -> Any:
-        _, (features, txns, _) = message
-        cards = unpack(features).card_ids
-        return ("scored", Scored([(c.encode(), b"{}") for c in cards], flagged=len(txns) // 2))
+def scored_and_persisted(message: Any) -> list[Any]:
+    """A child's two answers to a batch: its events (one per card), then its decisions persisted."""
+    _, (features, txns, _) = message
+    cards = unpack(features).card_ids
+    events = Scored([(c.encode(), b"{}") for c in cards], flagged=len(txns) // 2)
+    return [("scored", events), ("persisted", None)]
 
-    scorer, thread, received = remote(answer)
-    txns = [txn(i) for i in range(rows)]
+
+def columns(txns: list[Transaction]) -> bytes:
     empty = dict.fromkeys(FEATURE_NAMES)
-    features = [
+    return pack(Columns.of([
         {"txn_id": t.txn_id, "card_id": t.card_id, "event_time": t.event_time, **empty, FEATURE_NAMES[0]: i}
         for i, t in enumerate(txns)
-    ]
-    scored = asyncio.run(scorer.score(pack(Columns.of(features)), txns, [1.0] * rows))
+    ]))  # fmt: skip
+
+
+async def score_and_persist(scorer: RemoteScorer, features: bytes, txns: list[Transaction]) -> Scored:
+    scored, persisted = await scorer.score(features, txns, [1.0] * len(txns))
+    await asyncio.wait_for(persisted, 5)
+    return scored
+
+
+@pytest.mark.parametrize("rows", [3, 3_000])  # one payload written on the loop, one from a thread
+def test_a_batch_is_sent_whole_and_its_answers_read_on_the_loop(rows: int) -> None:
+    scorer, thread, received = remote(scored_and_persisted)
+    txns = [txn(i) for i in range(rows)]
+    scored = asyncio.run(score_and_persist(scorer, columns(txns), txns))
     thread.join(5)
     assert received[0][0] == "score"
     sent = unpack(received[0][1][0])
@@ -74,22 +89,95 @@ def test_a_batch_is_sent_whole_and_its_answer_read_on_the_loop(rows: int) -> Non
     assert transactions(received[0][1][1]) == txns  # rebuilt whole, not validated again
     assert [k for k, _ in scored.events] == [t.card_id.encode() for t in txns]
     assert scored.flagged == rows // 2
+    assert not scorer.answers  # both answers read: nothing is listened for
     size = len(ForkingPickler.dumps(received[0]))
     assert (size > INLINE_SEND_BYTES) == (rows == 3_000)  # the parametrisation covers both ways of writing
 
 
+def test_the_events_come_back_before_the_decisions_are_persisted() -> None:
+    """The events are the first answer: the worker sends them to Kafka while the child writes the audit."""
+    persisting = threading.Event()
+
+    def answer(message: Any) -> Iterator[Any]:
+        events, persisted = scored_and_persisted(message)
+        yield events
+        persisting.wait(5)  # the second answer only once the test has looked
+        yield persisted
+
+    async def run() -> tuple[Scored, bool]:
+        txns = [txn(0)]
+        scored, persisted = await scorer.score(columns(txns), txns, [None])
+        early = persisted.done()
+        persisting.set()
+        await asyncio.wait_for(persisted, 5)
+        return scored, early
+
+    scorer, thread, _ = remote(answer)
+    scored, early = asyncio.run(run())
+    thread.join(5)
+    assert [k for k, _ in scored.events] == [b"card-0"]
+    assert early is False
+
+
+def test_the_next_batch_is_sent_before_the_previous_one_is_persisted_and_both_settle_in_order() -> None:
+    async def run() -> list[int]:
+        order: list[int] = []
+        pending = []
+        for i in range(2):
+            txns = [txn(i)]
+            scored, persisted = await scorer.score(columns(txns), txns, [None])
+            assert [k for k, _ in scored.events] == [f"card-{i}".encode()]
+            persisted.add_done_callback(lambda _, i=i: order.append(i))
+            pending.append(persisted)
+        await asyncio.wait_for(asyncio.gather(*pending), 5)
+        return order
+
+    scorer, thread, received = remote(scored_and_persisted, batches=2)
+    assert asyncio.run(run()) == [0, 1]
+    thread.join(5)
+    assert len(received) == 2
+
+
 def test_a_failed_batch_is_one_clear_error() -> None:
-    scorer, thread, _ = remote(lambda _: ("failed", "OperationalError: connection refused"))
+    scorer, thread, _ = remote(lambda _: [("failed", "OperationalError: connection refused")])
     with pytest.raises(FraudstreamError, match="scoring failed: OperationalError: connection refused"):
         asyncio.run(scorer.score(b"columns", [txn(0)], [None]))
     thread.join(5)
 
 
+def test_a_batch_whose_decisions_cannot_be_persisted_fails_its_persisted_future() -> None:
+    """The events went out; the audit write failed for good: the worker must not acknowledge the batch."""
+
+    async def run() -> None:
+        txns = [txn(0)]
+        _, persisted = await scorer.score(columns(txns), txns, [None])
+        await asyncio.wait_for(persisted, 5)
+
+    scorer, thread, _ = remote(lambda m: [scored_and_persisted(m)[0], ("failed", "DataError: bad row")])
+    with pytest.raises(FraudstreamError, match="scoring failed: DataError: bad row"):
+        asyncio.run(run())
+    thread.join(5)
+    assert not scorer.answers
+
+
 def test_a_child_that_dies_mid_batch_stops_the_batch() -> None:
-    scorer, thread, _ = remote(lambda _: None)
+    scorer, thread, _ = remote(lambda _: [None])
     with pytest.raises(FraudstreamError, match="the scoring process died"):
         asyncio.run(scorer.score(b"columns", [txn(0)], [None]))
     thread.join(5)
+
+
+def test_a_child_that_dies_before_persisting_fails_the_persisted_future() -> None:
+    async def run() -> None:
+        txns = [txn(0)]
+        _, persisted = await scorer.score(columns(txns), txns, [None])
+        await asyncio.wait_for(persisted, 5)
+
+    scorer, thread, _ = remote(lambda m: [scored_and_persisted(m)[0], None])  # events, then gone
+    with pytest.raises(FraudstreamError, match=r"the scoring process died \(exit code -9\)"):
+        asyncio.run(run())
+    thread.join(5)
+    assert not scorer.answers
 
 
 @pytest.mark.parametrize("rows", [1, 2_000])  # sent inline, and from a thread
@@ -98,7 +186,7 @@ def test_a_child_already_dead_when_the_batch_is_sent_is_the_same_one_line_error(
     met a broken pipe (a bare BrokenPipeError) instead of the read's clear error."""
     ours, theirs = mp.get_context("spawn").Pipe()
     scorer = RemoteScorer.__new__(RemoteScorer)
-    scorer.conn, scorer.process = ours, SimpleNamespace(exitcode=-9)
+    scorer.conn, scorer.process, scorer.answers = ours, SimpleNamespace(exitcode=-9), deque()
     theirs.close()  # the child is gone
     batch = b"x" * 100 * rows
     with pytest.raises(FraudstreamError, match=r"the scoring process died \(exit code -9\)"):
