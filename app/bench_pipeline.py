@@ -26,7 +26,8 @@ start, and throughput is how fast they drain it. Reported:
   a run with a jump is flagged, and its figures are not the pipeline's;
 - ``batch_stages_ms``: where the latency goes, per micro-batch, from the workers' own stamps
   (app/worker/batch_trace.py): Kafka and the fetch, the batch window, the features, the wait for
-  the scoring stage, the scoring process, the send, Kafka's acknowledgement;
+  the scoring stage, the scoring process, the send, Kafka's acknowledgement; and
+  ``batch_stages_ms_over_time``, the same steps' [p50, p99] per 5 s of produce time;
 - micro-benchmarks: predict and exact TreeSHAP µs/row by batch size (``--device`` cpu or cuda).
 """
 
@@ -312,7 +313,9 @@ def run_pipeline_bench(
             sampler.join(timeout=10)
         rows_read, txn_ids = read_scores(s)
         logs = _keep_logs(workdir, workers, out)
-        stages = batch_trace.stage_latencies(batch_trace.read(workdir / "batches"))
+        traced = batch_trace.read(workdir / "batches")
+        stages = batch_trace.stage_latencies(traced)
+        stages_over_time = batch_trace.stages_over_time(traced, TIMELINE_S)
     if not rows_read:
         raise FraudstreamError(
             f"no fraud-scores event was read ({sent:,} sent): the workers failed, see {out.stem}-worker-*.log"
@@ -361,6 +364,7 @@ def run_pipeline_bench(
         "stage_seconds": [json.loads(m.group(1)) for log in logs for m in STAGES.finditer(log)],
         # per micro-batch: ms spent reaching each step from the previous one (app/worker/batch_trace.py)
         "batch_stages_ms": stages,
+        "batch_stages_ms_over_time": stages_over_time,
         "micro": micro_bench(model, batches=(1, 10, 100, 500, 2_000)),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -108,3 +108,23 @@ def stage_latencies(batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "max": round(float(ms.max()), 1),
         }
     return result
+
+
+def stages_over_time(batches: Sequence[Mapping[str, Any]], window_s: float) -> list[dict[str, Any]]:
+    """``stage_latencies``' p50/p99 per step for the batches whose oldest message was produced in
+    each ``window_s`` of the run: a start-up transient shows in which step it is spent."""
+    done = [b for b in batches if all(step in b for step in STEPS)]
+    if not done:
+        return []
+    start = min(b["produced"] for b in done)
+    windows: dict[int, list[Mapping[str, Any]]] = {}
+    for b in done:
+        windows.setdefault(int((b["produced"] - start) // window_s), []).append(b)
+    out = []
+    for w, group in sorted(windows.items()):
+        row: dict[str, Any] = {"from_s": w * window_s, "batches": len(group)}
+        for first, last in pairwise(STEPS):
+            ms = np.array([(b[last] - b[first]) * 1000 for b in group])
+            row[last] = [round(float(np.percentile(ms, q)), 1) for q in (50, 99)]
+        out.append(row)
+    return out

@@ -12,7 +12,7 @@ import pytest
 
 from app.settings import Settings
 from app.worker import batch_trace
-from app.worker.batch_trace import STEPS, BatchTrace, mark, stage_latencies
+from app.worker.batch_trace import STEPS, BatchTrace, mark, stage_latencies, stages_over_time
 from app.worker.faust_app import Pipeline
 from tests.unit.test_pipeline_stop import Sink, bad_batch
 
@@ -68,6 +68,20 @@ def test_stage_latencies_are_the_ms_before_each_step_over_finished_batches() -> 
     # produced -> sent: fetched, taken, features, queued, scoring, scored, sent
     assert result["produced_to_sent"]["max"] == pytest.approx(1 + 10 + 1 + 1 + 1 + 8 + 1)
     assert stage_latencies([unfinished]) == {"batches": 0}
+
+
+def test_stages_over_time_split_the_batches_by_when_their_oldest_message_was_produced() -> None:
+    slow_start = batch(10, scored=40.0)
+    later = [batch(10, scored=4.0), batch(10, scored=6.0)]
+    for b in later:  # produced 7 s after the first
+        for step in STEPS:
+            b[step] += 7.0
+    windows = stages_over_time([slow_start, *later], 5.0)
+    assert [(w["from_s"], w["batches"]) for w in windows] == [(0.0, 1), (5.0, 2)]
+    assert windows[0]["scored"] == [40.0, 40.0]
+    assert windows[1]["scored"][0] == 5.0
+    assert windows[1]["taken"] == [1.0, 1.0]
+    assert stages_over_time([], 5.0) == []
 
 
 class AcceptingProducer:
