@@ -125,7 +125,7 @@ STAGE = f"create temp table if not exists decision_stage as select {_COLS} from 
 # The binary COPY's form of a json value is its UTF-8 text: the JSON columns go as bytes that orjson
 # (pydantic for the transaction) has already written, through psycopg's C bytes dumper, instead of
 # psycopg's Python JSON dumper, once per column and row (session 20: the COPY's client CPU a row
-# 7-13 -> N µs).
+# 8.5 -> 6.9 µs at best over 40 COPYs of 500 rows, the same rows in the table).
 COPY_TYPES = tuple("bytea" if kind == "json" else kind for _, kind in COLUMN_TYPES)
 
 
