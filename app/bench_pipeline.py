@@ -373,11 +373,14 @@ def run_pipeline_bench(
 
 
 def _keep_logs(workdir: Path, workers: int, out: Path) -> list[str]:
-    """The workers' logs, copied beside the results."""
+    """The workers' logs and their batch traces (JSON lines, one batch's stamps each), copied beside
+    the results."""
     logs = [(workdir / f"worker-{i}.log").read_text() for i in range(workers)]
     out.parent.mkdir(parents=True, exist_ok=True)
     for i, text in enumerate(logs):
         (out.parent / f"{out.stem}-worker-{i}.log").write_text(text)
+    for i, trace in enumerate(sorted((workdir / "batches").glob("batches-*.jsonl"))):
+        shutil.copyfile(trace, out.parent / f"{out.stem}-batches-{i}.jsonl")
     return logs
 
 

@@ -413,7 +413,7 @@ def create_app(settings: Settings) -> faust.App:
     offsets = SourceOffsets(
         app.consumer, settings.topic_transactions, partial(first_offset_in_log, settings),
         current=lambda m: m.generation_id == app.consumer_generation_id and app.flow_control.is_active(),
-        committed=partial(committed_offset, settings),
+        committed=partial(committed_offsets, settings),
     )  # fmt: skip
     offsets.install()
     seek_on_consumer_thread(app.consumer)
@@ -558,12 +558,13 @@ async def first_offset_in_log(settings: Settings, tp: Any, offset: int) -> int |
     return await asyncio.to_thread(first_offset, settings, tp.topic, tp.partition, offset)
 
 
-async def committed_offset(settings: Settings, tp: Any) -> int | None:
-    """The worker group's committed offset of ``tp``, asked of Kafka (None: nothing committed)."""
+async def committed_offsets(settings: Settings, tps: list[Any]) -> dict[Any, int]:
+    """The worker group's committed offsets of ``tps``, asked of Kafka in one lookup (absent:
+    nothing committed)."""
     from app.kafka_admin import group_offsets  # noqa: PLC0415
 
     offsets = await asyncio.to_thread(group_offsets, settings, settings.app_id)
-    return offsets.get((tp.topic, tp.partition))
+    return {tp: offsets[tp.topic, tp.partition] for tp in tps if (tp.topic, tp.partition) in offsets}
 
 
 def raw_of(m: Any) -> Raw:

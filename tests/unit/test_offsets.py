@@ -45,6 +45,7 @@ class Consumer:
     in_kafka: dict[TP, int] = field(default_factory=dict)  # what the group has committed
     faust_acks: list[Message] = field(default_factory=list)
     seeks: list[tuple[TP, int]] = field(default_factory=list)
+    lookups: list[list[TP]] = field(default_factory=list)  # the partitions each Kafka lookup asked for
 
     def __post_init__(self) -> None:
         self._committed_offset = self.committed
@@ -73,8 +74,9 @@ def books(consumer: Consumer, log_starts: dict[int, int] | None = None) -> Sourc
     async def first_offset(tp: TP, offset: int) -> int | None:
         return max(offset, (log_starts or {}).get(offset, offset))
 
-    async def committed(tp: TP) -> int | None:
-        return consumer.in_kafka.get(tp)
+    async def committed(tps: list[TP]) -> dict[TP, int]:
+        consumer.lookups.append(tps)
+        return {tp: consumer.in_kafka[tp] for tp in tps if tp in consumer.in_kafka}
 
     offsets = SourceOffsets(consumer, SOURCE, first_offset, current=lambda m: m.current, committed=committed)
     offsets.install()
@@ -151,6 +153,20 @@ def test_a_quiet_partition_with_messages_waiting_in_kafka_is_sought_back_once_id
     assert consumer.seeks == [(P0, 11)]  # once per STALL_S, not once a second
     look(2 * STALL_S + 5)
     assert consumer.seeks == [(P0, 11), (P0, 11)]
+
+
+def test_the_partitions_a_batch_starts_are_looked_up_in_kafka_together() -> None:
+    """A fresh group: Faust has recorded no commit, so each partition's start is asked of Kafka, once
+    for all of a batch's new partitions (one lookup each held a first batch ~120 ms)."""
+    P2 = TP(SOURCE, 2)  # noqa: N806 - a partition, like P0 and P1
+    consumer = Consumer(committed={P0: 4}, in_kafka={P1: 7})  # P2: never committed
+    offsets = books(consumer)
+    batch = [Message(P1, 7), Message(P0, 4), Message(P2, 0), Message(P1, 8), Message(P2, 1)]
+    assert admit(offsets, *batch) == [True] * 5
+    assert consumer.lookups == [[P1, P2]]  # P0's start is Faust's record: not asked
+    assert admit(offsets, Message(P1, 9), Message(P2, 2)) == [True, True]
+    assert consumer.lookups == [[P1, P2]]  # started: never asked again
+    assert (offsets.next[P0], offsets.next[P1], offsets.next[P2]) == (5, 10, 3)
 
 
 def test_a_partition_that_never_delivers_a_message_is_sought_back_to_the_committed_offset() -> None:
