@@ -177,6 +177,10 @@ class Pipeline:
         first left the partitions it took unprocessed meanwhile, and the messages Faust fetched for
         them were refused after the next rebalance and read again)."""
         s = self.settings
+        # kafka-python, for the offset lookups of the first batch (committed_offsets, first_offset): its
+        # import took 150 ms holding the GIL, under a fresh group's first batch (session 20)
+        import kafka  # noqa: F401, PLC0415
+
         if s.scoring:
             self.feedback = build_feedback(s)  # migrates the schema: before the scoring process starts
             self.scorer = RemoteScorer(s)  # loads the model and Feast beside what follows
