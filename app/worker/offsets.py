@@ -93,6 +93,8 @@ class SourceOffsets:
     sought: dict[Any, tuple[int, float]] = field(default_factory=dict)  # tp -> (offset, when)
     moved: dict[Any, float] = field(default_factory=dict)  # tp -> when it last admitted a message
     silent: dict[Any, float] = field(default_factory=dict)  # assigned, no message yet: tp -> since when
+    # assigned, not started: tp -> the lookup of its committed offset, begun at the assignment
+    asked: dict[Any, asyncio.Future[Mapping[Any, int] | None]] = field(default_factory=dict)
     waiting: Callable[[], int] = lambda: 0  # fetched messages waiting for the agent (not tracked yet)
     refused: int = 0  # messages refused (after a gap, or fetched before a rebalance)
     given_up: bool = False  # the worker is stopping without finishing what it holds
@@ -153,16 +155,27 @@ class SourceOffsets:
         for tp in tps:
             for books in (
                 self.next, self.done, self.finished, self.holes, self.sought, self.moved, self.silent,
+                self.asked,
             ):  # fmt: skip
                 books.pop(tp, None)
 
     def assigned(self, tps: Any, now: float | None = None) -> None:
         """Partitions assigned: those of the source topic not started yet are watched by ``seek_stalled``
-        until their first message arrives (a partition that never delivers one has no books yet)."""
+        until their first message arrives (a partition that never delivers one has no books yet), and
+        their committed offsets are asked of Kafka now, in one lookup, where they start (the assignment
+        is when they are final: whoever had the partitions committed before giving them up). Asked at
+        the first batch instead, the lookup held a fresh group's first transactions 74-128 ms."""
         now = time.monotonic() if now is None else now
-        for tp in tps:
-            if tp.topic == self.topic and tp not in self.next:
-                self.silent.setdefault(tp, now)
+        new = [tp for tp in tps if tp.topic == self.topic and tp not in self.next]
+        for tp in new:
+            self.silent.setdefault(tp, now)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a test): asked when the partitions start
+            return
+        if new:
+            lookup = asyncio.ensure_future(self._ask(self.committed(new), f"the committed offsets of {new}"))
+            self.asked.update(dict.fromkeys(new, lookup))
 
     async def admit(self, messages: Sequence[Any]) -> list[bool]:
         """Which of ``messages`` (in arrival order) the pipeline may process now. The partitions the
@@ -309,9 +322,15 @@ class SourceOffsets:
         lookup failed."""
         out: dict[Any, int | None] = {tp: self.consumer._committed_offset.get(tp) for tp in tps}
         unknown = [tp for tp, at in out.items() if at is None]
-        if unknown:
-            answer = await self._ask(self.committed(unknown), f"the committed offsets of {unknown}")
-            out.update({tp: (answer or {}).get(tp) for tp in unknown})
+        answers: dict[Any, Mapping[Any, int] | None] = {}
+        for tp in unknown:
+            if (lookup := self.asked.pop(tp, None)) is not None:
+                answers[tp] = await lookup  # asked when assigned; None: that lookup failed
+        again = [tp for tp in unknown if answers.get(tp) is None]
+        if again:
+            answer = await self._ask(self.committed(again), f"the committed offsets of {again}")
+            answers.update(dict.fromkeys(again, answer))
+        out.update({tp: (answers[tp] or {}).get(tp) for tp in unknown})
         return out
 
     def _skip(self, tp: Any, start: int, stop: int) -> None:

@@ -169,6 +169,40 @@ def test_the_partitions_a_batch_starts_are_looked_up_in_kafka_together() -> None
     assert (offsets.next[P0], offsets.next[P1], offsets.next[P2]) == (5, 10, 3)
 
 
+def test_the_committed_offsets_are_asked_at_the_assignment_not_under_the_first_batch() -> None:
+    consumer = Consumer(in_kafka={P1: 7})  # a fresh group's worker: Faust has recorded nothing
+
+    async def main() -> list[bool]:
+        offsets = books(consumer)
+        offsets.assigned([P0, P1, TP("other", 0)])
+        await asyncio.sleep(0)  # the lookup runs while no message has come yet
+        assert consumer.lookups == [[P0, P1]]
+        return await offsets.admit([Message(P1, 7), Message(P0, 0), Message(P1, 8)])
+
+    assert asyncio.run(main()) == [True, True, True]
+    assert consumer.lookups == [[P0, P1]], "the first batch asks nothing more"
+
+
+def test_a_failed_lookup_at_the_assignment_is_asked_again_when_the_partition_starts() -> None:
+    consumer = Consumer(in_kafka={P0: 3})
+
+    async def main() -> list[bool]:
+        offsets = books(consumer)
+        broken = offsets.committed
+
+        async def fails_once(tps: list[TP]) -> dict[TP, int]:
+            offsets.committed = broken
+            raise ConnectionError("broker not available")
+
+        offsets.committed = fails_once
+        offsets.assigned([P0])
+        await asyncio.sleep(0)
+        return await offsets.admit([Message(P0, 3)])
+
+    assert asyncio.run(main()) == [True]
+    assert consumer.lookups == [[P0]]  # the second ask, at the start: it starts at 3
+
+
 def test_a_partition_that_never_delivers_a_message_is_sought_back_to_the_committed_offset() -> None:
     P2 = TP(SOURCE, 2)  # noqa: N806 - a partition, like P0 and P1
     consumer = Consumer(committed={P0: 10}, in_kafka={P1: 7})  # Faust has not recorded P1 and P2 yet
