@@ -61,14 +61,6 @@ class Scorer:
         except Exception as exc:
             log.warning("scoring: refresh failed (%s); keeping the current model and rules", first_line(exc))
 
-    def score(
-        self, card: Columns, txns: Sequence[Transaction], produced_at: Sequence[float | None]
-    ) -> list[Decision]:
-        """``decide``, then ``persist``: the decisions, recorded."""
-        decisions = self.decide(card, txns, produced_at)
-        self.persist(decisions)
-        return decisions
-
     def decide(
         self, card: Columns, txns: Sequence[Transaction], produced_at: Sequence[float | None]
     ) -> list[Decision]:
