@@ -88,11 +88,16 @@ def read(folder: Path) -> list[Stamps]:
     return out
 
 
+def _finished(batches: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The batches stamped at every step (those the worker stopped without are left out)."""
+    return [b for b in batches if all(step in b for step in STEPS)]
+
+
 def stage_latencies(batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Milliseconds spent before each step, from the previous one, over the batches that reached
     the end (p50/p90/p99/max); ``produced_to_sent`` is the oldest message's produce -> its score
     event queued, what the bench's event -> score latency is made of."""
-    done = [b for b in batches if all(step in b for step in STEPS)]
+    done = _finished(batches)
     if not done:
         return {"batches": 0}
     result: dict[str, Any] = {
@@ -113,7 +118,7 @@ def stage_latencies(batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def stages_over_time(batches: Sequence[Mapping[str, Any]], window_s: float) -> list[dict[str, Any]]:
     """``stage_latencies``' p50/p99 per step for the batches whose oldest message was produced in
     each ``window_s`` of the run: a start-up transient shows in which step it is spent."""
-    done = [b for b in batches if all(step in b for step in STEPS)]
+    done = _finished(batches)
     if not done:
         return []
     start = min(b["produced"] for b in done)
@@ -122,9 +127,7 @@ def stages_over_time(batches: Sequence[Mapping[str, Any]], window_s: float) -> l
         windows.setdefault(int((b["produced"] - start) // window_s), []).append(b)
     out = []
     for w, group in sorted(windows.items()):
-        row: dict[str, Any] = {"from_s": w * window_s, "batches": len(group)}
-        for first, last in pairwise(STEPS):
-            ms = np.array([(b[last] - b[first]) * 1000 for b in group])
-            row[last] = [round(float(np.percentile(ms, q)), 1) for q in (50, 99)]
-        out.append(row)
+        spent = stage_latencies(group)
+        steps = {step: [spent[step]["p50"], spent[step]["p99"]] for step in STEPS[1:]}
+        out.append({"from_s": w * window_s, "batches": len(group), **steps})
     return out
