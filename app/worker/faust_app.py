@@ -177,8 +177,9 @@ class Pipeline:
         first left the partitions it took unprocessed meanwhile, and the messages Faust fetched for
         them were refused after the next rebalance and read again)."""
         s = self.settings
-        # kafka-python, for the offset lookups of the first batch (committed_offsets, first_offset): its
-        # import took 150 ms holding the GIL, under a fresh group's first batch (session 20)
+        # kafka-python, for the offset lookups (committed_offsets at each assignment, first_offset at a
+        # gap), imported now: its import holds the GIL 150-215 ms, which a fresh group's first batch
+        # waited for when the lookup came with it (session 20)
         import kafka  # noqa: F401, PLC0415
 
         if s.scoring:
