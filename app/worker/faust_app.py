@@ -54,7 +54,7 @@ from app.feedback import FeedbackService
 from app.feedback import parse as parse_feedback
 from app.quiet_gc import quiet_gc
 from app.settings import Settings
-from app.worker import drain
+from app.worker import changelog_pause, drain
 from app.worker.batch_trace import BatchTrace, Stamps, mark
 from app.worker.batches import SourceBatches
 from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
@@ -422,6 +422,7 @@ def create_app(settings: Settings) -> faust.App:
     )  # fmt: skip
     offsets.install()
     seek_on_consumer_thread(app.consumer)
+    changelog_pause.install(app.consumer)  # the card-state changelog's records must not stall the fetch
     app.topics.add(source)  # subscribed; its messages bypass Faust's streams (app/worker/batches.py)
     batches = SourceBatches(settings.topic_transactions, limit=SOURCE_WAITING * settings.batch_size)
     offsets.waiting = batches.__len__  # messages waiting for the agent: the worker is not idle
