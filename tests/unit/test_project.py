@@ -83,10 +83,6 @@ def test_compose_pins_images_and_uses_known_settings() -> None:
             if "PASSWORD" in key:
                 assert ":?" in value, f"{name}: secret {key} must not have a default"
     assert "FRAUDSTREAM_PG_PASSWORD" in compose["x-app-env"]
-    kafka_gc = re.search(r'^KAFKA_GC = "([^"]+)"', (ROOT / "scripts" / "services").read_text(), re.M)
-    assert kafka_gc, "scripts/services names the broker's garbage collector"
-    jvm_options = compose["services"]["kafka"]["environment"]["KAFKA_JVM_PERFORMANCE_OPTS"].split()
-    assert kafka_gc.group(1) in jvm_options, "the compose broker runs the same garbage collector"
 
 
 def test_compose_app_services_run_real_subcommands_after_their_dependencies() -> None:
