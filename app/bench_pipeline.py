@@ -17,8 +17,9 @@ start, and throughput is how fast they drain it. Reported:
 - throughput (scored events / s between the first and last score; ``steady_scored_per_s`` from
   10 s after every worker is up, without start-up and rebalances), the consumer group's lag on the
   input topic (sampled every second: max and last), CPU and memory of the workers (with their
-  feature writers), the whole machine's CPU, the workers' CPU µs per transaction, per-stage
-  seconds from the workers' in-process timers;
+  feature writers), the whole machine's CPU and the share of it the hypervisor stole
+  (``machine_steal_percent``), the workers' CPU µs per transaction, per-stage seconds from the
+  workers' in-process timers;
 - ``cpu_calibration``: a fixed pure-Python workload's CPU time (min and median of 100 chunks) before
   and after the run, because the speed of this machine's cores varies by up to 2x;
 - ``wall_clock_jumps``: times the wall clock leapt ahead of the monotonic clock during the run.
@@ -447,7 +448,10 @@ class RunUsage:
             # each worker process with its children (scoring, feature writer)
             "workers": [_usage(pid, cpu, elapsed) for pid, cpu in zip(self.pids, self.workers, strict=True)],
             # all cores together (100 = every core busy), the run's span
-            "machine_cpu_percent": _busy_share(self.machine, psutil.cpu_times()),
+            "machine_cpu_percent": _busy_share(self.machine, now := psutil.cpu_times()),
+            # of all cores' time, what the hypervisor gave to others while this VM wanted to run (in
+            # the busy share above); its 0.5 s windows went with the slowest batches (session 21)
+            "machine_steal_percent": _steal_share(self.machine, now),
             # % of one core by role: who shares the machine with the pipeline, and how much
             "cpu_by_process_percent": _role_percent(
                 self.roles, cpu_by_process(self.pids), elapsed, since=self.since
@@ -511,6 +515,13 @@ def _usage(pid: int, before: float, elapsed: float) -> dict[str, float]:
         "cpu_s": round(busy, 2),
         "rss_mb": round(rss / 2**20, 1),
     }
+
+
+def _steal_share(before: Any, after: Any) -> float:
+    """Share of all cores' time stolen by the hypervisor between two ``psutil.cpu_times()`` readings, in %."""
+    total = sum(after) - sum(before)
+    stolen = getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)
+    return round(100 * stolen / total, 1) if total > 0 else 0.0
 
 
 def _busy_share(before: Any, after: Any) -> float:

@@ -7,8 +7,9 @@ import os
 import subprocess
 import sys
 import time
+from collections import namedtuple
 
-from app.bench_pipeline import _role_percent, cpu_by_process
+from app.bench_pipeline import _busy_share, _role_percent, _steal_share, cpu_by_process
 
 NAMED_CHILD = (
     "import sys, time; from app.proc_name import name_process; "
@@ -50,3 +51,11 @@ def test_cpu_readings_grow_with_work() -> None:
     while time.process_time() < end:
         pass
     assert cpu_by_process([])[os.getpid()][1] >= first + 0.04
+
+
+def test_steal_is_the_share_of_all_cores_time_the_hypervisor_took() -> None:
+    times = namedtuple("times", "user system idle iowait steal")
+    before, after = times(10.0, 2.0, 80.0, 0.0, 8.0), times(40.0, 7.0, 130.0, 1.0, 22.0)
+    assert _steal_share(before, after) == 14.0  # 14 of the 100 s that passed on all cores
+    assert _busy_share(before, after) == 49.0  # stolen time counts as busy: the VM wanted to run
+    assert _steal_share(before, before) == 0.0
