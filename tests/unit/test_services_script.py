@@ -99,3 +99,15 @@ def test_kafka_probe_is_false_when_nothing_listens(services: ModuleType) -> None
     with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
     assert services.kafka_api_versions_ok("127.0.0.1", port) is False
+
+
+def test_kafka_nice_is_checked_before_the_broker_starts(
+    services: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FRAUDSTREAM_KAFKA_NICE", raising=False)
+    assert services.kafka_nice() == "10"
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_NICE", " -5 ")
+    assert services.kafka_nice() == "-5"
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_NICE", "low")
+    with pytest.raises(services.ServiceError, match="FRAUDSTREAM_KAFKA_NICE must be a whole number"):
+        services.kafka_nice()
