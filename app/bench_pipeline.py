@@ -267,7 +267,10 @@ def _epoch(iso: str) -> float:
 def run_pipeline_bench(
     settings: Settings, out: Path, *, rate: float, duration_s: float, workers: int = 1,
     model_dir: Path | None = None, customers: int = 2_000, warm_s: float = 5.0,
+    keep_model: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
+    """One run; ``keep_model``: a folder to copy the champion's own into (under its version) when
+    this run trains it, so that later runs can take it as ``model_dir`` (app/bench_repeat.py)."""
     from app.kafka_admin import ensure_topics  # noqa: PLC0415
     from app.scoring.model import Model  # noqa: PLC0415
     from training.registry import Registry  # noqa: PLC0415
@@ -286,6 +289,8 @@ def run_pipeline_bench(
         champion = Registry(s.pg_conninfo(reveal=True)).champion()
         assert champion is not None
         model = Model.load(Path(champion.artefact_dir), champion.version)
+        if keep_model is not None and model_dir is None:
+            shutil.copytree(champion.artefact_dir, keep_model / champion.version)
         ensure_topics(s)
         history = read_history(history_dir)
         traffic = history[history["event_time"] >= history["event_time"].max() - timedelta(days=14)]

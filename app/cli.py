@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import ValidationError
@@ -196,6 +196,30 @@ def models_rollback() -> None:
     typer.echo(f"models: rolled back to {Registry(get_settings().pg_conninfo(reveal=True)).rollback()}")
 
 
+def _bench_repeated(
+    out: Path, repeat: int, warmup: int, target_p99_ms: float, *, model_dir: Path | None, **bench: Any
+) -> None:
+    from app.bench_repeat import run_repeated
+    from app.settings import get_settings
+
+    r = run_repeated(
+        get_settings(), out, repeat=repeat, warmup=warmup, target_p99_ms=target_p99_ms, model_dir=model_dir,
+        **bench,
+    )  # fmt: skip
+    for row in r["runs"]:
+        typer.echo(
+            f"bench: {row['file']}: event->score p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms; "
+            f"{row['scored_per_s']} txn/s; {row['steal_percent']} % stolen; {row['lost']} lost"
+        )
+    p99 = r["p99_ms"]
+    typer.echo(
+        f"bench: {repeat} runs: p99 median {p99['median']} ms (min {p99['min']}, max {p99['max']}); "
+        f"{r['runs_within_target']} within {target_p99_ms:g} ms -> {out}"
+    )
+    if r["lost"]:
+        raise FraudstreamError(f"{r['lost']} transactions were not scored")
+
+
 @cli.command()
 def bench(
     suite: str = typer.Option(
@@ -208,6 +232,9 @@ def bench(
     model: Path | None = typer.Option(None, help="pipeline: a trained model folder (default: train one)."),
     customers: int = typer.Option(2_000, min=10, help="Simulated cards."),
     days: int = typer.Option(14, min=1, help="features: simulated days of traffic."),
+    repeat: int = typer.Option(1, min=1, help="pipeline: measured runs; over 1, OUT gets their summary."),
+    warmup: int = typer.Option(0, min=0, help="pipeline: runs before the measured ones (not summarized)."),
+    target_p99_ms: float = typer.Option(50.0, min=0.0, help="pipeline: count the runs with p99 within it."),
 ) -> None:
     """Benchmark throughput and latency; writes JSON (needs scripts/services up)."""
     from app.settings import get_settings
@@ -230,6 +257,10 @@ def bench(
         return
     if suite != "pipeline":
         raise FraudstreamError(f"unknown bench suite {suite!r} (pipeline or features)")
+    if repeat > 1 or warmup:
+        _bench_repeated(target, repeat, warmup, target_p99_ms, rate=rate, duration_s=duration,
+                        workers=workers, model_dir=model, customers=customers)  # fmt: skip
+        return
     from app.bench_pipeline import run_pipeline_bench
 
     r = run_pipeline_bench(

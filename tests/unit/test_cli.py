@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from typer.testing import CliRunner
 
@@ -49,3 +52,61 @@ def test_main_turns_a_fraudstream_error_into_one_line(
         main()
     assert exit_info.value.code == 1
     assert capsys.readouterr().err == "fraudstream: error: history folder data/x does not exist\n"
+
+
+def test_bench_repeat_runs_the_protocol_and_prints_each_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    got: dict[str, Any] = {}
+
+    def fake(settings: Settings, out: Path, **kwargs: Any) -> dict[str, Any]:
+        got.update(out=out, **kwargs)
+        row = {
+            "file": "p-r1.json",
+            "p50_ms": 22.0,
+            "p99_ms": 46.0,
+            "scored_per_s": 2300.1,
+            "steal_percent": 0.1,
+        }
+        return {"runs": [row | {"lost": 0}], "p99_ms": {"median": 46.0, "min": 46.0, "max": 46.0},
+                "runs_within_target": 1, "lost": 0}  # fmt: skip
+
+    monkeypatch.setattr("app.bench_repeat.run_repeated", fake)
+    out = tmp_path / "p.json"
+    args = [
+        "bench",
+        "--rate",
+        "2300",
+        "--repeat",
+        "2",
+        "--warmup",
+        "1",
+        "--target-p99-ms",
+        "40",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert got == {
+        "out": out, "repeat": 2, "warmup": 1, "target_p99_ms": 40.0, "model_dir": None, "rate": 2300.0,
+        "duration_s": 30.0, "workers": 1, "customers": 2000,
+    }  # fmt: skip
+    assert "p-r1.json: event->score p50 22.0 ms p99 46.0 ms" in result.output
+    assert "2 runs: p99 median 46.0 ms (min 46.0, max 46.0); 1 within 40 ms" in result.output
+
+
+def test_bench_repeat_fails_when_a_run_lost_transactions(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    summary = {
+        "runs": [],
+        "p99_ms": {"median": 1.0, "min": 1.0, "max": 1.0},
+        "runs_within_target": 0,
+        "lost": 3,
+    }
+    monkeypatch.setattr("app.bench_repeat.run_repeated", lambda *a, **k: summary)
+    result = runner.invoke(cli, ["bench", "--repeat", "2", "--out", str(tmp_path / "p.json")])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, FraudstreamError)
+    assert "3 transactions were not scored" in str(result.exception)
