@@ -241,6 +241,8 @@ def bench(
 
     target = out or Path(f"reports/bench/{suite}.json")
     if suite == "features":
+        if repeat > 1 or warmup:
+            raise FraudstreamError("--repeat and --warmup are for the pipeline suite")
         from app.bench import run_features_bench
 
         result = run_features_bench(get_settings(), target, customers, days)

@@ -110,3 +110,11 @@ def test_bench_repeat_fails_when_a_run_lost_transactions(
     assert result.exit_code != 0
     assert isinstance(result.exception, FraudstreamError)
     assert "3 transactions were not scored" in str(result.exception)
+
+
+def test_bench_repeat_is_refused_for_the_features_suite(tmp_path: Path) -> None:
+    result = runner.invoke(
+        cli, ["bench", "--suite", "features", "--repeat", "3", "--out", str(tmp_path / "f.json")]
+    )
+    assert result.exit_code != 0
+    assert "for the pipeline suite" in str(result.exception)
