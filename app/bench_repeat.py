@@ -3,7 +3,7 @@
 On the shared 2-core VM one paced run decides little: at 2,300 txn/s the p99 of a run has ranged
 from 41 to 273 ms on the same code, and the CPU the hypervisor stole in that run
 (``machine_steal_percent``) decided most of it (sessions 21-24). Sessions measured by hand: warm
-the broker (its JIT compiler took ~24 s of CPU over its first four runs), then many runs, each with
+the broker (its JIT compiler took ~24 s of CPU over its first three runs), then many runs, each with
 its steal. This is that protocol as one command:
 
 - ``--warmup W`` runs first, at the same settings, written (``<out>-warmup<k>.json``) and left out
