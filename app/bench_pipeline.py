@@ -181,6 +181,17 @@ def read_scores(s: Settings) -> tuple[list[tuple[float, float, float]], set[str]
     return rows, txn_ids
 
 
+def read_scores_and_delete_topics(s: Settings) -> tuple[list[tuple[float, float, float]], set[str]]:
+    """``read_scores``, then the finished run's topics deleted, Faust's own included (all named after
+    its app id): the local broker keeps its log in memory (scripts/services), and every run makes new
+    topics."""
+    from app.kafka_admin import delete_topics  # noqa: PLC0415
+
+    found = read_scores(s)
+    delete_topics(s, f"{s.app_id}-")
+    return found
+
+
 class LagSampler(threading.Thread):
     """Every second: the workers' consumer lag on the input topic (log end minus committed offset).
 
@@ -319,7 +330,7 @@ def run_pipeline_bench(
         for sampler in (lag, clock):
             sampler.stop.set()
             sampler.join(timeout=10)
-        rows_read, txn_ids = read_scores(s)
+        rows_read, txn_ids = read_scores_and_delete_topics(s)
         logs = _keep_logs(workdir, workers, out)
         traced = batch_trace.read(workdir / "batches")
         stages = batch_trace.stage_latencies(traced)

@@ -44,6 +44,25 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
         admin.close()
 
 
+def delete_topics(settings: Settings, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (a bench run's own, when it is over: the
+    local broker keeps its log in memory); return their names."""
+    from kafka import KafkaAdminClient  # noqa: PLC0415
+
+    if not prefix:
+        raise ValueError("a prefix is needed: an empty one would name every topic")
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_servers, client_id="fraudstream-admin", **settings.kafka_security()
+    )
+    try:
+        doomed = sorted(t for t in admin.list_topics() if t.startswith(prefix))
+        if doomed:
+            admin.delete_topics(doomed)
+        return doomed
+    finally:
+        admin.close()
+
+
 def group_offsets(settings: Settings, group: str) -> dict[tuple[str, int], int]:
     """``group``'s committed offsets, by (topic, partition); a partition never committed is absent."""
     from kafka import KafkaAdminClient  # noqa: PLC0415

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
+from app.kafka_admin import delete_topics
 from app.settings import Settings
 from app.worker.process import isolated_env, running_worker, settings_for
 from tests.kafka_helpers import create_topics, drain, produce_json
@@ -32,6 +34,23 @@ def test_keyed_records_round_trip_through_the_broker(settings: Settings) -> None
     assert len({p for ps in partitions_per_key.values() for p in ps}) > 1, (
         "keys should spread over partitions"
     )
+
+
+def test_a_runs_topics_are_deleted_by_prefix_and_no_other(settings: Settings) -> None:
+    run, other = unique("it-run"), unique("it-other")
+    mine = [f"{run}-tx", f"{run}-card-state-changelog"]
+    create_topics(settings.kafka_servers, [*mine, f"{other}-tx"], partitions=1)
+
+    assert delete_topics(settings, f"{run}-") == sorted(mine)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers)
+    deadline = time.monotonic() + 30  # a deletion reaches the metadata shortly after the answer
+    while (left := consumer.topics()) & set(mine) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    consumer.close()
+    assert not left & set(mine)
+    assert f"{other}-tx" in left
+    with pytest.raises(ValueError, match="a prefix is needed"):
+        delete_topics(settings, "")
 
 
 def test_consumer_group_commits_offsets(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import socket
 import struct
 import threading
@@ -111,3 +112,87 @@ def test_kafka_nice_is_checked_before_the_broker_starts(
     monkeypatch.setenv("FRAUDSTREAM_KAFKA_NICE", "low")
     with pytest.raises(services.ServiceError, match="FRAUDSTREAM_KAFKA_NICE must be a whole number"):
         services.kafka_nice()
+
+
+@pytest.fixture
+def memory(services: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A stand-in for /dev/shm with room to spare."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(services, "KAFKA_MEMORY", shm)
+    monkeypatch.setattr(services, "KAFKA_MEMORY_MIN_FREE", 0)
+    monkeypatch.delenv("FRAUDSTREAM_KAFKA_DATA_DIR", raising=False)
+    return shm
+
+
+def test_the_broker_log_goes_to_memory_and_stays_there(
+    services: ModuleType, memory: Path, tmp_path: Path
+) -> None:
+    base = tmp_path / "services" / "kafka"
+    data = services.kafka_data(base)
+    assert data == base / "data"
+    assert data.is_symlink()
+    target = data.readlink()
+    assert target.parent == memory
+    assert target.name.startswith("fraudstream-kafka-")
+    assert (target.stat().st_mode & 0o777) == 0o700
+    (data / "meta.properties").write_text("formatted")
+    assert services.kafka_data(base) == data  # kept
+    assert (target / "meta.properties").read_text() == "formatted"
+    other = services.kafka_data(tmp_path / "elsewhere" / "kafka").readlink()
+    assert other != target  # another checkout's broker gets its own folder
+
+
+def test_a_reboot_that_emptied_memory_gets_a_fresh_folder(
+    services: ModuleType, memory: Path, tmp_path: Path
+) -> None:
+    base = tmp_path / "kafka"
+    target = services.kafka_data(base).readlink()
+    shutil.rmtree(target)  # what a reboot does to tmpfs
+    data = services.kafka_data(base)
+    assert target.is_dir()
+    assert not (data / "meta.properties").exists()  # so `up` formats the storage again
+
+
+def test_the_broker_log_stays_on_disk_without_room_in_memory(
+    services: ModuleType, memory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "KAFKA_MEMORY_MIN_FREE", 1 << 62)
+    assert services.kafka_memory_dir(tmp_path) is None
+    monkeypatch.setattr(services, "KAFKA_MEMORY", tmp_path / "missing")
+    monkeypatch.setattr(services, "KAFKA_MEMORY_MIN_FREE", 0)
+    assert services.kafka_memory_dir(tmp_path) is None
+    data = services.kafka_data(tmp_path / "kafka")
+    assert data.is_dir()
+    assert not data.is_symlink()
+
+
+def test_the_broker_log_goes_where_the_variable_says(
+    services: ModuleType, memory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_DATA_DIR", str(tmp_path / "disk" / "kafka-log"))
+    data = services.kafka_data(tmp_path / "kafka")
+    assert data.readlink() == tmp_path / "disk" / "kafka-log"
+    assert data.readlink().is_dir()
+
+
+def test_a_link_planted_in_memory_is_refused(services: ModuleType, memory: Path, tmp_path: Path) -> None:
+    base = tmp_path / "kafka"
+    target = services.kafka_memory_dir(base)
+    (tmp_path / "theirs").mkdir()
+    target.symlink_to(tmp_path / "theirs")
+    with pytest.raises(services.ServiceError, match="not this user's folder"):
+        services.kafka_data(base)
+
+
+def test_forgetting_the_data_deletes_the_folder_in_memory(
+    services: ModuleType, memory: Path, tmp_path: Path
+) -> None:
+    base = tmp_path / "kafka"
+    data = services.kafka_data(base)
+    target = data.readlink()
+    (data / "segment.log").write_bytes(b"x")
+    services.kafka_forget_data(base)
+    assert not target.exists()
+    assert not data.is_symlink()
+    assert not data.exists()
