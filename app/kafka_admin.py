@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from app.errors import FraudstreamError
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from kafka import KafkaAdminClient
 
 
 def topic_names(settings: Settings) -> list[str]:
@@ -18,19 +22,23 @@ def topic_names(settings: Settings) -> list[str]:
     ]
 
 
+def _admin(settings: Settings) -> KafkaAdminClient:
+    """A kafka-python admin client for the application's broker (close it when done)."""
+    from kafka import KafkaAdminClient  # noqa: PLC0415 - adapters import their client lazily
+
+    return KafkaAdminClient(
+        bootstrap_servers=settings.kafka_servers, client_id="fraudstream-admin", **settings.kafka_security()
+    )
+
+
 def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
     """Create missing topics; return the ones created."""
-    from kafka import KafkaAdminClient  # noqa: PLC0415 - adapters import their client lazily
-    from kafka.admin import NewTopic  # noqa: PLC0415
+    from kafka.admin import NewTopic  # noqa: PLC0415 - adapters import their client lazily
     from kafka.errors import KafkaError  # noqa: PLC0415
 
     wanted = names or topic_names(settings)
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.kafka_servers,
-            client_id="fraudstream-admin",
-            **settings.kafka_security(),
-        )
+        admin = _admin(settings)
     except KafkaError as exc:
         raise FraudstreamError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
     try:
@@ -47,13 +55,9 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
 def delete_topics(settings: Settings, prefix: str) -> list[str]:
     """Delete every topic whose name starts with ``prefix`` (a bench run's own, when it is over: the
     local broker keeps its log in memory); return their names."""
-    from kafka import KafkaAdminClient  # noqa: PLC0415
-
     if not prefix:
         raise ValueError("a prefix is needed: an empty one would name every topic")
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka_servers, client_id="fraudstream-admin", **settings.kafka_security()
-    )
+    admin = _admin(settings)
     try:
         doomed = sorted(t for t in admin.list_topics() if t.startswith(prefix))
         if doomed:
@@ -65,11 +69,7 @@ def delete_topics(settings: Settings, prefix: str) -> list[str]:
 
 def group_offsets(settings: Settings, group: str) -> dict[tuple[str, int], int]:
     """``group``'s committed offsets, by (topic, partition); a partition never committed is absent."""
-    from kafka import KafkaAdminClient  # noqa: PLC0415
-
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka_servers, client_id="fraudstream-admin", **settings.kafka_security()
-    )
+    admin = _admin(settings)
     try:
         offsets = admin.list_group_offsets(group).get(group, {})
     finally:
