@@ -196,3 +196,12 @@ def test_forgetting_the_data_deletes_the_folder_in_memory(
     assert not target.exists()
     assert not data.is_symlink()
     assert not data.exists()
+
+
+def test_a_log_folder_that_cannot_be_made_is_one_line(
+    services: ModuleType, memory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_DATA_DIR", str(tmp_path / "a-file" / "log"))
+    with pytest.raises(services.ServiceError, match=r"cannot make the log folder .*a-file/log"):
+        services.kafka_data(tmp_path / "kafka")
