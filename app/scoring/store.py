@@ -13,6 +13,7 @@ are done, and its replay takes the staging path, which inserts the alerts still 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -163,12 +164,16 @@ def migrate(conninfo: str) -> None:
 
 
 class DecisionStore:
-    """One connection, reopened on failure; ``write`` retries with backoff until it succeeds."""
+    """One connection, reopened on failure; ``write`` retries with backoff until it succeeds.
+
+    Thread-safe: the scoring process records batches in a thread of their own while its loop reads
+    the rules; one lock keeps each write (COPY, alerts) and each read whole on the connection."""
 
     def __init__(self, conninfo: str, *, max_backoff_s: float = 5.0) -> None:
         self.conninfo = conninfo
         self.max_backoff_s = max_backoff_s
         self.conn: psycopg.Connection[Any] | None = None
+        self.lock = threading.RLock()
         self.replays = 0  # batches that took the idempotent path
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -181,19 +186,20 @@ class DecisionStore:
     def write_once(self, decisions: Sequence[Decision]) -> None:
         """COPY straight into the audit (the usual case: none of them recorded yet); a batch that
         was partly recorded before (a replay) trips the primary key and takes the idempotent path."""
-        conn = self._connection()
-        try:
-            _copy(conn, "decisions", decisions)  # autocommit: the COPY is its own transaction
-            alerts = [alert_row(d) for d in decisions if d.flagged]
-            if alerts:
+        with self.lock:
+            conn = self._connection()
+            try:
+                _copy(conn, "decisions", decisions)  # autocommit: the COPY is its own transaction
+                alerts = [alert_row(d) for d in decisions if d.flagged]
+                if alerts:
+                    with conn.transaction():
+                        conn.cursor().executemany(ALERT, alerts)
+            except psycopg.errors.UniqueViolation:
+                self.replays += 1
                 with conn.transaction():
-                    conn.cursor().executemany(ALERT, alerts)
-        except psycopg.errors.UniqueViolation:
-            self.replays += 1
-            with conn.transaction():
-                conn.execute("truncate decision_stage")
-                _copy(conn, "decision_stage", decisions)
-                conn.execute(WRITE)
+                    conn.execute("truncate decision_stage")
+                    _copy(conn, "decision_stage", decisions)
+                    conn.execute(WRITE)
 
     def write(self, decisions: Sequence[Decision]) -> None:
         """Persist a batch, retrying with exponential backoff for as long as it takes.
@@ -220,11 +226,12 @@ class DecisionStore:
     def rules(self, amount_limit: float | None) -> Rules:
         """The block list as it is now, on the writes' connection (between batches: a connection of
         its own cost 5-40 ms every poll); a failure closes it, and the next write reopens it."""
-        try:
-            rows = self._connection().execute("select kind, value from block_list").fetchall()
-        except psycopg.Error:
-            self.close()
-            raise
+        with self.lock:
+            try:
+                rows = self._connection().execute("select kind, value from block_list").fetchall()
+            except psycopg.Error:
+                self.close()
+                raise
         return Rules(
             blocked_cards=frozenset(v for k, v in rows if k == "card"),
             blocked_merchants=frozenset(v for k, v in rows if k == "merchant"),
@@ -232,8 +239,9 @@ class DecisionStore:
         )
 
     def close(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            finally:
-                self.conn = None
+        with self.lock:
+            if self.conn is not None:
+                try:
+                    self.conn.close()
+                finally:
+                    self.conn = None

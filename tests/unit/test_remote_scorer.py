@@ -37,7 +37,8 @@ def remote(answer: Any, batches: int = 1) -> tuple[RemoteScorer, threading.Threa
     the answers ``answer(message)`` gives, in order (None: closes its end, as a dead child does)."""
     ours, theirs = mp.get_context("spawn").Pipe()
     scorer = RemoteScorer.__new__(RemoteScorer)
-    scorer.conn, scorer.process, scorer.answers = ours, SimpleNamespace(exitcode=-9), deque()
+    scorer.conn, scorer.process = ours, SimpleNamespace(exitcode=-9)
+    scorer.answers = {"scored": deque(), "persisted": deque()}
     received: list[Any] = []
 
     def child(conn: Connection) -> None:
@@ -89,7 +90,7 @@ def test_a_batch_is_sent_whole_and_its_answers_read_on_the_loop(rows: int) -> No
     assert transactions(received[0][1][1]) == txns  # rebuilt whole, not validated again
     assert [k for k, _ in scored.events] == [t.card_id.encode() for t in txns]
     assert scored.flagged == rows // 2
-    assert not scorer.answers  # both answers read: nothing is listened for
+    assert not scorer.waiting()  # both answers read: nothing is listened for
     size = len(ForkingPickler.dumps(received[0]))
     assert (size > INLINE_SEND_BYTES) == (rows == 3_000)  # the parametrisation covers both ways of writing
 
@@ -138,6 +139,43 @@ def test_the_next_batch_is_sent_before_the_previous_one_is_persisted_and_both_se
     assert len(received) == 2
 
 
+def test_the_events_of_the_next_batch_may_come_before_the_previous_one_is_persisted() -> None:
+    """The child records a batch in a thread while it scores the next one: both batches' events come
+    before either "persisted", and each answer settles the oldest future of its own kind."""
+    held: list[Any] = []
+
+    def answer(message: Any) -> list[Any]:
+        events, persisted = scored_and_persisted(message)
+        held.append(persisted)
+        return [events] if len(held) == 1 else [events, *held]
+
+    async def run() -> tuple[list[list[bytes]], list[bool]]:
+        cards, early = [], []
+        pending = []
+        for i in range(2):
+            txns = [txn(i)]
+            scored, persisted = await scorer.score(columns(txns), txns, [None])
+            cards.append([k for k, _ in scored.events])
+            early.append(persisted.done())
+            pending.append(persisted)
+        await asyncio.wait_for(asyncio.gather(*pending), 5)
+        return cards, early
+
+    scorer, thread, _ = remote(answer, batches=2)
+    cards, early = asyncio.run(run())
+    thread.join(5)
+    assert cards == [[b"card-0"], [b"card-1"]]
+    assert early == [False, False]
+    assert not scorer.waiting()
+
+
+def test_an_answer_nobody_waits_for_is_one_clear_error() -> None:
+    scorer, thread, _ = remote(lambda _: [("closed", {})])
+    with pytest.raises(FraudstreamError, match="unexpected answer 'closed'"):
+        asyncio.run(scorer.score(columns([txn(0)]), [txn(0)], [None]))
+    thread.join(5)
+
+
 def test_a_failed_batch_is_one_clear_error() -> None:
     scorer, thread, _ = remote(lambda _: [("failed", "OperationalError: connection refused")])
     with pytest.raises(FraudstreamError, match="scoring failed: OperationalError: connection refused"):
@@ -157,7 +195,7 @@ def test_a_batch_whose_decisions_cannot_be_persisted_fails_its_persisted_future(
     with pytest.raises(FraudstreamError, match="scoring failed: DataError: bad row"):
         asyncio.run(run())
     thread.join(5)
-    assert not scorer.answers
+    assert not scorer.waiting()
 
 
 def test_a_child_that_dies_mid_batch_stops_the_batch() -> None:
@@ -177,7 +215,7 @@ def test_a_child_that_dies_before_persisting_fails_the_persisted_future() -> Non
     with pytest.raises(FraudstreamError, match=r"the scoring process died \(exit code -9\)"):
         asyncio.run(run())
     thread.join(5)
-    assert not scorer.answers
+    assert not scorer.waiting()
 
 
 @pytest.mark.parametrize("rows", [1, 2_000])  # sent inline, and from a thread
@@ -186,7 +224,8 @@ def test_a_child_already_dead_when_the_batch_is_sent_is_the_same_one_line_error(
     met a broken pipe (a bare BrokenPipeError) instead of the read's clear error."""
     ours, theirs = mp.get_context("spawn").Pipe()
     scorer = RemoteScorer.__new__(RemoteScorer)
-    scorer.conn, scorer.process, scorer.answers = ours, SimpleNamespace(exitcode=-9), deque()
+    scorer.conn, scorer.process = ours, SimpleNamespace(exitcode=-9)
+    scorer.answers = {"scored": deque(), "persisted": deque()}
     theirs.close()  # the child is gone
     batch = b"x" * 100 * rows
     with pytest.raises(FraudstreamError, match=r"the scoring process died \(exit code -9\)"):

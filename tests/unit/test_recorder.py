@@ -1,0 +1,79 @@
+"""The scoring process's recorder: batches persisted in a thread, in order, one answer each, while the
+scoring loop goes on; a batch that cannot be recorded is one clear error; close waits for the rest."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+from app.worker.scoring_process import Recorder
+
+
+def recorder(persist: Any, depth: int = 4) -> tuple[Recorder, list[tuple[str, Any]]]:
+    answers: list[tuple[str, Any]] = []
+    lock = threading.Lock()
+
+    def send(kind: str, detail: Any) -> None:
+        with lock:
+            answers.append((kind, detail))
+
+    return Recorder(SimpleNamespace(persist=persist), send, depth=depth), answers  # type: ignore[arg-type]
+
+
+def test_batches_are_recorded_in_order_and_each_answered_once() -> None:
+    recorded: list[list[Any]] = []
+    rec, answers = recorder(recorded.append)
+    batches: list[list[Any]] = [[f"decision-{i}"] for i in range(5)]
+    for batch in batches:
+        rec.put(batch)
+    rec.close()  # returns once every batch put before it is recorded
+    assert recorded == batches
+    assert answers == [("persisted", None)] * 5
+    assert not rec.thread.is_alive()
+
+
+def test_the_scoring_loop_does_not_wait_for_a_slow_write_until_depth_batches_wait() -> None:
+    writing, go_on = threading.Event(), threading.Event()
+    recorded: list[list[Any]] = []
+
+    def persist(batch: list[Any]) -> None:
+        writing.set()
+        go_on.wait(5)
+        recorded.append(batch)
+
+    rec, answers = recorder(persist, depth=2)
+    rec.put(["a"])
+    assert writing.wait(5)  # "a" is being written
+    rec.put(["b"])  # these two wait in the queue: put returns at once
+    rec.put(["c"])
+    third = threading.Thread(target=rec.put, args=(["d"],), daemon=True)
+    third.start()
+    third.join(0.2)
+    assert third.is_alive()  # the queue is full: the scoring loop is held (back-pressure)
+    assert answers == []
+    go_on.set()
+    third.join(5)
+    rec.close()
+    assert recorded == [["a"], ["b"], ["c"], ["d"]]
+    assert answers == [("persisted", None)] * 4
+
+
+def test_a_batch_that_cannot_be_recorded_is_one_line_and_the_next_ones_still_are() -> None:
+    recorded: list[list[Any]] = []
+
+    def persist(batch: list[Any]) -> None:
+        if batch == ["bad"]:
+            raise ValueError("a row the audit refuses\nwith more detail on a second line")
+        recorded.append(batch)
+
+    rec, answers = recorder(persist)
+    for batch in (["ok-1"], ["bad"], ["ok-2"]):
+        rec.put(batch)
+    rec.close()
+    assert answers == [
+        ("persisted", None),
+        ("failed", "ValueError: a row the audit refuses"),
+        ("persisted", None),
+    ]
+    assert recorded == [["ok-1"], ["ok-2"]]
