@@ -258,13 +258,16 @@ class Recorder:
 
     def _run(self) -> None:
         while (decisions := self.batches.get()) is not None:
+            answer: tuple[str, Any] = ("persisted", None)
             try:
                 self.scorer.persist(decisions)  # retried for as long as PostgreSQL is down
             except Exception as exc:
                 log.exception("scorer: a batch could not be recorded")
-                self.send("failed", _line(exc))
-            else:
-                self.send("persisted", None)
+                answer = ("failed", _line(exc))
+            try:
+                self.send(*answer)
+            except OSError:  # the worker is gone (the scoring loop sees it too, and ends the process)
+                return
 
 
 def build_scorer(settings: Settings, worker: str) -> Scorer:

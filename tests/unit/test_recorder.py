@@ -77,3 +77,23 @@ def test_a_batch_that_cannot_be_recorded_is_one_line_and_the_next_ones_still_are
         ("persisted", None),
     ]
     assert recorded == [["ok-1"], ["ok-2"]]
+
+
+def test_a_worker_gone_ends_the_recorder_without_a_traceback() -> None:
+    """The pipe to the worker is broken: the answer cannot go, and the thread ends quietly (the
+    scoring loop sees the closed pipe too and ends the process)."""
+
+    def send(kind: str, detail: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    failures: list[Any] = []
+    previous = threading.excepthook
+    threading.excepthook = failures.append
+    try:
+        rec = Recorder(SimpleNamespace(persist=lambda _: None), send)  # type: ignore[arg-type]
+        rec.put(["a"])
+        rec.thread.join(5)
+    finally:
+        threading.excepthook = previous
+    assert not rec.thread.is_alive()
+    assert failures == []
