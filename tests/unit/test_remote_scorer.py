@@ -32,13 +32,19 @@ def txn(i: int) -> Transaction:
     })  # fmt: skip
 
 
+def bare(conn: Connection) -> RemoteScorer:
+    """A RemoteScorer on ``conn``, with no process behind it (its child "died" with exit code -9)."""
+    scorer = RemoteScorer.__new__(RemoteScorer)
+    scorer.conn, scorer.process = conn, SimpleNamespace(exitcode=-9)
+    scorer.answers = {"scored": deque(), "persisted": deque()}
+    return scorer
+
+
 def remote(answer: Any, batches: int = 1) -> tuple[RemoteScorer, threading.Thread, list[Any]]:
     """A RemoteScorer whose child is a thread: for each of ``batches`` messages it receives, it sends
     the answers ``answer(message)`` gives, in order (None: closes its end, as a dead child does)."""
     ours, theirs = mp.get_context("spawn").Pipe()
-    scorer = RemoteScorer.__new__(RemoteScorer)
-    scorer.conn, scorer.process = ours, SimpleNamespace(exitcode=-9)
-    scorer.answers = {"scored": deque(), "persisted": deque()}
+    scorer = bare(ours)
     received: list[Any] = []
 
     def child(conn: Connection) -> None:
@@ -223,9 +229,7 @@ def test_a_child_already_dead_when_the_batch_is_sent_is_the_same_one_line_error(
     """Seen in clean-clone CI: the scoring process killed between two batches, so the next send
     met a broken pipe (a bare BrokenPipeError) instead of the read's clear error."""
     ours, theirs = mp.get_context("spawn").Pipe()
-    scorer = RemoteScorer.__new__(RemoteScorer)
-    scorer.conn, scorer.process = ours, SimpleNamespace(exitcode=-9)
-    scorer.answers = {"scored": deque(), "persisted": deque()}
+    scorer = bare(ours)
     theirs.close()  # the child is gone
     batch = b"x" * 100 * rows
     with pytest.raises(FraudstreamError, match=r"the scoring process died \(exit code -9\)"):
