@@ -450,7 +450,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class RunUsage:
-    """CPU and memory of a run, from its creation (every worker up) to ``finish``."""
+    """CPU and memory of a run, from its creation (as the first transaction is sent) to ``finish``."""
 
     def __init__(self, pids: Sequence[int]) -> None:
         self.pids = list(pids)
