@@ -62,7 +62,7 @@ from app.worker.handoff import Columns, pack
 from app.worker.offsets import SourceOffsets, seek_on_consumer_thread
 from app.worker.outbox import Message, Outbox, Sent
 from app.worker.recovery_watch import RecoveryWatch, describe_consumer
-from app.worker.scoring_process import RemoteScorer
+from app.worker.scoring_process import GIL_SWITCH_S, RemoteScorer
 from app.worker.sinks import FeatureWriter
 from features import fold
 from features.store import close_store, feature_store
@@ -93,12 +93,6 @@ MAX_IN_FLIGHT = 4  # batches processed whose outputs Kafka has not acknowledged 
 SCORE_QUEUE = 1  # batches with features computed, waiting for the scoring stage
 SOURCE_WAITING = 4  # batches' worth of fetched source messages that may wait for the card agent
 DELIVERY_TIMEOUT_S = 150.0  # beyond the producer's own retries (2 min): stop and replay
-# A thread that gives up the GIL (at every I/O call) waits, with Python's default 5 ms switch
-# interval, up to 5 ms to get it back from the busy event loop. Measured in session 6, when the
-# scoring stage ran in a thread of its own: 1 ms took the backlog from 1,236 to 1,331 txn/s. That
-# thread is gone (the scoring process's answers are read on the loop); the interval still governs
-# Faust's consumer thread, the feature writer's hand-off and the big batches sent from a thread.
-GIL_SWITCH_S = 0.001
 
 
 class DurableTable(faust.Table[bytes, bytes | None]):
