@@ -5,7 +5,10 @@ Screenshots are kept as test artefacts under reports/test-artifacts/ui/.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,11 +61,16 @@ def browser() -> Iterator[webdriver.Chrome]:
     options.binary_location = "/usr/bin/chromium"
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    # Chromium leaves a folder (org.chromium.Chromium.*) in TMPDIR after every run: one of ours, removed
+    # after. A short path: Chromium's Unix sockets go there too, and pytest's tmp_path is too long for them.
+    scratch = tempfile.mkdtemp(prefix="fs-chromium-")
+    service = Service("/usr/bin/chromedriver", env={**os.environ, "TMPDIR": scratch})
+    driver = webdriver.Chrome(options=options, service=service)
     try:
         yield driver
     finally:
         driver.quit()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
