@@ -230,7 +230,8 @@ def _serve(settings: Settings, conn: Connection, parent: int) -> None:
             decisions = scorer.decide(unpack(features), transactions(txns), produced_at)
             events = [(d.txn.card_id.encode(), orjson.dumps(d.event())) for d in decisions]
             send("scored", Scored(events, sum(d.flagged for d in decisions)))
-            recorder.put(decisions)  # meanwhile the worker sends the events, and the next batch comes
+            if not recorder.put(decisions):  # meanwhile the worker sends the events, the next batch comes
+                return  # the recorder ended: the worker is gone
         except Exception as exc:
             log.exception("scorer: a batch failed")
             send("failed", _line(exc))
@@ -253,11 +254,19 @@ class Recorder:
         self.thread = threading.Thread(target=self._run, name="fs-recorder", daemon=True)
         self.thread.start()
 
-    def put(self, decisions: list[Decision]) -> None:
-        self.batches.put(decisions)  # waits while ``depth`` batches wait
+    def put(self, decisions: list[Decision] | None) -> bool:
+        """Queue a batch (None: no more), waiting while ``depth`` batches wait; False once the thread
+        has ended (the worker is gone), instead of waiting for ever on a queue nobody empties."""
+        while self.thread.is_alive():
+            try:
+                self.batches.put(decisions, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def close(self) -> None:
-        self.batches.put(None)
+        self.put(None)
         self.thread.join()
 
     def _run(self) -> None:

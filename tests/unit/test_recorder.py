@@ -97,3 +97,34 @@ def test_a_worker_gone_ends_the_recorder_without_a_traceback() -> None:
         threading.excepthook = previous
     assert not rec.thread.is_alive()
     assert failures == []
+
+
+def test_a_full_queue_behind_a_recorder_that_ended_does_not_hold_the_scoring_loop() -> None:
+    """The worker went away while batches waited (a PostgreSQL outage had filled the queue): the
+    recorder's answer fails and its thread ends. Putting the next batch, or closing, must not wait
+    for ever on a queue nobody empties, or the scoring process outlives the worker."""
+    writing, go_on = threading.Event(), threading.Event()
+
+    def persist(batch: list[Any]) -> None:
+        writing.set()
+        go_on.wait(5)
+
+    def send(kind: str, detail: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    rec = Recorder(SimpleNamespace(persist=persist), send, depth=1)  # type: ignore[arg-type]
+    assert rec.put(["a"])
+    assert writing.wait(5)  # "a" is being written
+    assert rec.put(["b"])  # the queue is full now
+    go_on.set()  # "a" is written, its answer cannot go: the thread ends
+    rec.thread.join(5)
+    assert not rec.thread.is_alive()
+    outcome: list[bool] = []
+    late = threading.Thread(target=lambda: outcome.append(rec.put(["c"])), daemon=True)
+    late.start()
+    late.join(5)
+    assert outcome == [False]
+    closing = threading.Thread(target=rec.close, daemon=True)
+    closing.start()
+    closing.join(5)
+    assert not closing.is_alive()
