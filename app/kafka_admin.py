@@ -22,6 +22,46 @@ def topic_names(settings: Settings) -> list[str]:
     ]
 
 
+CARD_TABLE = "card-state"  # the worker's Faust table of card states
+
+
+def card_state_changelog(settings: Settings) -> str:
+    """The card-state table's changelog topic, named as Faust names it (``<app id>-<table>-changelog``)."""
+    return f"{settings.app_id}-{CARD_TABLE}-changelog"
+
+
+def ensure_changelog(settings: Settings) -> tuple[str, int]:
+    """The card-state changelog, created as Faust would (compacted, partitioned like the transactions
+    topic, which is created first if missing); its name and partition count."""
+    from kafka.admin import NewTopic  # noqa: PLC0415 - adapters import their client lazily
+
+    ensure_topics(settings, [settings.topic_transactions])
+    topic = card_state_changelog(settings)
+    admin = _admin(settings)
+    try:
+        source = admin.describe_topics([settings.topic_transactions])[0]
+        partitions = len(source["partitions"])
+        if topic not in set(admin.list_topics()):
+            config = {"cleanup.policy": "compact"}
+            admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=config)])
+        return topic, partitions
+    finally:
+        admin.close()
+
+
+def records_in(settings: Settings, topic: str) -> int:
+    """Records ``topic`` holds: its end offsets minus its start offsets, over its partitions."""
+    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, **settings.kafka_security())
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        start, end = consumer.beginning_offsets(parts), consumer.end_offsets(parts)
+        return sum(end[tp] - start[tp] for tp in parts)
+    finally:
+        consumer.close()
+
+
 def _admin(settings: Settings) -> KafkaAdminClient:
     """A kafka-python admin client for the application's broker (close it when done)."""
     from kafka import KafkaAdminClient  # noqa: PLC0415 - adapters import their client lazily

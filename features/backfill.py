@@ -1,11 +1,15 @@
-"""Batch backfill of card features from Parquet history: the stream's fold, run over a DataFrame."""
+"""Batch backfill of card features from Parquet history: the stream's fold, run over a DataFrame.
+
+Also the card states that fold leaves, which seed a fresh deployment's worker (``app/seed.py``)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
-from features.card import FEATURE_NAMES
+from features.card import FEATURE_NAMES, PENDING_S
 from features.fold import CardState, Txn, card_features, update
 
 KEYS = ("txn_id", "card_id", "event_time")
@@ -19,9 +23,37 @@ def epoch_seconds(times: pd.Series) -> np.ndarray:
 
 def card_feature_frame(history: pd.DataFrame) -> pd.DataFrame:
     """Features of every transaction as of its own event time (txn_id, card_id, event_time + features)."""
-    order = history.sort_values(["card_id", "event_time", "txn_id"], kind="stable")
-    t = epoch_seconds(order["event_time"])
+    order = _by_card(history)
     rows: list[dict[str, float]] = []
+    for _, state, txn in _fold(order):
+        rows.append(card_features(state, txn))
+        update(state, txn)
+    features = pd.DataFrame(rows, columns=list(FEATURE_NAMES), index=order.index)
+    out = pd.concat([order[list(KEYS)], features], axis=1)
+    return out.sort_values(["event_time", "txn_id"], kind="stable").reset_index(drop=True)
+
+
+def card_states(history: pd.DataFrame, pending_s: float = PENDING_S) -> Iterator[tuple[str, CardState]]:
+    """Each card's state after its whole history, folded as the stream worker folds it (its
+    lateness as ``pending_s``): what a worker that had read the history would hold."""
+    current: tuple[str, CardState] | None = None
+    for card, state, txn in _fold(_by_card(history)):
+        if current is not None and current[0] != card:
+            yield current
+        update(state, txn, pending_s)
+        current = card, state
+    if current is not None:
+        yield current
+
+
+def _by_card(history: pd.DataFrame) -> pd.DataFrame:
+    return history.sort_values(["card_id", "event_time", "txn_id"], kind="stable")
+
+
+def _fold(order: pd.DataFrame) -> Iterator[tuple[str, CardState, Txn]]:
+    """(card, its state, txn) for every transaction of ``order`` (by card, then time): one new state
+    per card, which the caller folds each transaction into."""
+    t = epoch_seconds(order["event_time"])
     state = CardState()
     current = None
     columns = zip(
@@ -32,9 +64,4 @@ def card_feature_frame(history: pd.DataFrame) -> pd.DataFrame:
     for card, txn_id, ts, amount, lat, lon, country, merchant in columns:
         if card != current:
             state, current = CardState(), card
-        txn = Txn(txn_id, float(ts), float(amount), float(lat), float(lon), country, merchant)
-        rows.append(card_features(state, txn))
-        update(state, txn)
-    features = pd.DataFrame(rows, columns=list(FEATURE_NAMES), index=order.index)
-    out = pd.concat([order[list(KEYS)], features], axis=1)
-    return out.sort_values(["event_time", "txn_id"], kind="stable").reset_index(drop=True)
+        yield card, state, Txn(txn_id, float(ts), float(amount), float(lat), float(lon), country, merchant)

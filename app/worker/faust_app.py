@@ -52,6 +52,7 @@ import orjson
 from app.errors import FraudstreamError
 from app.feedback import FeedbackService
 from app.feedback import parse as parse_feedback
+from app.kafka_admin import CARD_TABLE
 from app.quiet_gc import quiet_gc
 from app.settings import Settings
 from app.worker import changelog_pause, drain
@@ -396,7 +397,7 @@ def create_app(settings: Settings) -> faust.App:
     source = app.topic(settings.topic_transactions, **raw)
     states = DurableTable(
         app,
-        name="card-state",
+        name=CARD_TABLE,
         default=lambda: None,
         beacon=app.tables.beacon,
         key_type=bytes,

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import integrate, stats
 
+from app.pan import has_pan
 from app.schema import HISTORY_SCHEMA, LEGIT, PAN_LIKE, SCENARIOS, Transaction
 from app.simulator import geo
 from app.simulator.model import DAY_S, SimConfig, simulate
@@ -125,6 +126,13 @@ def test_records_follow_the_contract() -> None:
     sample = frame.sample(200, random_state=0)
     for record in sample.to_dict("records"):
         Transaction.model_validate(record)  # raises on any contract violation
+
+
+def test_no_transaction_id_reads_as_a_card_number() -> None:
+    """The worker refuses identifiers holding a card number; a simulated id must never hold one."""
+    frame = simulate(SimConfig(customers=150, merchants=300, days=12, seed=23))  # 10 % of its ids did
+    assert not any(has_pan(t) for t in frame["txn_id"])
+    assert frame["txn_id"].str.fullmatch(r"tx-[a-z]{8}-\d{9}").all()
 
 
 def test_same_seed_same_history_other_seed_other_history() -> None:
