@@ -1,10 +1,15 @@
 """``fraudstream demo``: the whole system, locally, with live simulated traffic.
 
-simulate a month of history -> validate it (Great Expectations) -> build merchant features into
-Feast -> train the first champion if the registry has none -> start the stream worker -> replay
-the history's last days so card state is warm -> stream live transactions and chargebacks with a
-one-line live status (txn/s sent, decisions, open alerts, model version) until --duration or
-Ctrl-C, with the analyst UI served on FRAUDSTREAM_UI_PORT; then stop the worker and the UI.
+simulate three months of history -> validate it (Great Expectations) -> build merchant features
+into Feast -> train the first champion if the registry has none -> seed the card states from the
+history (``app/seed.py``: the worker starts knowing every card's past, as the model was trained)
+-> start the stream worker -> stream live transactions and chargebacks with a one-line live status
+(txn/s sent, decisions, open alerts, model version) until --duration or Ctrl-C, with the analyst
+UI served on FRAUDSTREAM_UI_PORT; then stop the worker and the UI.
+
+Three months, not one: the champion learns from what comes after the first 30-day windows fill.
+On one month (1,000 cards) its test holdout gave ROC AUC 0.65 and recall 0.16 at 1 % FPR; on two,
+0.86 and 0.63; on three, 0.91 and 0.77 (session 28). Training takes ~50 s instead of ~11.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from app.errors import FraudstreamError
-from app.history import read_history, write_history
+from app.seed import seed_card_states
 from app.settings import Settings
 from app.simulator.jobs import produce_transactions, simulate_history
 from app.simulator.model import SimConfig
@@ -33,8 +38,7 @@ def run_demo(
     duration_s: float | None,
     rate: float,
     customers: int,
-    history_days: int = 30,
-    warm_days: int = 2,
+    history_days: int = 90,
     echo: Callable[[str], None] = print,
 ) -> ProduceSummary:
     from expectations.validate import validate_history  # noqa: PLC0415 - GX import is slow
@@ -70,16 +74,10 @@ def run_demo(
 
     login = demo_login(settings)
     log = workdir / "worker.log"
-    echo(f"demo: 5/{STEPS} starting the stream worker (log: {log}) and the analyst UI; warming card state")
+    echo(f"demo: 5/{STEPS} seeding the card states from the history; starting the stream worker and the UI")
+    echo(seed_card_states(settings, history))
     with running_worker(log), running_ui(workdir / "ui.log", settings.ui_port) as url:
-        echo(f"demo: analyst UI at {url}/ ({login})")
-        warm = workdir / "warm"
-        frame = read_history(history)
-        write_history(
-            frame[frame["event_time"] >= frame["event_time"].max() - timedelta(days=warm_days)], warm
-        )
-        echo(produce_transactions(settings, source=warm, rate=0, labels=False).one_line(
-            settings.topic_transactions, settings.topic_feedback))  # fmt: skip
+        echo(f"demo: stream worker running (log: {log}); analyst UI at {url}/ ({login})")
         until = f"for {duration_s:.0f}s" if duration_s else "until Ctrl-C"
         echo(
             f"demo: 6/{STEPS} streaming live transactions at {rate:.0f} txn/s "

@@ -3,8 +3,9 @@
 Idempotent, each step skipped when already done: create the Kafka topics; migrate the PostgreSQL
 tables (registry, decisions/alerts/block list, UI); apply the Feast definitions; if the registry
 has no champion, simulate a history (unless one exists), validate it, build the merchant features
-and train the first model; create the first admin when FRAUDSTREAM_ADMIN_PASSWORD is given and no
-admin exists.
+and train the first model; seed the card states from the history while the card-state changelog is
+empty (``app/seed.py``: the first worker starts knowing every card's past); create the first admin
+when FRAUDSTREAM_ADMIN_PASSWORD is given and no admin exists.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from app.errors import FraudstreamError
 from app.kafka_admin import ensure_topics
+from app.seed import seed_card_states
 from app.settings import Settings
 
 
@@ -56,6 +58,11 @@ def init_job(
             raise FraudstreamError(f"history in {history} failed validation; no model trained")
         echo(build_merchant_features(settings, history))
         echo(train_job(settings, history, report=settings.reports_dir / "training"))
+
+    if any(history.glob("date=*/*.parquet")):
+        echo(seed_card_states(settings, history))
+    else:
+        echo(f"init: no history in {history}; the workers start without card states")
 
     password = os.environ.get("FRAUDSTREAM_ADMIN_PASSWORD")
     if password and not any(u["role"] == "admin" for u in ui.users()):

@@ -28,6 +28,7 @@ def test_init_prepares_an_empty_deployment_once(settings: Settings, tmp_path: Pa
     with fresh_database(settings, "e2e_init") as db:
         env = {
             "FRAUDSTREAM_PG_DB": db,
+            "FRAUDSTREAM_APP_ID": prefix,  # its own card-state changelog
             "FRAUDSTREAM_ADMIN_PASSWORD": "first admin's password",
             "FRAUDSTREAM_DATA_DIR": str(tmp_path / "data"),
             "FRAUDSTREAM_MODELS_DIR": str(tmp_path / "models"),
@@ -41,6 +42,9 @@ def test_init_prepares_an_empty_deployment_once(settings: Settings, tmp_path: Pa
         assert first.returncode == 0, first.stderr[-3000:]
         assert "promoted to champion (no champion yet)" in first.stdout
         assert "admin user 'admin' created" in first.stdout
+        seeded = [ln for ln in first.stdout.splitlines() if ln.startswith("seed: ")]
+        assert len(seeded) == 1, first.stdout
+        assert seeded[0].endswith(f"-> {prefix}-card-state-changelog"), seeded
         with psycopg.connect(settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)) as conn:
             (champions,) = conn.execute(
                 "select count(*) from model_registry where status = 'champion'"
@@ -72,6 +76,7 @@ def test_init_prepares_an_empty_deployment_once(settings: Settings, tmp_path: Pa
         assert again.returncode == 0, again.stderr[-3000:]
         assert "in the registry; not training" in again.stdout
         assert "admin user" not in again.stdout
+        assert f"seed: {prefix}-card-state-changelog already holds" in again.stdout, "seeded once"
         assert "merchants materialised online" in again.stdout, "the worker finds the merchants"
         daily = pd.read_parquet(tmp_path / "feast" / "merchant_features.parquet")
         merchant = daily[daily["event_timestamp"] == daily["event_timestamp"].max()].iloc[0]
