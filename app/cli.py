@@ -326,7 +326,7 @@ def quality(
 def init(
     history: Path = typer.Option(Path("data/history"), help="History folder (simulated here if empty)."),
     customers: int = typer.Option(2_000, min=10, help="Cards to simulate when there is no history."),
-    days: int = typer.Option(60, min=22, help="Days to simulate when there is no history."),
+    days: int = typer.Option(90, min=22, help="Days to simulate when there is no history."),
 ) -> None:
     """Prepare a deployment: topics, tables, Feast, a first champion, the first admin (idempotent)."""
     from app.init_job import init_job

@@ -11,7 +11,10 @@ transaction of each card then gets the features the batch path gives it.
 
 Only into an empty changelog: once a worker has written states they are newer than any history,
 so a changelog holding records is left as it is. Run it before the first worker starts: a worker
-reads the changelog when it starts (``fraudstream init --history DIR`` and the demo do).
+reads the changelog when it starts (``fraudstream init --history DIR`` and the demo do). The
+history should end where the transactions topic begins: a transaction in both is one its card's
+state already holds, which the worker recognises (a duplicate, not scored again) only within the
+state's 24 hours of exact events.
 """
 
 from __future__ import annotations
