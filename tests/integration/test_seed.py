@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from app.history import write_history
@@ -17,8 +16,7 @@ from app.simulator.jobs import produce_transactions
 from app.simulator.model import SimConfig, simulate
 from app.worker.process import isolated_env, running_worker, settings_for
 from features.backfill import card_feature_frame
-from features.card import FEATURE_NAMES
-from tests.integration.test_worker import Worker
+from tests.integration.worker_features import Worker, assert_batch_features
 from tests.kafka_helpers import drain
 from tests.services import unique
 
@@ -49,11 +47,7 @@ def test_a_worker_seeded_from_history_scores_the_next_transactions_as_the_batch_
     assert stream.index.is_unique
     batch = card_feature_frame(history).set_index("txn_id").loc[live["txn_id"]]
     stream = stream.loc[batch.index]
-    for name in FEATURE_NAMES:
-        np.testing.assert_allclose(
-            stream[name].to_numpy(float), batch[name].to_numpy(float), rtol=1e-9, atol=1e-9,
-            equal_nan=True, err_msg=f"seeded worker and batch disagree on {name}",
-        )  # fmt: skip
+    assert_batch_features(stream, batch, "seeded worker")
     assert (stream["card_prev_txns"] > 0).mean() > 0.9, "the worker knew the cards' history"
 
     # each card's state went to the partition its transactions go to (the producer's own choice)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
-import pandas as pd
-import pyarrow.dataset as ds
 import pytest
 from kafka import KafkaProducer
 
@@ -21,33 +18,10 @@ from app.simulator.jobs import produce_transactions
 from app.simulator.model import SimConfig, simulate
 from app.worker.process import isolated_env, running_worker, settings_for
 from features.backfill import card_feature_frame
-from features.card import FEATURE_NAMES
 from features.store import CARD_VIEW, feature_store
+from tests.integration.worker_features import Worker, assert_batch_features
 from tests.kafka_helpers import drain, produce_json
 from tests.services import unique
-
-
-@dataclass
-class Worker:
-    settings: Settings
-    log: Path
-
-    def feature_log(self) -> pd.DataFrame:
-        root = self.settings.feature_log_dir / CARD_VIEW
-        if not root.exists():
-            return pd.DataFrame(columns=["txn_id"])
-        return ds.dataset(root, format="parquet", partitioning="hive").to_table().to_pandas()
-
-    def wait_for_rows(self, n: int, timeout_s: float = 120) -> pd.DataFrame:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            frame = self.feature_log()
-            if len(frame) >= n:
-                return frame
-            time.sleep(1)
-        raise AssertionError(
-            f"feature log has {len(self.feature_log())} of {n} rows:\n{self.log.read_text()[-3000:]}"
-        )
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +43,7 @@ def test_stream_features_equal_batch_backfill(worker: Worker, tmp_path: Path) ->
     stream = worker.wait_for_rows(len(history)).set_index("txn_id")
     assert stream.index.is_unique, "every transaction's features are logged exactly once"
     batch = card_feature_frame(history).set_index("txn_id")
-    stream = stream.loc[batch.index]
-    for name in FEATURE_NAMES:
-        np.testing.assert_allclose(
-            stream[name].to_numpy(float), batch[name].to_numpy(float), rtol=1e-9, atol=1e-9,
-            equal_nan=True, err_msg=f"stream and batch disagree on {name}",
-        )  # fmt: skip
+    assert_batch_features(stream.loc[batch.index], batch)
 
     # the online store serves each card's features as of its latest transaction; its writer runs
     # in the background (coalesced every FRAUDSTREAM_ONLINE_FLUSH_S), so it may trail the log
