@@ -4,8 +4,9 @@ Idempotent, each step skipped when already done: create the Kafka topics; migrat
 tables (registry, decisions/alerts/block list, UI); apply the Feast definitions; if the registry
 has no champion, simulate a history (unless one exists), validate it, build the merchant features
 and train the first model; seed the card states from the history while the card-state changelog is
-empty (``app/seed.py``: the first worker starts knowing every card's past); create the first admin
-when FRAUDSTREAM_ADMIN_PASSWORD is given and no admin exists.
+empty (``app/seed.py``: the first worker starts knowing every card's past), validating the history
+first when no training did (a replaced history must not put a card number into a topic's keys);
+create the first admin when FRAUDSTREAM_ADMIN_PASSWORD is given and no admin exists.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def init_job(
     close_store(feature_store(settings, apply=True))
     echo(f"init: Feast definitions applied ({settings.feast_config})")
 
+    def validate(root: Path, otherwise: str) -> None:
+        result = validate_history(root, settings.reports_dir / "init" / "validation")
+        echo(result.one_line())
+        if not result.success:
+            raise FraudstreamError(f"history in {root} failed validation; {otherwise}")
+
     registry = Registry(settings.pg_conninfo(reveal=True))
     champion = registry.champion()
     if champion is not None:
@@ -52,15 +59,14 @@ def init_job(
             start = (datetime.now(UTC) - timedelta(days=days)).date()
             config = SimConfig(customers=customers, merchants=2 * customers, days=days, start=start, seed=42)
             echo(simulate_history(config, history, show_progress=False))
-        result = validate_history(history, settings.reports_dir / "init" / "validation")
-        echo(result.one_line())
-        if not result.success:
-            raise FraudstreamError(f"history in {history} failed validation; no model trained")
+        validate(history, "no model trained")
         echo(build_merchant_features(settings, history))
         echo(train_job(settings, history, report=settings.reports_dir / "training"))
 
     if any(history.glob("date=*/*.parquet")):
-        echo(seed_card_states(settings, history))
+        unchecked = champion is not None  # a history this run has not validated (it trained no model)
+        check = (lambda root: validate(root, "card states not seeded")) if unchecked else None
+        echo(seed_card_states(settings, history, check=check))
     else:
         echo(f"init: no history in {history}; the workers start without card states")
 

@@ -19,6 +19,7 @@ state's 24 hours of exact events.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from app.errors import FraudstreamError
@@ -36,8 +37,13 @@ def source_partition(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def seed_card_states(settings: Settings, history_dir: Path) -> str:
-    """Write every card's state after ``history_dir`` to the card-state changelog; a one-line summary."""
+def seed_card_states(
+    settings: Settings, history_dir: Path, *, check: Callable[[Path], None] | None = None
+) -> str:
+    """Write every card's state after ``history_dir`` to the card-state changelog; a one-line summary.
+
+    ``check`` (the history's validation, where nothing has validated it yet; it raises to refuse)
+    runs only when seeding will happen: the changelog is empty."""
     from kafka import KafkaProducer  # noqa: PLC0415
     from kafka.errors import KafkaError  # noqa: PLC0415
 
@@ -45,6 +51,8 @@ def seed_card_states(settings: Settings, history_dir: Path) -> str:
     held = records_in(settings, topic)
     if held:
         return f"seed: {topic} already holds {held:,} records; card states not seeded (a worker's are newer)"
+    if check is not None:
+        check(history_dir)
     history = read_history(history_dir)
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka_servers, acks="all", enable_idempotence=True, linger_ms=10,

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 import psycopg
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from kafka import KafkaAdminClient
 
+from app.kafka_admin import records_in
 from app.settings import Settings
 from features.merchant import MERCHANT_FEATURES
 from features.store import MERCHANT_VIEW, close_store, feature_store
@@ -92,3 +94,18 @@ def test_init_prepares_an_empty_deployment_once(settings: Settings, tmp_path: Pa
         assert [online[n][0] for n in MERCHANT_FEATURES] == pytest.approx(
             [merchant[n] for n in MERCHANT_FEATURES]
         )
+
+        # A history replaced under an existing champion, a card number in it, and nothing seeded yet
+        # (another app id: an empty changelog): init validates before seeding, and refuses.
+        part = sorted((tmp_path / "history").glob("date=*/*.parquet"))[-1]
+        table = pq.read_table(part)
+        card_ids = table.column("card_id").to_pylist()
+        card_ids[0] = "4111111111111111"  # Luhn-valid: a PAN
+        pq.write_table(table.set_column(table.schema.get_field_index("card_id"), "card_id", [card_ids]), part)
+        env["FRAUDSTREAM_APP_ID"] = f"{prefix}-replaced"
+        refused = fraudstream(*command, env=env)
+        assert refused.returncode != 0, refused.stdout[-3000:]
+        assert "failed validation; card states not seeded" in refused.stderr, refused.stderr[-3000:]
+        assert "card_id must be a token" in refused.stdout, refused.stdout[-3000:]
+        assert not any(ln.startswith("seed: ") for ln in refused.stdout.splitlines())
+        assert records_in(settings, f"{prefix}-replaced-card-state-changelog") == 0
