@@ -6,7 +6,7 @@ Every sub-command exits 0 on success and non-zero with a one-line cause on failu
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -160,7 +160,9 @@ def train(
     )  # fmt: skip
 
 
-models_cli = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
+models_cli = typer.Typer(
+    help="The model registry: list, promote, roll back; live performance.", no_args_is_help=True
+)
 cli.add_typer(models_cli, name="models")
 
 
@@ -194,6 +196,22 @@ def models_rollback() -> None:
     from training.registry import Registry
 
     typer.echo(f"models: rolled back to {Registry(get_settings().pg_conninfo(reveal=True)).rollback()}")
+
+
+@models_cli.command("live")
+def models_live(
+    window: str = typer.Option("30d", help="Decisions scored in this window (s, m, h, d) ..."),
+    settle: str = typer.Option("0s", help="... ending this long ago (chargebacks still to come)."),
+    out: Path | None = typer.Option(None, help="Also write the report as JSON here."),
+) -> None:
+    """The champion's (and a shadow's) live performance, from the labels that came back."""
+    from app.drift import parse_window
+    from app.live_performance import live_job
+    from app.settings import get_settings
+
+    conninfo = get_settings().pg_conninfo(reveal=True)
+    for line in live_job(conninfo, parse_window(window), parse_window(settle), out):
+        typer.echo(line)
 
 
 def _bench_repeated(
@@ -354,8 +372,9 @@ def ui(
     store = UiStore(settings.pg_conninfo(reveal=True))
     store.migrate()
     app = create_app(
-        store, kafka_feedback(settings), settings.reports_dir, secure_cookies=settings.ui_secure_cookies
-    )
+        store, kafka_feedback(settings), settings.reports_dir, secure_cookies=settings.ui_secure_cookies,
+        live_window=timedelta(seconds=settings.ui_live_window_s),
+    )  # fmt: skip
     typer.echo(f"ui: http://{host or settings.ui_host}:{port or settings.ui_port}/", err=True)
     uvicorn.run(app, host=host or settings.ui_host, port=port or settings.ui_port, log_level="warning")
 

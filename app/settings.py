@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     ui_host: str = "127.0.0.1"
     ui_port: int = 8080
     ui_secure_cookies: bool = Field(False, description="Set Secure on cookies (serve over HTTPS)")
+    ui_live_window_s: float = Field(
+        7 * 86400.0, gt=0, description="The models page's live performance: decisions of this last window"
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

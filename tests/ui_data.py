@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,8 +22,11 @@ from training.train import fit
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
-def populate(conninfo: str, folder: Path, n: int = 12) -> list[Decision]:
-    """``n`` transactions of two cards, every one flagged (review threshold 0) and explained."""
+def populate(
+    conninfo: str, folder: Path, n: int = 12, adjust: Callable[[list[Decision]], list[Decision]] | None = None
+) -> list[Decision]:
+    """``n`` transactions of two cards, every one flagged (review threshold 0) and explained; ``adjust``
+    rewrites the decisions before they are written (scores and outcomes a test needs)."""
     fitted = fit(synthetic(), seed=0, max_rounds=30)
     folder.mkdir(parents=True, exist_ok=True)
     fitted.booster.save_model(str(folder / "model.ubj"))
@@ -44,6 +48,8 @@ def populate(conninfo: str, folder: Path, n: int = 12) -> list[Decision]:
              "km_from_prev": 3.0 * i} for i in range(n)]  # fmt: skip
     x = vectors(model.features, feature_matrix(card), [dict.fromkeys(MERCHANT_FEATURES) for _ in txns], txns)
     decisions = score_batch(model, x, txns, [None] * n, Policy(review=0.0, decline=0.5), Rules())
+    if adjust is not None:
+        decisions = adjust(decisions)
     store = DecisionStore(conninfo)
     store.write(decisions)
     store.close()

@@ -1,6 +1,8 @@
-"""Evaluation metrics on a time-based holdout (pure functions of labels and scores)."""
+"""Evaluation metrics, on a time-based holdout and on live decisions: pure functions of labels and scores."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,4 +47,75 @@ def evaluate(test: pd.DataFrame, score: np.ndarray) -> dict[str, object]:
         "recall_at_1pct_fpr": round(recall, 4),
         "threshold_at_1pct_fpr": round(threshold, 6),
         "recall_by_scenario_at_1pct_fpr": scenarios,
+    }
+
+
+def _ranking(y: np.ndarray, score: np.ndarray) -> dict[str, float | None]:
+    """ROC AUC and average precision, or None where one class is missing."""
+    if y.min(initial=1) == y.max(initial=0):
+        return {"roc_auc": None, "average_precision": None}
+    return {
+        "roc_auc": round(float(roc_auc_score(y, score)), 4),
+        "average_precision": round(float(average_precision_score(y, score)), 4),
+    }
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def live_metrics(label: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
+    """How a model did on live decisions, from the labels that came back.
+
+    ``label``: 1 confirmed fraud, 0 confirmed genuine, NaN no label (yet); ``flagged``: decided review
+    or decline. Recall counts the confirmed frauds (analysts' verdicts and chargebacks, which also
+    bring the frauds nobody flagged); precision counts the flagged decisions an analyst or a
+    chargeback settled. The ranking metrics presume an unlabelled decision genuine, as a bank does
+    once its chargeback window has passed."""
+    fraud = label == 1
+    settled = ~np.isnan(label)
+    caught = int((fraud & flagged).sum())
+    return {
+        "decisions": len(label),
+        "flagged": int(flagged.sum()),
+        "labelled": int(settled.sum()),
+        "confirmed_frauds": int(fraud.sum()),
+        "frauds_flagged": caught,
+        "recall": _share(caught, int(fraud.sum())),
+        "flagged_settled": int((flagged & settled).sum()),
+        "precision": _share(caught, int((flagged & settled).sum())),
+        **_ranking(fraud.astype(np.int8), score),
+    }
+
+
+def shadow_comparison(
+    label: np.ndarray, champion: np.ndarray, shadow: np.ndarray, review: np.ndarray
+) -> dict[str, Any]:
+    """Champion against shadow on the same live decisions (both scored every one of them).
+
+    At the review threshold: the decisions each score alone would flag. At equal volume: the shadow's
+    ``k`` highest scores against the champion's flags, ``k`` the champion's count, i.e. the frauds
+    each would have put before the same analysts' workload."""
+    fraud = label == 1
+    flags = champion >= review
+    k = int(flags.sum())
+    top = np.zeros(len(shadow), dtype=bool)
+    top[np.argsort(-shadow, kind="stable")[:k]] = True
+    by_score = {
+        name: {
+            "flagged": int((s >= review).sum()),
+            "frauds_flagged": int((fraud & (s >= review)).sum()),
+            **_ranking(fraud.astype(np.int8), s),
+        }
+        for name, s in (("champion", champion), ("shadow", shadow))
+    }
+    return {
+        "decisions": len(label),
+        "confirmed_frauds": int(fraud.sum()),
+        **by_score,
+        "equal_volume": {
+            "flagged": k,
+            "champion_frauds": int((fraud & flags).sum()),
+            "shadow_frauds": int((fraud & top).sum()),
+        },
     }

@@ -83,7 +83,15 @@ def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
 def test_everything_but_login_and_health_needs_a_session(ui: Ui) -> None:
     client = ui.client()
     assert client.get("/healthz").text == "ok"
-    for path in ("/", "/alerts/ui-001", "/models", "/reports", "/admin/users", "/reports/file/gx/x.html"):
+    for path in (
+        "/",
+        "/alerts/ui-001",
+        "/models",
+        "/models/live",
+        "/reports",
+        "/admin/users",
+        "/reports/file/gx/x.html",
+    ):
         response = client.get(path)
         assert response.status_code == 303, path
         assert response.headers["location"] == "/login"

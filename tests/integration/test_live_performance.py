@@ -1,0 +1,99 @@
+"""`fraudstream models live` on real PostgreSQL: decisions written as the worker writes them, labels as
+the UI (verdicts, an undo) and the feedback agent (chargebacks) write them."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from app.feedback import FeedbackService
+from app.schema import Feedback
+from app.scoring.decide import Decision
+from app.settings import Settings
+from app.ui.store import UiStore
+from app.ui.web import create_app
+from tests.e2e.cli import fraudstream
+from tests.integration.test_ui import PASSWORD, login
+from tests.services import fresh_database
+from tests.ui_data import populate
+
+# (score, shadow score) of 8 decisions, review at 0.5 and decline at 0.9: the unit test's case
+SCORES = [(0.95, 0.90), (0.70, 0.20), (0.60, 0.30), (0.40, 0.80), (0.30, 0.10), (0.20, 0.05), (0.10, 0.04),
+          (0.05, 0.03)]  # fmt: skip
+
+
+def _outcomes(decisions: list[Decision]) -> list[Decision]:
+    thresholds = {"review": 0.5, "decline": 0.9}
+    return [
+        replace(d, score=s, decision="decline" if s >= 0.9 else "review" if s >= 0.5 else "approve",
+                thresholds=thresholds, shadow_version="v-challenger", shadow_score=w)
+        for d, (s, w) in zip(decisions, SCORES, strict=True)
+    ]  # fmt: skip
+
+
+def test_live_report_from_verdicts_and_chargebacks(settings: Settings, tmp_path: Path) -> None:
+    with fresh_database(settings, "it_live") as db:
+        conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+        ui = UiStore(conninfo)
+        ui.migrate()
+        ui.add_user("ana", PASSWORD, "analyst")
+        feedback = FeedbackService(conninfo, threshold=1_000, request_retrain=lambda _: None)
+        feedback.migrate()
+        d = populate(conninfo, tmp_path / "model", n=len(SCORES), adjust=_outcomes)
+        since = datetime.now(UTC)
+        ui.verdict(d[0].txn.txn_id, "ana", True, "")
+        ui.verdict(d[1].txn.txn_id, "ana", False, "")
+        ui.verdict(d[2].txn.txn_id, "ana", True, "wrong button")
+        ui.undo(d[2].txn.txn_id, "ana", since)  # retracted: no label
+        feedback.handle([
+            Feedback(txn_id=d[3].txn.txn_id, card_id=d[3].txn.card_id, is_fraud=1, label_time=since,
+                     source="chargeback"),
+        ])  # fmt: skip
+
+        out = tmp_path / "live.json"
+        run = fraudstream(
+            "models", "live", "--window", "1d", "--out", str(out), env={"FRAUDSTREAM_PG_DB": db}
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        report = json.loads(out.read_text())
+        model = report["models"]["v-ui-test"]
+        counted = ("decisions", "flagged", "labelled", "confirmed_frauds", "frauds_flagged",
+                   "flagged_settled",
+                   "recall", "precision")  # fmt: skip
+        assert {k: model[k] for k in counted} == {
+            "decisions": 8, "flagged": 3, "labelled": 3, "confirmed_frauds": 2, "frauds_flagged": 1,
+            "flagged_settled": 2, "recall": 0.5, "precision": 0.5,
+        }  # fmt: skip
+        (shadow,) = report["shadows"]
+        assert (shadow["champion_version"], shadow["shadow_version"]) == ("v-ui-test", "v-challenger")
+        assert shadow["equal_volume"] == {"flagged": 3, "champion_frauds": 1, "shadow_frauds": 2}
+        lines = run.stdout.splitlines()
+        assert lines[0].startswith(
+            "live: v-ui-test: 8 decisions, 3 flagged; 2 confirmed frauds, recall 0.500"
+        )
+        assert lines[1].startswith("shadow: v-challenger beside v-ui-test on 8 decisions")
+        assert "the shadow would catch 2, the champion caught 1" in lines[1]
+
+        settled = fraudstream(
+            "models", "live", "--window", "1d", "--settle", "2d", env={"FRAUDSTREAM_PG_DB": db}
+        )
+        assert settled.returncode != 0
+        assert "no decisions scored between" in settled.stderr
+
+        # the UI's live page shows the same figures to whoever decides on a promotion
+        client = TestClient(create_app(ui, lambda _: None, tmp_path / "reports"), follow_redirects=False)
+        login(client, "ana")
+        assert 'href="/models/live"' in client.get("/models").text
+        page = client.get("/models/live").text
+        table = page[page.index('<table id="live">') :]
+        cells = re.findall(
+            r'<td class="num">([^<]*)</td>', table[: table.index("</tr>", table.index("<tbody>"))]
+        )
+        assert cells == ["8", "3", "2", "0.5", "0.5", "2", "0.8333", "0.75"], cells
+        assert "With the champion's 3 flags it would have caught <strong>2</strong>" in page
+        assert "the champion caught <strong>1</strong>" in page

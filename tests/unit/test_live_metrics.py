@@ -1,0 +1,51 @@
+"""Live performance from the labels that came back: counts and metrics worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.metrics import live_metrics, shadow_comparison
+
+NAN = np.nan
+# 8 decisions: two confirmed frauds (one flagged, one found by a chargeback), one flagged decision
+# confirmed genuine, one flagged with no label (its verdict retracted), the rest never labelled.
+LABEL = np.array([1, 0, NAN, 1, NAN, NAN, NAN, NAN])
+CHAMPION = np.array([0.95, 0.70, 0.60, 0.40, 0.30, 0.20, 0.10, 0.05])
+SHADOW = np.array([0.90, 0.20, 0.30, 0.80, 0.10, 0.05, 0.04, 0.03])
+REVIEW = np.full(8, 0.5)
+
+
+def test_live_metrics_count_what_the_labels_settled() -> None:
+    m = live_metrics(LABEL, CHAMPION, CHAMPION >= 0.5)
+    assert m == {
+        "decisions": 8,
+        "flagged": 3,
+        "labelled": 3,
+        "confirmed_frauds": 2,
+        "frauds_flagged": 1,
+        "recall": 0.5,
+        "flagged_settled": 2,
+        "precision": 0.5,
+        # frauds 0.95 and 0.40 against the six others: 6 + 4 of 12 pairs ranked right
+        "roc_auc": pytest.approx(10 / 12, abs=1e-4),
+        # ranks 1 and 4: (1/1 + 2/4) / 2
+        "average_precision": pytest.approx(0.75, abs=1e-4),
+    }
+
+
+def test_live_metrics_without_labels_give_no_ratios() -> None:
+    m = live_metrics(np.full(3, NAN), np.array([0.9, 0.1, 0.2]), np.array([True, False, False]))
+    assert (m["confirmed_frauds"], m["recall"], m["precision"], m["roc_auc"]) == (0, None, None, None)
+
+
+def test_shadow_comparison_at_equal_volume_and_at_the_threshold() -> None:
+    c = shadow_comparison(LABEL, CHAMPION, SHADOW, REVIEW)
+    # the champion flags 3 (0.95, 0.70, 0.60) and catches one fraud; the shadow's top 3 (0.90, 0.80,
+    # 0.30) hold both
+    assert c["equal_volume"] == {"flagged": 3, "champion_frauds": 1, "shadow_frauds": 2}
+    assert (c["champion"]["flagged"], c["champion"]["frauds_flagged"]) == (3, 1)
+    assert (c["shadow"]["flagged"], c["shadow"]["frauds_flagged"]) == (2, 2)
+    assert c["shadow"]["roc_auc"] == 1.0
+    assert c["champion"]["roc_auc"] == pytest.approx(10 / 12, abs=1e-4)
+    assert (c["decisions"], c["confirmed_frauds"]) == (8, 2)
