@@ -479,3 +479,11 @@ def main() -> None:
             f"fraudstream: error: invalid setting FRAUDSTREAM_{field.upper()}: {first['msg']}", err=True
         )
         sys.exit(1)
+    except Exception as exc:  # a database error from any command (psycopg is imported where it is used)
+        psycopg = sys.modules.get("psycopg")
+        if psycopg is None or not isinstance(exc, psycopg.Error):
+            raise
+        missing = isinstance(exc, psycopg.errors.UndefinedTable)
+        hint = " (no tables yet: run fraudstream init)" if missing else ""
+        typer.echo(f"fraudstream: error: PostgreSQL: {first_line(exc)}{hint}", err=True)
+        sys.exit(1)

@@ -97,3 +97,13 @@ def test_live_report_from_verdicts_and_chargebacks(settings: Settings, tmp_path:
         assert cells == ["8", "3", "2", "0.5", "0.5", "2", "0.8333", "0.75"], cells
         assert "With the champion's 3 flags it would have caught <strong>2</strong>" in page
         assert "the champion caught <strong>1</strong>" in page
+
+
+def test_models_commands_on_a_database_without_tables_fail_in_one_line(settings: Settings) -> None:
+    with fresh_database(settings, "it_live_empty") as db:
+        for args in (("models", "list"), ("models", "live")):
+            run = fraudstream(*args, env={"FRAUDSTREAM_PG_DB": db})
+            assert run.returncode == 1, run.stderr
+            assert run.stderr.startswith("fraudstream: error: PostgreSQL: relation "), run.stderr
+            assert run.stderr.rstrip().endswith("(no tables yet: run fraudstream init)"), run.stderr
+            assert len(run.stderr.strip().splitlines()) == 1, run.stderr
