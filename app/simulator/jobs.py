@@ -60,13 +60,14 @@ def produce_transactions(
         history = read_history(source)
         frames = [history.iloc[:limit] if limit is not None else history]
     else:
-        today = datetime.now(UTC).date()
+        began = datetime.now(UTC)
 
         def period(k: int) -> pd.DataFrame:
-            # the world of a history simulated with ``seed`` (same cards, homes, merchants), new traffic
+            # the world of a history simulated with ``seed`` (same cards, homes, merchants), new traffic;
+            # ids of this run's own (a restart must not resend ids the worker has already seen)
             cfg = SimConfig(
-                customers=customers, merchants=2 * customers, days=7, start=today, seed=seed + 1 + k,
-                world_seed=seed,
+                customers=customers, merchants=2 * customers, days=7, start=began.date(), seed=seed + 1 + k,
+                world_seed=seed, id_salt=began.isoformat(),
             )  # fmt: skip
             return simulate(cfg)
 

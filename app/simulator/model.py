@@ -108,6 +108,10 @@ class SimConfig:
     chargeback_max_days: float = 60.0
     genuine_label_delay_days: float = 7.0
     foreign_merchants_per_city: int = 20
+    # Part of the transaction ids' run only: live traffic gets its start time here, so that a second
+    # run the same day sends the same kind of traffic under new ids (the worker drops a txn_id it
+    # has seen: with the same ids a restarted demo scored nothing).
+    id_salt: str = ""
 
     def __post_init__(self) -> None:
         if self.customers < 1 or self.merchants < 1 or self.days < 1:
@@ -377,6 +381,8 @@ def _txn_ids(cfg: SimConfig, n: int) -> npt.NDArray[np.object_]:
     counter it read as a 17-digit number, Luhn-valid for ~1 id in 10: the worker rightly refused
     those as card numbers (seed 23, 150 cards, 12 days: 299 of 2,991 ids)."""
     world = f"{cfg.seed}|{cfg.start}|{cfg.days}|{cfg.customers}|{cfg.merchants}"
+    if cfg.id_salt:
+        world += f"|{cfg.id_salt}"
     digest = hashlib.sha256(world.encode()).digest()
     run = "".join(chr(ord("a") + b % 26) for b in digest[:8])
     return np.array([f"tx-{run}-{i:09d}" for i in range(n)], dtype=object)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -177,3 +179,10 @@ def test_live_traffic_continues_the_world_of_its_history() -> None:
     assert not places(history).loc[moved].equals(places(other).loc[moved]), (
         "without world_seed: another world"
     )
+
+
+def test_an_id_salt_changes_the_ids_and_nothing_else() -> None:
+    cfg = SimConfig(customers=60, merchants=120, days=3, start=date(2026, 3, 1), seed=5)
+    plain, salted = simulate(cfg), simulate(replace(cfg, id_salt="2026-03-01T10:00:00+00:00"))
+    assert not set(plain["txn_id"]) & set(salted["txn_id"])
+    pd.testing.assert_frame_equal(plain.drop(columns="txn_id"), salted.drop(columns="txn_id"))
