@@ -52,7 +52,9 @@ def simulate(
 @cli.command()
 def produce(
     source: Path | None = typer.Option(None, "--from", help="History folder to replay (date partitions)."),
-    live: bool = typer.Option(False, "--live", help="Simulate live traffic instead (event_time = now)."),
+    live: bool = typer.Option(
+        False, "--live", help="Simulate live traffic instead: the world goes on from today, at --rate."
+    ),
     rate: float = typer.Option(
         1_000.0, min=0.0, help="Target transactions per second (0 = as fast as possible)."
     ),
@@ -60,11 +62,6 @@ def produce(
     duration: float | None = typer.Option(None, min=0.0, help="Stop after this many seconds."),
     customers: int = typer.Option(1_000, min=1, help="Live mode: simulated cards."),
     seed: int = typer.Option(0, help="Live mode: random seed."),
-    time_scale: float = typer.Option(
-        1 / 1440,
-        min=0.0,
-        help="Live mode: chargeback delays are multiplied by this (1/1440: a day is a minute).",
-    ),
     labels: bool = typer.Option(True, help="Also send chargebacks to the feedback topic when due."),
 ) -> None:
     """Replay history (or live simulated traffic) into the transactions topic, keyed by card_id."""
@@ -74,7 +71,7 @@ def produce(
     settings = get_settings()
     summary = produce_transactions(
         settings, source=source, rate=rate, limit=limit, live=live, duration_s=duration,
-        customers=customers, seed=seed, time_scale=time_scale, labels=labels,
+        customers=customers, seed=seed, labels=labels,
     )  # fmt: skip
     typer.echo(summary.one_line(settings.topic_transactions, settings.topic_feedback))
     if summary.failed:

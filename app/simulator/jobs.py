@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -48,11 +48,14 @@ def produce_transactions(
     duration_s: float | None = None,
     customers: int = 1_000,
     seed: int = 0,
-    time_scale: float = 1 / 1440,
+    live_from: date | None = None,
     labels: bool = True,
     on_status: Callable[[ProduceSummary, float], None] | None = None,
 ) -> ProduceSummary:
-    """Replay ``source`` history (or simulate live traffic) into Kafka; see ``producer.produce``."""
+    """Replay ``source`` history (or simulate live traffic) into Kafka; see ``producer.produce``.
+
+    Live traffic begins at 00:00 UTC of ``live_from`` (default today): the day after the history
+    the card states were seeded from, or after the latest transaction the workers have seen."""
     if live == (source is not None):
         raise FraudstreamError("give either --from DIR (replay) or --live")
     frames: Iterable[pd.DataFrame]
@@ -61,13 +64,15 @@ def produce_transactions(
         frames = [history.iloc[:limit] if limit is not None else history]
     else:
         began = datetime.now(UTC)
+        first_day = live_from or began.date()
 
         def period(k: int) -> pd.DataFrame:
-            # the world of a history simulated with ``seed`` (same cards, homes, merchants), new traffic;
-            # ids of this run's own (a restart must not resend ids the worker has already seen)
+            # the world of a history simulated with ``seed`` (same cards, homes, merchants) going on a
+            # week at a time from ``live_from``; ids of this run's own (a restart must not resend ids
+            # the worker has already seen)
             cfg = SimConfig(
-                customers=customers, merchants=2 * customers, days=7, start=began.date(), seed=seed + 1 + k,
-                world_seed=seed, id_salt=began.isoformat(),
+                customers=customers, merchants=2 * customers, days=7, start=first_day + timedelta(days=7 * k),
+                seed=seed + 1 + k, world_seed=seed, id_salt=began.isoformat(),
             )  # fmt: skip
             return simulate(cfg)
 
@@ -84,7 +89,6 @@ def produce_transactions(
             feedback_topic=settings.topic_feedback,
             pacer=Pacer(rate),
             live=live,
-            time_scale=time_scale,
             labels=labels,
             duration_s=duration_s,
             on_status=on_status,

@@ -58,10 +58,16 @@ def test_demo_runs_bounded_and_scores_live_traffic(settings: Settings, tmp_path:
             (audited,) = conn.execute("select count(*) from decisions where shap is not null").fetchone() or (
                 0,
             )
+            (hurried,) = conn.execute(
+                "select avg((((features->>'seconds_since_prev')::float8) < 60)::int) from decisions"
+            ).fetchone() or (1.0,)
         streamed = len(drain(settings.kafka_servers, topic, expected=10**9, timeout_s=10))
         assert decisions == streamed == live, "every transaction the demo streamed was decided"
         assert versions == 1
         assert 0 < alerts < decisions
         assert audited >= alerts
+        # live traffic keeps each card's pace (0.3 % of training rows follow their card's last
+        # transaction within a minute); stamped with the wall clock, ~half of them did, at 6,000 km/h
+        assert hurried < 0.02, hurried
         events = drain(settings.kafka_servers, scores, expected=decisions, timeout_s=30)
         assert len({orjson.loads(e.value)["txn_id"] for e in events}) == decisions
