@@ -73,9 +73,9 @@ def _num(value: float | None) -> str:
 def one_lines(report: dict[str, Any]) -> list[str]:
     lines = [
         f"live: {version}: {m['decisions']:,} decisions, {m['flagged']:,} flagged; {m['confirmed_frauds']:,} "
-        f"confirmed frauds, recall {_num(m['recall'])}; precision {_num(m['precision'])} "
-        f"({m['flagged_settled']:,} flagged settled); ROC AUC {_num(m['roc_auc'])}, "
-        f"AP {_num(m['average_precision'])} (unlabelled presumed genuine)"
+        f"confirmed frauds, recall {_num(m['recall'])}, precision {_num(m['precision'])}, "
+        f"ROC AUC {_num(m['roc_auc'])}, AP {_num(m['average_precision'])} (unlabelled presumed genuine); "
+        f"precision {_num(m['precision_settled'])} over the {m['flagged_settled']:,} flagged with a label"
         for version, m in report["models"].items()
     ]
     for s in report["shadows"]:

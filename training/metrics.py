@@ -69,9 +69,10 @@ def live_metrics(label: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> d
 
     ``label``: 1 confirmed fraud, 0 confirmed genuine, NaN no label (yet); ``flagged``: decided review
     or decline. Recall counts the confirmed frauds (analysts' verdicts and chargebacks, which also
-    bring the frauds nobody flagged); precision counts the flagged decisions an analyst or a
-    chargeback settled. The ranking metrics presume an unlabelled decision genuine, as a bank does
-    once its chargeback window has passed."""
+    bring the frauds nobody flagged). Precision and the ranking metrics presume an unlabelled
+    decision genuine, as a bank does once its chargeback window has passed; ``precision_settled``
+    counts only the flagged decisions a label settled (analysts' reviews: with chargebacks alone,
+    which only ever say fraud, it is 1)."""
     fraud = label == 1
     settled = ~np.isnan(label)
     caught = int((fraud & flagged).sum())
@@ -82,8 +83,9 @@ def live_metrics(label: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> d
         "confirmed_frauds": int(fraud.sum()),
         "frauds_flagged": caught,
         "recall": _share(caught, int(fraud.sum())),
+        "precision": _share(caught, int(flagged.sum())),
         "flagged_settled": int((flagged & settled).sum()),
-        "precision": _share(caught, int((flagged & settled).sum())),
+        "precision_settled": _share(caught, int((flagged & settled).sum())),
         **_ranking(fraud.astype(np.int8), score),
     }
 

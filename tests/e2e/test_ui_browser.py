@@ -122,5 +122,5 @@ def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
     wait.until(ec.element_to_be_clickable((By.LINK_TEXT, "Live performance"))).click()
     row = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#live tbody tr")))
     cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
-    assert cells[:7] == ["v-ui-test", "12", "12", "1", "1.0", "1.0", "1"], cells
+    assert cells[:7] == ["v-ui-test", "12", "12", "1", "1.0", "0.0833", "1.0"], cells
     browser.save_screenshot(str(ARTEFACTS / "4-live.png"))

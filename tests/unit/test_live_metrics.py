@@ -25,8 +25,9 @@ def test_live_metrics_count_what_the_labels_settled() -> None:
         "confirmed_frauds": 2,
         "frauds_flagged": 1,
         "recall": 0.5,
+        "precision": round(1 / 3, 4),
         "flagged_settled": 2,
-        "precision": 0.5,
+        "precision_settled": 0.5,
         # frauds 0.95 and 0.40 against the six others: 6 + 4 of 12 pairs ranked right
         "roc_auc": pytest.approx(10 / 12, abs=1e-4),
         # ranks 1 and 4: (1/1 + 2/4) / 2
@@ -36,7 +37,8 @@ def test_live_metrics_count_what_the_labels_settled() -> None:
 
 def test_live_metrics_without_labels_give_no_ratios() -> None:
     m = live_metrics(np.full(3, NAN), np.array([0.9, 0.1, 0.2]), np.array([True, False, False]))
-    assert (m["confirmed_frauds"], m["recall"], m["precision"], m["roc_auc"]) == (0, None, None, None)
+    assert (m["confirmed_frauds"], m["recall"], m["precision_settled"], m["roc_auc"]) == (0, None, None, None)
+    assert m["precision"] == 0.0, "one flag, no fraud known: presumed genuine"
 
 
 def test_shadow_comparison_at_equal_volume_and_at_the_threshold() -> None:
