@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -90,23 +90,14 @@ def run_demo(
             f"(~{customers * 2 / rate:.0f} s a simulated day: a card transacts ~2 times a day)"
         )
         status = StatusLine(settings.pg_conninfo(reveal=True), log)
-        first_day = live_start(settings.pg_conninfo(reveal=True), start + timedelta(days=history_days))
         summary = produce_transactions(
             settings, source=None, live=True, rate=rate, duration_s=duration_s, customers=customers, seed=42,
-            live_from=first_day, on_status=status,
+            live_from=start + timedelta(days=history_days), on_status=status,
         )  # fmt: skip
         sys.stderr.write("\n")
     echo(summary.one_line(settings.topic_transactions, settings.topic_feedback))
     echo(f"demo: worker stopped; {status.line()}")
     return summary
-
-
-def live_start(conninfo: str, history_end: date) -> date:
-    """The first simulated day of live traffic: where the history ends, or the day after the latest
-    transaction a worker has scored (a demo run again: the cards' states are already that far on)."""
-    with psycopg.connect(conninfo, connect_timeout=10) as conn:
-        (latest,) = conn.execute("select max(event_time) from decisions").fetchone() or (None,)
-    return history_end if latest is None else max(history_end, (latest + timedelta(days=1)).date())
 
 
 def demo_login(settings: Settings) -> str:

@@ -54,8 +54,10 @@ def produce_transactions(
 ) -> ProduceSummary:
     """Replay ``source`` history (or simulate live traffic) into Kafka; see ``producer.produce``.
 
-    Live traffic begins at 00:00 UTC of ``live_from`` (default today): the day after the history
-    the card states were seeded from, or after the latest transaction the workers have seen."""
+    Live traffic begins at 00:00 UTC of ``live_from`` (default today: where a history simulated
+    up to today ends) or, where the workers have scored later transactions, of the day after the
+    latest (``resume_day``): a restarted producer goes on from there; one that began again at the
+    history's end would send transactions older than the cards' states."""
     if live == (source is not None):
         raise FraudstreamError("give either --from DIR (replay) or --live")
     frames: Iterable[pd.DataFrame]
@@ -64,7 +66,7 @@ def produce_transactions(
         frames = [history.iloc[:limit] if limit is not None else history]
     else:
         began = datetime.now(UTC)
-        first_day = live_from or began.date()
+        first_day = resume_day(settings.pg_conninfo(reveal=True), live_from or began.date())
 
         def period(k: int) -> pd.DataFrame:
             # the world of a history simulated with ``seed`` (same cards, homes, merchants) going on a
@@ -95,6 +97,19 @@ def produce_transactions(
         )
     finally:
         sink.close()
+
+
+def resume_day(conninfo: str, not_before: date) -> date:
+    """``not_before``, or the day after the latest transaction in the decision audit if that is later
+    (no audit yet, or no database: ``not_before``)."""
+    import psycopg  # noqa: PLC0415
+
+    try:
+        with psycopg.connect(conninfo, connect_timeout=5) as conn:
+            (latest,) = conn.execute("select max(event_time) from decisions").fetchone() or (None,)
+    except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
+        return not_before
+    return not_before if latest is None else max(not_before, (latest + timedelta(days=1)).date())
 
 
 def _limited(frames: Iterable[pd.DataFrame], limit: int) -> Iterator[pd.DataFrame]:

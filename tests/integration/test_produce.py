@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import orjson
@@ -9,10 +10,12 @@ import orjson
 from app.history import read_history, write_history
 from app.schema import Feedback, Transaction
 from app.settings import Settings
-from app.simulator.jobs import produce_transactions
+from app.simulator.jobs import produce_transactions, resume_day
 from app.simulator.model import SimConfig, simulate
+from app.ui.store import UiStore
 from tests.kafka_helpers import drain
-from tests.services import unique
+from tests.services import fresh_database, unique
+from tests.ui_data import T0, populate
 
 
 def test_replay_round_trips_every_record(settings: Settings, tmp_path: Path) -> None:
@@ -71,3 +74,18 @@ def test_live_traffic_reaches_the_broker(settings: Settings) -> None:
     first_ids = {orjson.loads(r.value)["txn_id"] for r in received}
     second_ids = {orjson.loads(r.value)["txn_id"] for r in both} - first_ids
     assert len(second_ids) == again.transactions
+
+
+def test_live_traffic_resumes_after_the_latest_transaction_scored(settings: Settings, tmp_path: Path) -> None:
+    history_end = date(2026, 3, 1)
+    with fresh_database(settings, "it_resume") as db:
+        conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+        assert resume_day(conninfo, history_end) == history_end, "no audit yet"
+        UiStore(conninfo).migrate()
+        decided = populate(conninfo, tmp_path / "model", n=4)  # T0 (2026-03-02 12:00) + 7 min apart
+        assert max(d.txn.event_time for d in decided).date() == T0.date()
+        # a restart goes on the day after: transactions older than the cards' states would be late
+        assert resume_day(conninfo, history_end) == date(2026, 3, 3)
+        assert resume_day(conninfo, date(2026, 4, 1)) == date(2026, 4, 1), "a later history end wins"
+    unreachable = settings.model_copy(update={"pg_port": 1}).pg_conninfo(reveal=True)
+    assert resume_day(unreachable, history_end) == history_end, "Kafka-only use: no database needed"
