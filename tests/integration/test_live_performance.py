@@ -88,7 +88,9 @@ def test_live_report_from_verdicts_and_chargebacks(settings: Settings, tmp_path:
         # the UI's live page shows the same figures to whoever decides on a promotion
         client = TestClient(create_app(ui, lambda _: None, tmp_path / "reports"), follow_redirects=False)
         login(client, "ana")
-        assert 'href="/models/live"' in client.get("/models").text
+        registry_page = client.get("/models").text
+        assert 'href="/models/live"' in registry_page
+        assert "<title>Models · fraudstream</title>" in registry_page
         page = client.get("/models/live").text
         table = page[page.index('<table id="live">') :]
         cells = re.findall(
