@@ -121,14 +121,16 @@ MIN_LABELS = 30
 def recent_decisions(conninfo: str, since: datetime, features: list[str]) -> pd.DataFrame:
     """Decisions scored since ``since``: features, score and the label if one arrived (else NaN)."""
     import psycopg  # noqa: PLC0415
+    from psycopg import sql  # noqa: PLC0415
+
+    from app.ui.store import LATEST_LABELS  # noqa: PLC0415
 
     with psycopg.connect(conninfo, connect_timeout=10) as conn:
-        rows = conn.execute(
-            "select d.features, d.score, l.is_fraud from decisions d left join lateral ("
-            " select is_fraud from labels where labels.txn_id = d.txn_id and retracted_at is null"
-            " order by id desc limit 1) l on true where d.scored_at >= %s",
-            (since,),
-        ).fetchall()
+        query = sql.SQL(
+            "select d.features, d.score, l.is_fraud from decisions d left join ({}) l"
+            " using (txn_id) where d.scored_at >= %s"
+        ).format(LATEST_LABELS)
+        rows = conn.execute(query, (since,)).fetchall()
     frame = pd.DataFrame(
         [{**f, "score": s, "label": None if y is None else float(y)} for f, s, y in rows],
         columns=[*features, "score", "label"],
