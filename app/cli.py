@@ -115,6 +115,23 @@ def features(
 
 
 @cli.command()
+def export(
+    history: Path = typer.Option(..., "--history", help="History folder (date partitions) to add to."),
+) -> None:
+    """Add the decision audit's settled days, with the labels that came back, to the history.
+
+    A day is settled FRAUDSTREAM_LABEL_DELAY_DAYS after it ended (by the audit's latest event time);
+    a day whose labels changed since the last export is written again. The scheduled trainer runs
+    this before each training run.
+    """
+    from app.audit_export import export_audit
+    from app.settings import get_settings
+
+    settings = get_settings()
+    typer.echo(export_audit(settings.pg_conninfo(reveal=True), history, settings.label_delay_days).line())
+
+
+@cli.command()
 def train(
     history: Path = typer.Option(..., "--history", help="History folder (date partitions) with labels."),
     until: datetime | None = typer.Option(
@@ -125,7 +142,9 @@ def train(
     ),
     seed: int = typer.Option(0, help="Random seed (training is deterministic for a seed)."),
     schedule: str | None = typer.Option(
-        None, help='Cron expression, e.g. "0 2 * * *": run on schedule and on retrain requests, forever.'
+        None,
+        help='Cron expression, e.g. "0 2 * * *": run on schedule and on retrain requests, forever; each'
+        " run first adds the decision audit's settled days and their labels to the history (export).",
     ),
 ) -> None:
     """Validate history, build the point-in-time training set, train, evaluate, register, maybe promote."""
@@ -138,6 +157,7 @@ def train(
         return
     import logging
 
+    from training.jobs import scheduled_train
     from training.schedule import KafkaRequests, next_run, run_schedule
 
     next_run(schedule, datetime.now(UTC))  # an invalid expression fails here, in one line
@@ -152,7 +172,7 @@ def train(
 
     drift = DriftCheck(settings, settings.reports_dir / "drift")
     run_schedule(
-        schedule, lambda _reason: train_job(settings, history, seed=seed, report=report), requests,
+        schedule, lambda _reason: scheduled_train(settings, history, seed=seed, report=report), requests,
         on_idle=drift.maybe_run,
     )  # fmt: skip
 

@@ -29,6 +29,9 @@ SCENARIOS = (
     "account_takeover",
 )
 LEGIT = "none"
+# a fraud known only from its label (a chargeback, an analyst's verdict): live traffic does not say
+# which pattern it was
+REPORTED = "reported"
 
 # A value that could be a real card number (13-19 digits, optionally grouped by spaces or dashes).
 PAN_LIKE = re.compile(r"^(?:\d[ -]?){12,18}\d$")

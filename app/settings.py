@@ -50,7 +50,12 @@ class Settings(BaseSettings):
     feast_config: Literal["sqlite", "postgres"] = "sqlite"
     feast_dir: Path = Path("data/feast")
     feature_log_dir: Path = Path("data/feature_log")
-    label_delay_days: int = Field(7, ge=0, description="Merchant fraud rates only use labels this old")
+    label_delay_days: int = Field(
+        7,
+        ge=0,
+        description="Labels take this long: merchant fraud rates use only labels this old; a day joins the"
+        " history (export) this long after it ended",
+    )
 
     # Worker
     app_id: str = "fraudstream"

@@ -154,3 +154,15 @@ def train_job(
         f"card P@100 {metrics['card_precision_at_100']}, recall@1%FPR {metrics['recall_at_1pct_fpr']}; "
         f"{verdict}; {meta['trained_in_s']}s -> {folder}, report {report_path}"
     )
+
+
+def scheduled_train(
+    settings: Settings, history_dir: Path, *, seed: int = 0, report: Path | None = None
+) -> str:
+    """The daily job: the decision audit's settled days and the labels that came back join the
+    history (``app.audit_export``), then a training run on it. Without the export every retrain
+    learned from the history the deployment started with."""
+    from app.audit_export import export_audit  # noqa: PLC0415
+
+    exported = export_audit(settings.pg_conninfo(reveal=True), history_dir, settings.label_delay_days)
+    return f"{exported.line()}; {train_job(settings, history_dir, seed=seed, report=report)}"

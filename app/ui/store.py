@@ -58,7 +58,7 @@ create table if not exists action_log (
 # over the labels, to hash-join with decisions (drift, live performance); a lookup per decision
 # took the server 2.6-2.8 s for a million decisions, this 0.8-1.0 s.
 LATEST_LABELS = sql.SQL(
-    "select distinct on (txn_id) txn_id, is_fraud from labels where retracted_at is null"
+    "select distinct on (txn_id) txn_id, is_fraud, label_time from labels where retracted_at is null"
     " order by txn_id, id desc"
 )
 

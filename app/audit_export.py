@@ -1,0 +1,214 @@
+"""The decided transactions and the labels that came back -> the Parquet history the trainer reads.
+
+Without this the daily retrain learned from the history the deployment started with, forever: the
+live traffic, the chargebacks and the analysts' verdicts stayed in PostgreSQL, and a retrain that
+confirmed fraud had requested trained on the same data as the champion it was to replace.
+
+``export_audit`` writes each settled UTC day of the decision audit to
+``<history>/date=YYYY-MM-DD/part-audit.parquet``, in the history schema:
+
+- **Settled**: the day ended at least ``label_delay_days`` before the audit's clock (the latest
+  ``event_time`` in ``decisions``), so its chargebacks have had time to come back. The trainer's
+  cut-off is the end of the history, so its holdout is the last settled week.
+- **The label** is the transaction's latest label not retracted (``LATEST_LABELS``: an analyst's
+  verdict or a chargeback). A transaction nobody labelled is presumed genuine: ``is_fraud`` 0,
+  ``label_time`` the moment it settled. A fraud's ``fraud_scenario`` is ``reported``: live traffic
+  does not say which pattern it was. ``label_time`` is never before ``event_time`` (in the
+  accelerated demo the simulated clock runs ahead of the analysts' wall clock).
+- **Rewritten whole**: a day's file is a function of its decisions and their labels. A late
+  chargeback, a verdict or an undo on a day already exported writes that day again.
+  ``_audit_export.json`` in the history folder keeps the labels' high-water mark (their largest id,
+  and the database's clock for retractions) and the last settled day written.
+- **No duplicates**: a transaction already in another file of its day (the history the deployment
+  started from, or history replayed through the worker) is left out, so ``txn_id`` stays unique.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from app.errors import FraudstreamError, first_line
+from app.schema import HISTORY_SCHEMA, LEGIT, REPORTED, TRANSACTION_FIELDS
+
+PART = "part-audit.parquet"
+MANIFEST = "_audit_export.json"
+AUDIT_COLUMNS = [*TRANSACTION_FIELDS, "label_fraud", "label_time"]
+
+
+def history_rows(audit: pd.DataFrame, label_delay_days: int) -> pd.DataFrame:
+    """Audit rows (``AUDIT_COLUMNS``; ``label_fraud`` None where nobody labelled the transaction) ->
+    history rows, sorted by event_time."""
+    event_time = pd.to_datetime(audit["event_time"], utc=True)
+    labelled = audit["label_fraud"].notna().to_numpy()
+    fraud = labelled & (audit["label_fraud"].to_numpy() == True)  # noqa: E712 - an object column of bools and None
+    settled = event_time + pd.Timedelta(days=label_delay_days)
+    label_time = pd.to_datetime(audit["label_time"], utc=True).where(labelled, settled)
+    out = audit[list(TRANSACTION_FIELDS)].assign(
+        event_time=event_time,
+        is_fraud=fraud.astype(np.int8),
+        label_time=label_time.where(label_time >= event_time, event_time),
+        fraud_scenario=np.where(fraud, REPORTED, LEGIT),
+    )
+    return out.sort_values(["event_time", "txn_id"], kind="stable").reset_index(drop=True)[
+        list(HISTORY_SCHEMA.names)
+    ]
+
+
+@dataclass(frozen=True)
+class Export:
+    clock: datetime | None  # the audit's latest event_time (None: no decision yet)
+    settled_through: date | None  # the last settled day
+    days: tuple[str, ...]  # written (or emptied) this run
+    rows: int
+    frauds: int
+    duplicates: int  # left out: already in another file of their day
+
+    def line(self) -> str:
+        if self.clock is None:
+            return "export: no decision in the audit yet; the history is unchanged"
+        if not self.days:
+            return (
+                f"export: nothing new: settled through {self.settled_through} (audit clock "
+                f"{self.clock:%Y-%m-%d %H:%M}); the history is unchanged"
+            )
+        span = self.days[0] if len(self.days) == 1 else f"{self.days[0]}..{self.days[-1]}"
+        left_out = f", {self.duplicates:,} already in the history left out" if self.duplicates else ""
+        return (
+            f"export: {len(self.days)} day(s) {span} -> {self.rows:,} transactions, {self.frauds:,} "
+            f"labelled fraud{left_out}; settled through {self.settled_through} (audit clock "
+            f"{self.clock:%Y-%m-%d %H:%M})"
+        )
+
+
+@dataclass(frozen=True)
+class Mark:
+    """How far the last export got: the labels it saw, and the last settled day it wrote."""
+
+    labels_id: int
+    labels_at: datetime
+    through: date
+
+    @classmethod
+    def read(cls, history: Path) -> Mark | None:
+        path = history / MANIFEST
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text())
+        return cls(int(raw["labels_id"]), datetime.fromisoformat(raw["labels_at"]),
+                   date.fromisoformat(raw["through"]))  # fmt: skip
+
+    def write(self, history: Path) -> None:
+        raw = {"labels_id": self.labels_id, "labels_at": self.labels_at.isoformat(),
+               "through": self.through.isoformat()}  # fmt: skip
+        tmp = history / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(raw, indent=2) + "\n")
+        tmp.replace(history / MANIFEST)
+
+
+def settled_through(clock: datetime, label_delay_days: int) -> date:
+    """The last UTC day that ended at least ``label_delay_days`` before ``clock``."""
+    return (clock - timedelta(days=label_delay_days)).date() - timedelta(days=1)
+
+
+def export_audit(conninfo: str, history: Path, label_delay_days: int) -> Export:
+    """Write the settled days that are new, or whose labels changed, since the last export."""
+    import psycopg  # noqa: PLC0415
+
+    try:
+        return _export(conninfo, history, label_delay_days)
+    except psycopg.Error as exc:
+        raise FraudstreamError(f"export: PostgreSQL: {first_line(exc)}") from exc
+
+
+def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
+    import psycopg  # noqa: PLC0415
+    from psycopg import sql  # noqa: PLC0415
+
+    from app.ui.store import LATEST_LABELS  # noqa: PLC0415
+
+    history.mkdir(parents=True, exist_ok=True)
+    mark = Mark.read(history)
+    with psycopg.connect(conninfo, connect_timeout=10) as conn:
+        conn.execute("set time zone 'UTC'")
+        (tables,) = _one(
+            conn, "select to_regclass('decisions') is not null and to_regclass('labels') is not null"
+        )
+        if not tables:  # nothing has been scored here yet (no worker has run)
+            return Export(None, None, (), 0, 0, 0)
+        # the labels' mark first: a label that arrives while this runs is seen by the next export
+        labels_id, labels_at = _one(conn, "select coalesce(max(id), 0), now() from labels")
+        first, clock = _one(conn, "select min(event_time), max(event_time) from decisions")
+        if clock is None:
+            return Export(None, None, (), 0, 0, 0)
+        through = settled_through(clock, label_delay_days)
+        start = first.date() if mark is None else mark.through + timedelta(days=1)
+        wanted = {start + timedelta(days=i) for i in range(max(0, (through - start).days + 1))}
+        if mark is not None:
+            relabelled = conn.execute(
+                "select distinct (d.event_time at time zone 'UTC')::date from labels l"
+                " join decisions d using (txn_id) where l.id > %s or l.retracted_at > %s",
+                (mark.labels_id, mark.labels_at),
+            ).fetchall()
+            wanted |= {day for (day,) in relabelled if day <= through}
+        written, rows, frauds, duplicates = [], 0, 0, 0
+        if wanted:
+            query = sql.SQL(
+                "select d.txn_id, d.event_time, d.card_id, d.merchant_id, d.amount, d.txn->>'currency',"
+                " d.txn->>'mcc', d.txn->>'channel', (d.txn->>'lat')::float8, (d.txn->>'lon')::float8,"
+                " d.txn->>'country', l.is_fraud, l.label_time, (d.event_time at time zone 'UTC')::date"
+                " from decisions d left join ({}) l using (txn_id)"
+                " where d.event_time >= %s and d.event_time < %s order by d.event_time, d.txn_id"
+            ).format(LATEST_LABELS)
+            lo, hi = min(wanted), max(wanted) + timedelta(days=1)
+            with conn.cursor(name="audit_export") as cur:  # server-side: one day in memory at a time
+                cur.itersize = 20_000
+                cur.execute(query, (lo, hi))
+                for day, group in itertools.groupby(cur, key=lambda r: r[-1]):
+                    if day not in wanted:
+                        continue
+                    frame = history_rows(
+                        pd.DataFrame([r[:-1] for r in group], columns=AUDIT_COLUMNS), label_delay_days
+                    )
+                    kept = _write_day(history / f"date={day.isoformat()}", frame)
+                    written.append(day.isoformat())
+                    rows, duplicates = rows + len(kept), duplicates + len(frame) - len(kept)
+                    frauds += int(kept["is_fraud"].sum())
+    Mark(int(labels_id), labels_at, max(through, mark.through) if mark else through).write(history)
+    return Export(clock, through, tuple(written), rows, frauds, duplicates)
+
+
+def _one(conn: Any, query: str) -> tuple[Any, ...]:
+    row = conn.execute(query).fetchone()
+    assert row is not None  # an aggregate always returns a row
+    return tuple(row)
+
+
+def _write_day(folder: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Replace the day's audit file with ``frame`` less the transactions its other files hold."""
+    folder.mkdir(parents=True, exist_ok=True)
+    others = [p for p in folder.glob("*.parquet") if p.name != PART]
+    known: set[str] = set()
+    for path in others:
+        known.update(pq.read_table(path, columns=["txn_id"]).column("txn_id").to_pylist())
+    kept = frame[~frame["txn_id"].isin(known)].reset_index(drop=True)
+    target = folder / PART
+    if kept.empty:
+        target.unlink(missing_ok=True)
+        if not others:
+            folder.rmdir()
+        return kept
+    tmp = folder / f".{PART}.tmp"  # not *.parquet: a reader never sees a half-written day
+    pq.write_table(pa.Table.from_pandas(kept, schema=HISTORY_SCHEMA, preserve_index=False), tmp,
+                   compression="zstd")  # fmt: skip
+    tmp.replace(target)
+    return kept

@@ -1,0 +1,183 @@
+"""`fraudstream export` and the scheduled trainer on real PostgreSQL: the decided transactions and the
+labels that came back join the Parquet history, and the next training run learns from them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+
+from app.audit_export import PART, export_audit
+from app.feedback import FeedbackService
+from app.history import read_history, write_history
+from app.schema import TRANSACTION_FIELDS, Feedback, Transaction
+from app.scoring.decide import Decision
+from app.scoring.store import DecisionStore
+from app.scoring.store import migrate as migrate_audit
+from app.settings import Settings
+from app.simulator.model import SimConfig, simulate
+from app.ui.store import UiStore
+from expectations.validate import validate_history
+from tests.e2e.cli import fraudstream
+from tests.integration.test_ui import PASSWORD
+from tests.services import fresh_database
+from tests.ui_data import T0, populate
+from training.jobs import scheduled_train, train_job
+from training.registry import Registry
+
+
+def _moved(d: Decision, txn_id: str, event_time: datetime) -> Decision:
+    return replace(d, txn=d.txn.model_copy(update={"txn_id": txn_id, "event_time": event_time}))
+
+
+def test_export_writes_settled_days_with_their_labels_and_rewrites_relabelled_ones(
+    settings: Settings, tmp_path: Path
+) -> None:
+    history = tmp_path / "history"
+    # the history the deployment started from: 2026-03-02 .. 03-05
+    imported = simulate(SimConfig(customers=300, merchants=600, days=4, seed=7, start=T0.date()))
+    write_history(imported, history)
+    already = imported[imported["event_time"].dt.date == (T0 + timedelta(days=1)).date()].iloc[0]["txn_id"]
+
+    def spread(decisions: list[Decision]) -> list[Decision]:
+        # one decision a day from 03-02 12:00; the second is a transaction the history holds already
+        return [
+            _moved(d, already if i == 1 else d.txn.txn_id, T0 + timedelta(days=i))
+            for i, d in enumerate(decisions)
+        ]
+
+    with fresh_database(settings, "it_export") as db:
+        conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+        assert export_audit(conninfo, history, 7).clock is None, "no tables yet: nothing to export"
+        assert not (history / "_audit_export.json").exists()
+        ui = UiStore(conninfo)
+        ui.migrate()
+        ui.add_user("ana", PASSWORD, "analyst")
+        feedback = FeedbackService(conninfo, threshold=1_000, request_retrain=lambda _: None)
+        feedback.migrate()
+        d = populate(conninfo, tmp_path / "model", n=12, adjust=spread)  # the audit's clock: 03-13 12:00
+        since = datetime.now(UTC)
+        ui.verdict(d[0].txn.txn_id, "ana", True, "")  # 03-02: fraud, by an analyst
+        chargeback = T0 + timedelta(days=5)
+        feedback.handle([Feedback(txn_id=d[2].txn.txn_id, card_id=d[2].txn.card_id, is_fraud=1,
+                                  label_time=chargeback, source="chargeback")])  # fmt: skip  # 03-04
+        ui.verdict(d[3].txn.txn_id, "ana", True, "wrong button")  # 03-05: undone, so no label
+        ui.undo(d[3].txn.txn_id, "ana", since)
+
+        env = {"FRAUDSTREAM_PG_DB": db}
+        first = fraudstream("export", "--history", str(history), env=env)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert first.stdout.strip() == (
+            "export: 4 day(s) 2026-03-02..2026-03-05 -> 3 transactions, 2 labelled fraud, 1 already in the"
+            " history left out; settled through 2026-03-05 (audit clock 2026-03-13 12:00)"
+        )
+        assert sorted(p.parent.name for p in history.glob(f"*/{PART}")) == [
+            "date=2026-03-02", "date=2026-03-04", "date=2026-03-05"
+        ]  # fmt: skip
+        rows = read_history(history).set_index("txn_id")
+        assert len(rows) == len(imported) + 3, "the transaction the history held is there once"
+        exported = rows.loc[[d[0].txn.txn_id, d[2].txn.txn_id, d[3].txn.txn_id]]
+        assert list(exported["is_fraud"]) == [1, 1, 0]
+        assert list(exported["fraud_scenario"]) == ["reported", "reported", "none"]
+        assert exported["label_time"].iloc[1] == pd.Timestamp(chargeback)
+        assert exported["label_time"].iloc[2] == pd.Timestamp(d[3].txn.event_time + timedelta(days=7))
+        for field in (
+            "card_id",
+            "merchant_id",
+            "amount",
+            "currency",
+            "mcc",
+            "channel",
+            "lat",
+            "lon",
+            "country",
+        ):
+            assert exported[field].iloc[0] == getattr(d[0].txn, field), field
+        assert set(TRANSACTION_FIELDS) <= {"txn_id", *rows.columns}
+        gx = validate_history(history, tmp_path / "gx")
+        assert gx.success, gx.one_line()
+
+        files = {p: p.stat().st_mtime_ns for p in history.glob(f"*/{PART}")}
+        idle = fraudstream("export", "--history", str(history), env=env)
+        assert idle.returncode == 0, idle.stderr[-3000:]
+        assert idle.stdout.startswith("export: nothing new: settled through 2026-03-05"), idle.stdout
+        assert {p: p.stat().st_mtime_ns for p in history.glob(f"*/{PART}")} == files
+
+        # a late chargeback on an exported day, and the audit's clock moves on (03-22: settled through 03-14)
+        late = T0 + timedelta(days=8)
+        feedback.handle([Feedback(txn_id=d[3].txn.txn_id, card_id=d[3].txn.card_id, is_fraud=1,
+                                  label_time=late, source="chargeback")])  # fmt: skip
+        store = DecisionStore(conninfo)
+        store.write([_moved(d[11], "ui-later", T0 + timedelta(days=20))])
+        store.close()
+        again = export_audit(conninfo, history, settings.label_delay_days)
+        assert again.days == tuple(f"2026-03-{day:02d}" for day in range(5, 14)), again.days
+        assert (again.rows, again.frauds, again.duplicates) == (9, 1, 0)
+        assert (
+            history.joinpath("date=2026-03-04", PART).stat().st_mtime_ns
+            == files[history / "date=2026-03-04" / PART]
+        ), "a day whose labels did not change is not written again"
+        rows = read_history(history).set_index("txn_id")
+        assert rows.loc[d[3].txn.txn_id, "is_fraud"] == 1
+        assert rows.loc[d[3].txn.txn_id, "label_time"] == pd.Timestamp(late)
+        assert "ui-later" not in rows.index, "not settled yet"
+        assert len(rows) == len(imported) + 3 + 8
+
+
+def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
+    settings: Settings, tmp_path: Path
+) -> None:
+    world = simulate(SimConfig(customers=300, merchants=600, days=40, seed=5, fraud_scale=3))
+    split = world["event_time"].min().normalize() + pd.Timedelta(days=30)
+    history = tmp_path / "history"
+    write_history(world[world["event_time"] < split], history)
+    live = world[world["event_time"] >= split]
+    with fresh_database(settings, "it_export_train") as db:
+        s = settings.model_copy(update={"pg_db": db, "models_dir": tmp_path / "models"})
+        conninfo = s.pg_conninfo(reveal=True)
+        train_job(s, history, report=tmp_path / "r0")
+        registry = Registry(conninfo)
+        first = registry.champion()
+        assert first is not None
+        migrate_audit(conninfo)
+        store = DecisionStore(conninfo)  # the worker's decisions on the ten days that followed
+        scored = datetime.now(UTC)
+        store.write([
+            Decision(txn=Transaction.model_validate({k: r[k] for k in TRANSACTION_FIELDS}), score=0.01,
+                     decision="approve", model_version=first.version, features={}, shap=None,
+                     expected_value=None, reasons=[], rules=[], thresholds={"review": 0.5, "decline": 0.9},
+                     scored_at=scored, latency_ms=None)
+            for r in live.to_dict("records")
+        ])  # fmt: skip
+        store.close()
+        clock = live["event_time"].max()
+        arrived = live[(live["is_fraud"] == 1) & (live["label_time"] <= clock)]  # the chargebacks sent so far
+        feedback = FeedbackService(conninfo, threshold=1_000, request_retrain=lambda _: None)
+        feedback.migrate()
+        feedback.handle([
+            Feedback(txn_id=r["txn_id"], card_id=r["card_id"], is_fraud=1, label_time=r["label_time"],
+                     source="chargeback")
+            for r in arrived.to_dict("records")
+        ])  # fmt: skip
+
+        line = scheduled_train(s, history, report=tmp_path / "r1")
+        through = (clock - pd.Timedelta(days=s.label_delay_days)).normalize() - pd.Timedelta(days=1)
+        settled = live[live["event_time"] < through + pd.Timedelta(days=1)]
+        frauds = settled["txn_id"].isin(arrived["txn_id"]).sum()
+        assert line.startswith(
+            f"export: {(through - split).days + 1} day(s) {split.date()}..{through.date()} -> "
+            f"{len(settled):,} transactions, {frauds:,} labelled fraud; settled through {through.date()}"
+        ), line
+        assert frauds > 0
+        assert "; train: " in line
+        newest = registry.list()[0]
+        assert newest.version != first.version
+        with psycopg.connect(conninfo) as conn:
+            cutoffs = dict(conn.execute("select version, data_to from model_registry").fetchall())
+        assert pd.Timestamp(cutoffs[first.version]) == split
+        assert pd.Timestamp(cutoffs[newest.version]) == through + pd.Timedelta(days=1), (
+            "the new model's cut-off is the end of the exported days"
+        )

@@ -1,0 +1,83 @@
+"""The audit -> history mapping (``app.audit_export``): labels, the presumed genuine, clamping, the
+settled day."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pandas as pd
+import pyarrow as pa
+
+from app.audit_export import AUDIT_COLUMNS, Export, history_rows, settled_through
+from app.schema import HISTORY_SCHEMA
+
+T = datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def _audit(rows: list[tuple[str, datetime, bool | None, datetime | None]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            (
+                txn_id,
+                at,
+                "card-1",
+                "merch-1",
+                12.5,
+                "EUR",
+                "5411",
+                "ecommerce",
+                48.8,
+                2.3,
+                "FR",
+                fraud,
+                label_at,
+            )
+            for txn_id, at, fraud, label_at in rows
+        ],
+        columns=AUDIT_COLUMNS,
+    )
+
+
+def test_labels_become_the_history_columns() -> None:
+    audit = _audit([
+        ("t3", T + timedelta(hours=2), None, None),  # nobody labelled it: presumed genuine once settled
+        ("t1", T, True, T + timedelta(days=3)),  # a chargeback three days later
+        ("t2", T + timedelta(hours=1), False, T + timedelta(hours=5)),  # an analyst: legitimate
+        ("t4", T + timedelta(hours=3), True, T - timedelta(days=90)),  # a verdict stamped before the event
+    ])  # fmt: skip
+    out = history_rows(audit, label_delay_days=7)
+    assert list(out.columns) == list(HISTORY_SCHEMA.names)
+    assert list(out["txn_id"]) == ["t1", "t2", "t3", "t4"], "sorted by event time"
+    assert list(out["is_fraud"]) == [1, 0, 0, 1]
+    assert list(out["fraud_scenario"]) == ["reported", "none", "none", "reported"]
+    assert list(out["label_time"]) == [
+        pd.Timestamp(T + timedelta(days=3)),
+        pd.Timestamp(T + timedelta(hours=5)),
+        pd.Timestamp(T + timedelta(hours=2, days=7)),  # when it settled
+        pd.Timestamp(T + timedelta(hours=3)),  # never before its event
+    ]
+    table = pa.Table.from_pandas(out, schema=HISTORY_SCHEMA, preserve_index=False)  # the schema on disk
+    assert table.num_rows == 4
+    assert (out["label_time"] >= out["event_time"]).all()
+
+
+def test_a_day_is_settled_label_delay_days_after_it_ended() -> None:
+    assert settled_through(datetime(2027, 3, 20, 0, 0, tzinfo=UTC), 7) == date(2027, 3, 12)
+    assert settled_through(datetime(2027, 3, 20, 23, 59, tzinfo=UTC), 7) == date(2027, 3, 12)
+    assert settled_through(datetime(2027, 3, 21, 0, 0, tzinfo=UTC), 7) == date(2027, 3, 13)
+    assert settled_through(datetime(2027, 3, 20, 12, 0, tzinfo=UTC), 0) == date(2027, 3, 19)
+
+
+def test_the_summary_line() -> None:
+    assert Export(None, None, (), 0, 0, 0).line().startswith("export: no decision in the audit yet")
+    clock = datetime(2027, 3, 20, 8, 30, tzinfo=UTC)
+    idle = Export(clock, date(2027, 3, 12), (), 0, 0, 0).line()
+    assert idle == (
+        "export: nothing new: settled through 2027-03-12 (audit clock 2027-03-20 08:30);"
+        " the history is unchanged"
+    )
+    busy = Export(clock, date(2027, 3, 12), ("2027-03-10", "2027-03-12"), 4_321, 12, 3).line()
+    assert busy == (
+        "export: 2 day(s) 2027-03-10..2027-03-12 -> 4,321 transactions, 12 labelled fraud, 3 already in the"
+        " history left out; settled through 2027-03-12 (audit clock 2027-03-20 08:30)"
+    )
