@@ -106,12 +106,18 @@ def worker(
 def features(
     history: Path = typer.Option(..., "--history", help="History folder (date partitions) with labels."),
     until: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="Cut-off day (UTC, exclusive)."),
+    through: datetime | None = typer.Option(
+        None,
+        formats=["%Y-%m-%d"],
+        help="Last feature day, when later than the day after the history (at most the label delay"
+        " later: a history exported from the audit ends that long before it is exported).",
+    ),
 ) -> None:
     """Build the daily merchant features from history and materialise them to the online store."""
     from app.settings import get_settings
     from features.jobs import build_merchant_features
 
-    typer.echo(build_merchant_features(get_settings(), history, until))
+    typer.echo(build_merchant_features(get_settings(), history, until, through))
 
 
 @cli.command()

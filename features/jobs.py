@@ -14,8 +14,11 @@ from features.merchant import merchant_daily_features
 from features.store import MERCHANT_VIEW, close_store, feature_store
 
 
-def build_merchant_features(settings: Settings, history_dir: Path, until: datetime | None = None) -> str:
-    """Daily merchant features from history (labels known as of each day) -> Parquet -> online store."""
+def build_merchant_features(
+    settings: Settings, history_dir: Path, until: datetime | None = None, through: datetime | None = None
+) -> str:
+    """Daily merchant features from history (labels known as of each day) -> Parquet -> online store
+    (the last feature day: the day after the history, or ``through``'s day; ``merchant_daily_features``)."""
     history = read_history(history_dir)
     if until is not None:
         cutoff = pd.Timestamp(until).tz_localize(UTC) if until.tzinfo is None else pd.Timestamp(until)
@@ -25,7 +28,9 @@ def build_merchant_features(settings: Settings, history_dir: Path, until: dateti
         history.loc[unknown, "is_fraud"] = 0
     if history.empty:
         raise FraudstreamError(f"no transactions in {history_dir} before the cut-off")
-    frame = merchant_daily_features(history, settings.label_delay_days)
+    frame = merchant_daily_features(
+        history, settings.label_delay_days, None if through is None else pd.Timestamp(through)
+    )
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     path = settings.feast_dir / "merchant_features.parquet"
     frame.to_parquet(path, index=False)

@@ -22,11 +22,20 @@ def _day_index(times: pd.Series, origin: pd.Timestamp) -> np.ndarray:
     return np.asarray(((times - origin) // pd.Timedelta(days=1)).to_numpy(), dtype=np.int64)
 
 
-def merchant_daily_features(history: pd.DataFrame, label_delay_days: int) -> pd.DataFrame:
-    """One row per (merchant, day D) with activity in its 30-day window; D runs to the day after the data."""
+def merchant_daily_features(
+    history: pd.DataFrame, label_delay_days: int, through: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """One row per (merchant, day D) with activity in its 30-day window; D runs to the day after the
+    data, or to ``through``'s day when that is later. A history exported from the decision audit ends
+    ``label_delay_days`` before the day it is exported (``app.audit_export``): its feature days run on
+    that far, and no further, with every window complete (``through`` is capped there)."""
     origin = history["event_time"].min().normalize()
     merchants, m_idx = np.unique(history["merchant_id"].to_numpy(), return_inverse=True)
     tx_day = _day_index(history["event_time"], origin)
+    last = int(tx_day.max()) + 1
+    if through is not None:
+        wanted = int((pd.Timestamp(through).normalize() - origin) // pd.Timedelta(days=1))
+        last = max(last, min(wanted, last + label_delay_days))
     n_days = int(tx_day.max()) + 2 + label_delay_days + max(WINDOWS)
     counts = np.zeros((len(merchants), n_days), dtype=np.int64)
     np.add.at(counts, (m_idx, tx_day), 1)
@@ -34,7 +43,7 @@ def merchant_daily_features(history: pd.DataFrame, label_delay_days: int) -> pd.
 
     fraud = history["is_fraud"].to_numpy() == 1
     label_day = _day_index(history["label_time"], origin)
-    days = np.arange(1, int(tx_day.max()) + 2)  # feature days D (index from origin)
+    days = np.arange(1, last + 1)  # feature days D (index from origin)
     out: dict[str, np.ndarray] = {}
     for w in WINDOWS:
         hi = np.clip(days - label_delay_days, 0, n_days)  # window [D - delay - w, D - delay)

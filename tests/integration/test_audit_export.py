@@ -15,15 +15,19 @@ from app.feedback import FeedbackService
 from app.history import read_history, write_history
 from app.schema import TRANSACTION_FIELDS, Feedback, Transaction
 from app.scoring.decide import Decision
+from app.scoring.merchants import feast_lookup
 from app.scoring.store import DecisionStore
 from app.scoring.store import migrate as migrate_audit
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
 from app.ui.store import UiStore
+from app.worker.process import isolated_env, settings_for
 from expectations.validate import validate_history
+from features.merchant import MERCHANT_FEATURES, merchant_daily_features
+from features.store import close_store, feature_store
 from tests.e2e.cli import fraudstream
 from tests.integration.test_ui import PASSWORD
-from tests.services import fresh_database
+from tests.services import fresh_database, unique
 from tests.ui_data import T0, populate
 from training.jobs import scheduled_train, train_job
 from training.registry import Registry
@@ -136,7 +140,9 @@ def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
     write_history(world[world["event_time"] < split], history)
     live = world[world["event_time"] >= split]
     with fresh_database(settings, "it_export_train") as db:
-        s = settings.model_copy(update={"pg_db": db, "models_dir": tmp_path / "models"})
+        env = {**isolated_env(unique("it-export"), tmp_path), "FRAUDSTREAM_PG_DB": db,
+               "FRAUDSTREAM_MODELS_DIR": str(tmp_path / "models")}  # fmt: skip
+        s = settings_for(env)
         conninfo = s.pg_conninfo(reveal=True)
         train_job(s, history, report=tmp_path / "r0")
         registry = Registry(conninfo)
@@ -172,7 +178,19 @@ def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
             f"{len(settled):,} transactions, {frauds:,} labelled fraud; settled through {through.date()}"
         ), line
         assert frauds > 0
-        assert "; train: " in line
+        # the workers' merchant features for the audit's day, from the exported history: the same as the
+        # whole simulated world (its labels known by that day) gives
+        today = clock.normalize()
+        assert f"merchants materialised online for {today.date()}; train: " in line, line
+        truth = merchant_daily_features(world, s.label_delay_days)
+        truth = truth[truth["event_timestamp"] == today].set_index("merchant_id")[list(MERCHANT_FEATURES)]
+        assert len(truth) > 100
+        store = feature_store(s)
+        try:
+            online = pd.DataFrame.from_dict(feast_lookup(store)(list(truth.index)), orient="index")
+        finally:
+            close_store(store)
+        pd.testing.assert_frame_equal(online.astype("float64")[truth.columns], truth, check_names=False)
         newest = registry.list()[0]
         assert newest.version != first.version
         with psycopg.connect(conninfo) as conn:

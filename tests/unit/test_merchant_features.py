@@ -60,3 +60,25 @@ def test_a_day_never_sees_its_own_or_later_transactions() -> None:
     assert len(upto) == 15
     for name in ("merchant_count_30d", "merchant_fraud_rate_7d"):
         pd.testing.assert_series_equal(upto[name], upto[f"{name}_cut"], check_names=False)
+
+
+def test_a_history_that_ends_a_label_delay_early_gives_the_same_features_for_today() -> None:
+    """The exported history ends ``delay`` days before the day it is exported; the features for that
+    day (``through``) are those the whole history would give, and no day after it is made up."""
+    history = pd.DataFrame(
+        [tx(d, fraud=int(d % 4 == 0), label_day=d + 1.5 + d % 3) for d in range(40)]
+        + [tx(d, merchant="m2", fraud=int(d % 9 == 0), label_day=d + 6) for d in range(0, 40, 2)]
+    )
+    delay, today = 7, 40
+    full = merchant_daily_features(history, label_delay_days=delay)
+    exported = history[history["event_time"] < DAY0 + pd.Timedelta(days=today - delay)]
+    assert exported["event_time"].max() < DAY0 + pd.Timedelta(days=today - delay)
+    short = merchant_daily_features(exported, label_delay_days=delay, through=DAY0 + pd.Timedelta(days=today))
+    for merchant in ("m1", "m2"):
+        assert row(short, today, merchant).equals(row(full, today, merchant)), merchant
+    assert short["event_timestamp"].max() == DAY0 + pd.Timedelta(days=today)
+    later = merchant_daily_features(exported, label_delay_days=delay, through=DAY0 + pd.Timedelta(days=99))
+    assert later["event_timestamp"].max() == DAY0 + pd.Timedelta(days=today), "capped: windows lack days"
+    assert merchant_daily_features(exported, delay).equals(
+        merchant_daily_features(exported, delay, through=DAY0)
+    ), "an earlier through changes nothing"
