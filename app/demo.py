@@ -3,9 +3,15 @@
 simulate three months of history -> validate it (Great Expectations) -> build merchant features
 into Feast -> train the first champion if the registry has none -> seed the card states from the
 history (``app/seed.py``: the worker starts knowing every card's past, as the model was trained)
--> start the stream worker -> stream live transactions and chargebacks with a one-line live status
-(txn/s sent, the simulated clock, decisions, open alerts, model version) until --duration or
-Ctrl-C, with the analyst UI served on FRAUDSTREAM_UI_PORT; then stop the worker and the UI.
+-> start the stream worker, the analyst UI (FRAUDSTREAM_UI_PORT) and the scheduled trainer -> stream
+live transactions and chargebacks with a one-line live status (txn/s sent, the simulated clock,
+decisions, open alerts, model version) until --duration or Ctrl-C; then stop them and list the
+trainer's runs.
+
+The trainer is compose's (``train --schedule``): when FRAUDSTREAM_RETRAIN_FRAUD_COUNT confirmed
+frauds have come back the worker requests a retrain, and the trainer exports the audit's settled
+days with their labels into the history, refreshes the merchant features and trains; a better
+candidate becomes the champion, and the worker switches to it between batches.
 
 Live traffic goes on from where the history ends (or from the day after the latest transaction
 scored, when the demo runs again) with its simulated event times, sent at --rate: the simulated
@@ -19,6 +25,7 @@ On one month (1,000 cards) its test holdout gave ROC AUC 0.65 and recall 0.16 at
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -32,7 +39,7 @@ from app.settings import Settings
 from app.simulator.jobs import produce_transactions, simulate_history
 from app.simulator.model import SimConfig
 from app.simulator.producer import ProduceSummary
-from app.worker.process import running_ui, running_worker
+from app.worker.process import running_trainer, running_ui, running_worker
 
 STEPS = 6
 
@@ -56,6 +63,8 @@ def run_demo(
     start = (datetime.now(UTC) - timedelta(days=history_days)).date()
     config = SimConfig(customers=customers, merchants=2 * customers, days=history_days, start=start, seed=42)
     echo(f"demo: 1/{STEPS} simulating {history_days} days of history for {customers} cards -> {history}")
+    # a new world each run: an earlier run's days (another start) and exported live days would linger
+    shutil.rmtree(history, ignore_errors=True)
     echo(simulate_history(config, history, show_progress=False))
 
     report = settings.reports_dir / "demo" / "validation"
@@ -79,10 +88,22 @@ def run_demo(
 
     login = demo_login(settings)
     log = workdir / "worker.log"
-    echo(f"demo: 5/{STEPS} seeding the card states from the history; starting the stream worker and the UI")
+    echo(
+        f"demo: 5/{STEPS} seeding the card states from the history; starting the stream worker, the UI and"
+        " the trainer"
+    )
     echo(seed_card_states(settings, history))
-    with running_worker(log), running_ui(workdir / "ui.log", settings.ui_port) as url:
+    trainer_log = workdir / "trainer.log"
+    with (
+        running_worker(log),
+        running_ui(workdir / "ui.log", settings.ui_port) as url,
+        running_trainer(trainer_log, history),
+    ):
         echo(f"demo: stream worker running (log: {log}); analyst UI at {url}/ ({login})")
+        echo(
+            f"demo: trainer running (log: {trainer_log}): when {settings.retrain_fraud_count} confirmed"
+            " frauds have come back it retrains on the history plus the settled live days and their labels"
+        )
         until = f"for {duration_s:.0f}s" if duration_s else "until Ctrl-C"
         echo(
             f"demo: 6/{STEPS} streaming live transactions at {rate:.0f} txn/s "
@@ -97,6 +118,8 @@ def run_demo(
         sys.stderr.write("\n")
     echo(summary.one_line(settings.topic_transactions, settings.topic_feedback))
     echo(f"demo: worker stopped; {status.line()}")
+    for run in trainer_runs(trainer_log):
+        echo(f"demo: {run}")
     return summary
 
 
@@ -113,6 +136,13 @@ def demo_login(settings: Settings) -> str:
     password = secrets.token_urlsafe(12)
     store.add_user("demo", password, "admin")
     return f"log in as 'demo', password {password}"
+
+
+def trainer_runs(log: Path) -> list[str]:
+    """The trainer's finished and failed runs, from its log (``training.schedule``'s lines)."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    runs = [ln[ln.index("trainer: ") :] for ln in lines if "trainer: " in ln]
+    return [r for r in runs if " -> " in r or r.startswith("trainer: run failed")]
 
 
 class StatusLine:

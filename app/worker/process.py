@@ -1,4 +1,5 @@
-"""``fraudstream worker`` and ``fraudstream ui`` as child processes: for the demo, the bench, the tests."""
+"""``fraudstream worker``, ``ui`` and ``train --schedule`` as child processes: for the demo, the bench,
+the tests."""
 
 from __future__ import annotations
 
@@ -127,3 +128,25 @@ def running_workers(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=30)  # reaped: no process left running behind the caller
+
+
+@contextmanager
+def running_trainer(
+    log: Path, history: Path, env: Mapping[str, str] | None = None, cron: str = "0 2 * * *"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start the scheduled trainer as compose runs it (``train --history H --schedule CRON``: on the
+    cron and on every retrain request); stop it (SIGTERM) on exit, a run in progress with it."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, "train", "--history", str(history), "--schedule", cron],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)

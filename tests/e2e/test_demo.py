@@ -25,6 +25,7 @@ def test_demo_runs_bounded_and_scores_live_traffic(settings: Settings, tmp_path:
             "FRAUDSTREAM_TOPIC_SCORES": scores,
             "FRAUDSTREAM_TOPIC_FEEDBACK": unique("e2e-demo-fb"),
             "FRAUDSTREAM_TOPIC_DLQ": unique("e2e-demo-dlq"),
+            "FRAUDSTREAM_TOPIC_RETRAIN": unique("e2e-demo-retrain"),  # not another test's requests
             "FRAUDSTREAM_APP_ID": unique("e2e-demo"),
             "FRAUDSTREAM_DATA_DIR": str(tmp_path / "data"),
             "FRAUDSTREAM_MODELS_DIR": str(tmp_path / "models"),
@@ -42,6 +43,7 @@ def test_demo_runs_bounded_and_scores_live_traffic(settings: Settings, tmp_path:
         assert "merchants materialised online" in out
         assert "promoted to champion (no champion yet)" in out
         assert "worker stopped" in out
+        assert "demo: trainer running (log: " in out
         assert re.search(r"analyst UI at http://127\.0\.0\.1:\d+/ \(log in as 'demo', password \S+\)", out), (
             out
         )
