@@ -138,15 +138,21 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
 
     history.mkdir(parents=True, exist_ok=True)
     mark = Mark.read(history)
-    with psycopg.connect(conninfo, connect_timeout=10) as conn:
+    with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
         conn.execute("set time zone 'UTC'")
         (tables,) = _one(
             conn, "select to_regclass('decisions') is not null and to_regclass('labels') is not null"
         )
         if not tables:  # nothing has been scored here yet (no worker has run)
             return Export(None, None, (), 0, 0, 0)
-        # the labels' mark first: a label that arrives while this runs is seen by the next export
-        labels_id, labels_at = _one(conn, "select coalesce(max(id), 0), now() from labels")
+        # The labels' mark first: a label that arrives while this runs is seen by the next export. Under
+        # a SHARE lock, held only while the mark is read: it waits for the label writers in flight (their
+        # ids may be below the largest committed one) and holds new ones back meanwhile, so every label
+        # after the mark has a larger id, and every retraction a later clock (the UI's undo stamps
+        # clock_timestamp()).
+        with conn.transaction():
+            conn.execute("lock table labels in share mode")
+            labels_id, labels_at = _one(conn, "select coalesce(max(id), 0), clock_timestamp() from labels")
         first, clock = _one(conn, "select min(event_time), max(event_time) from decisions")
         if clock is None:
             return Export(None, None, (), 0, 0, 0)
@@ -170,7 +176,7 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
                 " where d.event_time >= %s and d.event_time < %s order by d.event_time, d.txn_id"
             ).format(LATEST_LABELS)
             lo, hi = min(wanted), max(wanted) + timedelta(days=1)
-            with conn.cursor(name="audit_export") as cur:  # server-side: one day in memory at a time
+            with conn.transaction(), conn.cursor(name="audit_export") as cur:  # server-side: a day at a time
                 cur.itersize = 20_000
                 cur.execute(query, (lo, hi))
                 for day, group in itertools.groupby(cur, key=lambda r: r[-1]):

@@ -245,7 +245,9 @@ class UiStore:
         """
         with self._connect() as conn, conn.transaction():
             label = conn.execute(
-                "update labels set retracted_at = now() where id = (select id from labels where txn_id = %s"
+                # clock_timestamp(), not the transaction's start: the history export's mark relies on it
+                "update labels set retracted_at = clock_timestamp() where id = (select id from labels"
+                " where txn_id = %s"
                 " and actor = %s and source = 'analyst' and retracted_at is null and label_time >= %s"
                 " order by id desc limit 1) returning *",
                 (txn_id, actor, since),

@@ -3,6 +3,8 @@ labels that came back join the Parquet history, and the next training run learns
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,6 +131,37 @@ def test_export_writes_settled_days_with_their_labels_and_rewrites_relabelled_on
         assert rows.loc[d[3].txn.txn_id, "label_time"] == pd.Timestamp(late)
         assert "ui-later" not in rows.index, "not settled yet"
         assert len(rows) == len(imported) + 3 + 8
+
+
+def test_a_label_written_while_the_export_starts_is_not_missed(settings: Settings, tmp_path: Path) -> None:
+    """Label ids are handed out before their transactions commit: a label still in flight can have a
+    smaller id than one committed already. The export takes its mark after the labels in flight."""
+
+    def spread(decisions: list[Decision]) -> list[Decision]:  # 03-02, 03-03 settled; the clock 03-22
+        return [_moved(d, d.txn.txn_id, T0 + timedelta(days=(0, 1, 20)[i])) for i, d in enumerate(decisions)]
+
+    history = tmp_path / "history"
+    with fresh_database(settings, "it_export_race") as db:
+        conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+        UiStore(conninfo).migrate()
+        FeedbackService(conninfo, threshold=1_000, request_retrain=lambda _: None).migrate()
+        d = populate(conninfo, tmp_path / "model", n=3, adjust=spread)
+        insert = (
+            "insert into labels (txn_id, card_id, is_fraud, source, label_time)"
+            " values (%s, %s, true, 'chargeback', %s)"
+        )
+        with psycopg.connect(conninfo) as slow, psycopg.connect(conninfo, autocommit=True) as quick:
+            slow.execute(insert, (d[0].txn.txn_id, d[0].txn.card_id, T0 + timedelta(days=2)))  # id 1, open
+            quick.execute(insert, (d[1].txn.txn_id, d[1].txn.card_id, T0 + timedelta(days=3)))  # id 2
+            with ThreadPoolExecutor(1) as pool:
+                exporting = pool.submit(export_audit, conninfo, history, 7)
+                time.sleep(1.5)
+                assert not exporting.done(), "the export waits for the label in flight"
+                slow.commit()
+                result = exporting.result(timeout=60)
+        assert (result.days, result.rows, result.frauds) == (("2026-03-02", "2026-03-03"), 2, 2)
+        assert list(read_history(history)["is_fraud"]) == [1, 1]
+        assert export_audit(conninfo, history, 7).days == ()
 
 
 def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
