@@ -16,7 +16,8 @@ confirmed fraud had requested trained on the same data as the champion it was to
   does not say which pattern it was. ``label_time`` is never before ``event_time`` (in the
   accelerated demo the simulated clock runs ahead of the analysts' wall clock).
 - **Rewritten whole**: a day's file is a function of its decisions and their labels. A late
-  chargeback, a verdict or an undo on a day already exported writes that day again.
+  chargeback, a verdict or an undo on a day already exported writes that day again; so does a
+  decision made since for such a day (a worker catching up a backlog, one partition behind).
   ``_audit_export.json`` in the history folder keeps the labels' high-water mark (their largest id,
   and the database's clock for retractions) and the last settled day written.
 - **No duplicates**: a transaction already in another file of its day (the history the deployment
@@ -43,6 +44,7 @@ from app.schema import HISTORY_SCHEMA, LEGIT, REPORTED, TRANSACTION_FIELDS
 PART = "part-audit.parquet"
 MANIFEST = "_audit_export.json"
 AUDIT_COLUMNS = [*TRANSACTION_FIELDS, "label_fraud", "label_time"]
+LATE_MARGIN = timedelta(hours=1)
 
 
 def history_rows(audit: pd.DataFrame, label_delay_days: int) -> pd.DataFrame:
@@ -165,7 +167,18 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
                 " join decisions d using (txn_id) where l.id > %s or l.retracted_at > %s",
                 (mark.labels_id, mark.labels_at),
             ).fetchall()
-            wanted |= {day for (day,) in relabelled if day <= through}
+            # decisions made since then for days written already: a worker that caught up a backlog
+            # with one partition behind the others (the clock comes from the one ahead); scored_at is the
+            # scoring host's clock, hence the hour's margin
+            late: dict[date, set[str]] = {}
+            for txn_id, day in conn.execute(
+                "select txn_id, (event_time at time zone 'UTC')::date from decisions"
+                " where scored_at > %s and event_time < %s",
+                (mark.labels_at - LATE_MARGIN, mark.through + timedelta(days=1)),
+            ):
+                late.setdefault(day, set()).add(txn_id)
+            missing = {day for day, ids in late.items() if not ids <= _txn_ids(history / f"date={day}")}
+            wanted |= {day for day in {d for (d,) in relabelled} | missing if day <= through}
         written, rows, frauds, duplicates = [], 0, 0, 0
         if wanted:
             query = sql.SQL(
@@ -199,14 +212,20 @@ def _one(conn: Any, query: str) -> tuple[Any, ...]:
     return tuple(row)
 
 
+def _txn_ids(folder: Path, *, but: str | None = None) -> set[str]:
+    """The transactions a day's files hold (``but``: leaving that file out)."""
+    known: set[str] = set()
+    for path in folder.glob("*.parquet"):
+        if path.name != but:
+            known.update(pq.read_table(path, columns=["txn_id"]).column("txn_id").to_pylist())
+    return known
+
+
 def _write_day(folder: Path, frame: pd.DataFrame) -> pd.DataFrame:
     """Replace the day's audit file with ``frame`` less the transactions its other files hold."""
     folder.mkdir(parents=True, exist_ok=True)
     others = [p for p in folder.glob("*.parquet") if p.name != PART]
-    known: set[str] = set()
-    for path in others:
-        known.update(pq.read_table(path, columns=["txn_id"]).column("txn_id").to_pylist())
-    kept = frame[~frame["txn_id"].isin(known)].reset_index(drop=True)
+    kept = frame[~frame["txn_id"].isin(_txn_ids(folder, but=PART))].reset_index(drop=True)
     target = folder / PART
     if kept.empty:
         target.unlink(missing_ok=True)

@@ -132,6 +132,14 @@ def test_export_writes_settled_days_with_their_labels_and_rewrites_relabelled_on
         assert "ui-later" not in rows.index, "not settled yet"
         assert len(rows) == len(imported) + 3 + 8
 
+        # a decision made now for a day written already (a partition that lagged behind a backlog)
+        store = DecisionStore(conninfo)
+        store.write([_moved(d[10], "ui-lagged", T0 + timedelta(days=7, hours=3))])
+        store.close()
+        lagged = export_audit(conninfo, history, settings.label_delay_days)
+        assert lagged.days == ("2026-03-09",), lagged.days
+        assert "ui-lagged" in read_history(history).set_index("txn_id").index
+
 
 def test_a_label_written_while_the_export_starts_is_not_missed(settings: Settings, tmp_path: Path) -> None:
     """Label ids are handed out before their transactions commit: a label still in flight can have a
