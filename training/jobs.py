@@ -160,8 +160,8 @@ def scheduled_train(
     settings: Settings, history_dir: Path, *, seed: int = 0, report: Path | None = None
 ) -> str:
     """The daily job: the decision audit's settled days and the labels that came back join the
-    history (``app.audit_export``); the merchant features for the audit's day are built from it and
-    materialised for the workers; then a training run on it. Without the export every retrain
+    history (``app.audit_export``); a training run on it; the merchant features for the audit's day
+    are built from it and materialised for the workers. Without the export every retrain
     learned from the history the deployment started with, and the workers' merchant features stayed
     those of the day ``init`` built them."""
     from app.audit_export import export_audit  # noqa: PLC0415
@@ -169,7 +169,11 @@ def scheduled_train(
 
     exported = export_audit(settings.pg_conninfo(reveal=True), history_dir, settings.label_delay_days)
     steps = [exported.line()]
-    if exported.clock is not None:  # scored traffic: its day's merchant features, from the history
-        steps.append(build_merchant_features(settings, history_dir, through=exported.clock))
-    steps.append(train_job(settings, history_dir, seed=seed, report=report))
+    try:
+        steps.append(train_job(settings, history_dir, seed=seed, report=report))
+    finally:
+        # after training, which rewrites the merchant features' offline file for its point-in-time join:
+        # the file and the online store then both hold the audit's day (even when the training failed)
+        if exported.clock is not None:
+            steps.append(build_merchant_features(settings, history_dir, through=exported.clock))
     return "; ".join(steps)

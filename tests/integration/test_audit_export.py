@@ -222,7 +222,10 @@ def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
         # the workers' merchant features for the audit's day, from the exported history: the same as the
         # whole simulated world (its labels known by that day) gives
         today = clock.normalize()
-        assert f"merchants materialised online for {today.date()}; train: " in line, line
+        assert "; train: " in line
+        assert line.endswith(f"merchants materialised online for {today.date()}"), line
+        on_disk = pd.read_parquet(s.feast_dir / "merchant_features.parquet")  # the training rewrote it first
+        assert on_disk["event_timestamp"].max() == today
         truth = merchant_daily_features(world, s.label_delay_days)
         truth = truth[truth["event_timestamp"] == today].set_index("merchant_id")[list(MERCHANT_FEATURES)]
         assert len(truth) > 100
