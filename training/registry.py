@@ -50,6 +50,11 @@ class ModelRow:
     artefact_dir: str
     parent: str | None
     promoted_at: datetime | None
+    data_to: datetime | None = None  # the training cut-off: its holdout is the week before it
+
+
+# a ModelRow's columns (a constant: no value is ever formatted into SQL)
+ROW = "version, created_at, status, metrics, params, artefact_dir, parent, promoted_at, data_to"
 
 
 class Registry:
@@ -112,8 +117,7 @@ class Registry:
     def list(self) -> list[ModelRow]:
         with self._connect() as conn:
             rows = conn.execute(
-                "select version, created_at, status, metrics, params, artefact_dir, parent, promoted_at"
-                " from model_registry order by created_at desc, version desc"
+                f"select {ROW} from model_registry order by created_at desc, version desc"  # noqa: S608
             ).fetchall()
         return [ModelRow(**r) for r in rows]
 
@@ -124,8 +128,7 @@ class Registry:
         """One row by version or by status (cheap: the workers poll it)."""
         with self._connect() as conn:
             found = conn.execute(
-                "select version, created_at, status, metrics, params, artefact_dir, parent, promoted_at"
-                " from model_registry where (%s::text is null or version = %s)"
+                f"select {ROW} from model_registry where (%s::text is null or version = %s)"  # noqa: S608
                 " and (%s::text is null or status = %s) limit 1",
                 (version, version, status, status),
             ).fetchone()

@@ -235,11 +235,11 @@ def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
         finally:
             close_store(store)
         pd.testing.assert_frame_equal(online.astype("float64")[truth.columns], truth, check_names=False)
-        newest = registry.list()[0]
-        assert newest.version != first.version
-        with psycopg.connect(conninfo) as conn:
-            cutoffs = dict(conn.execute("select version, data_to from model_registry").fetchall())
-        assert pd.Timestamp(cutoffs[first.version]) == split
-        assert pd.Timestamp(cutoffs[newest.version]) == through + pd.Timedelta(days=1), (
+        newest, older = registry.list()
+        assert (older.version, newest.parent) == (first.version, first.version)
+        assert pd.Timestamp(older.data_to) == split
+        assert pd.Timestamp(newest.data_to) == through + pd.Timedelta(days=1), (
             "the new model's cut-off is the end of the exported days"
         )
+        listed = fraudstream("models", "list", env={"FRAUDSTREAM_PG_DB": db}).stdout
+        assert f"data before {(through + pd.Timedelta(days=1)).date()}" in listed.splitlines()[0], listed
