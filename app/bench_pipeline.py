@@ -385,7 +385,10 @@ def run_pipeline_bench(
         "worker_cpu_us_per_txn": round(
             sum(u.get("cpu_s", 0.0) for u in usage["workers"]) / max(1, len(txn_ids)) * 1e6, 1
         ),
-        "stage_seconds": [json.loads(m.group(1)) for log in logs for m in STAGES.finditer(log)],
+        "stage_seconds": (
+            stage_seconds := [json.loads(m.group(1)) for log in logs for m in STAGES.finditer(log)]
+        ),
+        "predict_us_per_row": predict_us_per_row(stage_seconds),
         # per micro-batch: ms spent reaching each step from the previous one (app/worker/batch_trace.py)
         "batch_stages_ms": stages,
         "batch_stages_ms_over_time": stages_over_time,
@@ -394,6 +397,15 @@ def run_pipeline_bench(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def predict_us_per_row(stage_seconds: Sequence[dict[str, Any]]) -> float | None:
+    """The scoring process's XGBoost predict, µs per row over the run: the host's speed under the run's
+    own load. The work is the same in every paced run at one rate (the bench's model, ~45-row batches),
+    yet it took 26-27 µs in session 27's fast phase (p99 22-26 ms) and 43-91 µs otherwise (p99 43-123
+    ms); the idle calibration before a run read 4.2-4.6 ms in both (session 30)."""
+    rows = sum(s.get("rows", 0) for s in stage_seconds)
+    return round(sum(s.get("predict", 0.0) for s in stage_seconds) / rows * 1e6, 1) if rows else None
 
 
 def _keep_logs(workdir: Path, workers: int, out: Path) -> list[str]:

@@ -49,6 +49,7 @@ def run_summary(result: dict[str, Any], file: str) -> dict[str, Any]:
         "lost": result["lost"],
         "steal_percent": result.get("machine_steal_percent"),
         "calibration_median_ms": calibration.get("median_ms"),
+        "predict_us_per_row": result.get("predict_us_per_row"),  # the host's speed during the run
         "wall_clock_jumps": len(result.get("wall_clock_jumps", [])),
     }
 

@@ -24,6 +24,7 @@ def result(p99: float, *, steal: float | None = 0.5, lost: int = 0, version: str
         "machine_steal_percent": steal,
         "cpu_calibration": {"before": {"min_ms": 5.4, "median_ms": 5.9}},
         "wall_clock_jumps": [],
+        "predict_us_per_row": 27.5,
     }
 
 
@@ -32,7 +33,7 @@ def test_run_summary_takes_each_figure_from_its_run() -> None:
     assert row == {
         "file": "x-r1.json", "p50_ms": 30.0, "p99_ms": 60.0, "max_ms": 120.0, "steady_p99_ms": 59.0,
         "scored_per_s": 2301.5, "lost": 4, "steal_percent": 3.2, "calibration_median_ms": 5.9,
-        "wall_clock_jumps": 0,
+        "predict_us_per_row": 27.5, "wall_clock_jumps": 0,
     }  # fmt: skip
 
 
@@ -108,3 +109,11 @@ def test_run_repeated_refuses_no_runs(tmp_path: Path, repeat: int, warmup: int) 
             target_p99_ms=50,
             run=lambda *a, **k: {},
         )
+
+
+def test_predict_per_row_is_summed_over_the_workers_scoring_processes() -> None:
+    from app.bench_pipeline import predict_us_per_row  # noqa: PLC0415
+
+    stages = [{"predict": 1.2, "rows": 30_000, "batches": 700}, {"predict": 0.6, "rows": 20_000}]
+    assert predict_us_per_row(stages) == 36.0  # 1.8 s over 50,000 rows
+    assert predict_us_per_row([]) is None
