@@ -92,6 +92,9 @@ class Export:
         )
 
 
+NOTHING_SCORED = Export(None, None, (), 0, 0, 0)
+
+
 @dataclass(frozen=True)
 class Mark:
     """How far the last export got: the labels it saw, and the last settled day it wrote."""
@@ -146,7 +149,7 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
             conn, "select to_regclass('decisions') is not null and to_regclass('labels') is not null"
         )
         if not tables:  # nothing has been scored here yet (no worker has run)
-            return Export(None, None, (), 0, 0, 0)
+            return NOTHING_SCORED
         # The labels' mark first: a label that arrives while this runs is seen by the next export. Under
         # a SHARE lock, held only while the mark is read: it waits for the label writers in flight (their
         # ids may be below the largest committed one) and holds new ones back meanwhile, so every label
@@ -157,7 +160,7 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
             labels_id, labels_at = _one(conn, "select coalesce(max(id), 0), clock_timestamp() from labels")
         first, clock = _one(conn, "select min(event_time), max(event_time) from decisions")
         if clock is None:
-            return Export(None, None, (), 0, 0, 0)
+            return NOTHING_SCORED
         through = settled_through(clock, label_delay_days)
         start = first.date() if mark is None else mark.through + timedelta(days=1)
         wanted = {start + timedelta(days=i) for i in range(max(0, (through - start).days + 1))}
@@ -224,12 +227,11 @@ def _txn_ids(folder: Path, *, but: str | None = None) -> set[str]:
 def _write_day(folder: Path, frame: pd.DataFrame) -> pd.DataFrame:
     """Replace the day's audit file with ``frame`` less the transactions its other files hold."""
     folder.mkdir(parents=True, exist_ok=True)
-    others = [p for p in folder.glob("*.parquet") if p.name != PART]
     kept = frame[~frame["txn_id"].isin(_txn_ids(folder, but=PART))].reset_index(drop=True)
     target = folder / PART
     if kept.empty:
         target.unlink(missing_ok=True)
-        if not others:
+        if not any(folder.iterdir()):
             folder.rmdir()
         return kept
     tmp = folder / f".{PART}.tmp"  # not *.parquet: a reader never sees a half-written day

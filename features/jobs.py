@@ -28,9 +28,7 @@ def build_merchant_features(
         history.loc[unknown, "is_fraud"] = 0
     if history.empty:
         raise FraudstreamError(f"no transactions in {history_dir} before the cut-off")
-    frame = merchant_daily_features(
-        history, settings.label_delay_days, None if through is None else pd.Timestamp(through)
-    )
+    frame = merchant_daily_features(history, settings.label_delay_days, through)
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     path = settings.feast_dir / "merchant_features.parquet"
     frame.to_parquet(path, index=False)

@@ -8,6 +8,8 @@ transactions, whose chargebacks have not arrived yet, from looking clean.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 import pandas as pd
 
@@ -23,7 +25,7 @@ def _day_index(times: pd.Series, origin: pd.Timestamp) -> np.ndarray:
 
 
 def merchant_daily_features(
-    history: pd.DataFrame, label_delay_days: int, through: pd.Timestamp | None = None
+    history: pd.DataFrame, label_delay_days: int, through: datetime | None = None
 ) -> pd.DataFrame:
     """One row per (merchant, day D) with activity in its 30-day window; D runs to the day after the
     data, or to ``through``'s day when that is later. A history exported from the decision audit ends

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 import pyarrow as pa
 
-from app.audit_export import AUDIT_COLUMNS, Export, history_rows, settled_through
+from app.audit_export import AUDIT_COLUMNS, NOTHING_SCORED, Export, history_rows, settled_through
 from app.schema import HISTORY_SCHEMA
 
 T = datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
@@ -69,7 +69,7 @@ def test_a_day_is_settled_label_delay_days_after_it_ended() -> None:
 
 
 def test_the_summary_line() -> None:
-    assert Export(None, None, (), 0, 0, 0).line().startswith("export: no decision in the audit yet")
+    assert NOTHING_SCORED.line().startswith("export: no decision in the audit yet")
     clock = datetime(2027, 3, 20, 8, 30, tzinfo=UTC)
     idle = Export(clock, date(2027, 3, 12), (), 0, 0, 0).line()
     assert idle == (
