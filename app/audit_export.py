@@ -108,9 +108,15 @@ class Mark:
         path = history / MANIFEST
         if not path.exists():
             return None
-        raw = json.loads(path.read_text())
-        return cls(int(raw["labels_id"]), datetime.fromisoformat(raw["labels_at"]),
-                   date.fromisoformat(raw["through"]))  # fmt: skip
+        try:
+            raw = json.loads(path.read_text())
+            return cls(int(raw["labels_id"]), datetime.fromisoformat(raw["labels_at"]),
+                       date.fromisoformat(raw["through"]))  # fmt: skip
+        except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            raise FraudstreamError(
+                f"export: {path} is unreadable ({type(exc).__name__}: {exc}); remove it to export every"
+                " settled day of the audit again"
+            ) from None
 
     def write(self, history: Path) -> None:
         raw = {"labels_id": self.labels_id, "labels_at": self.labels_at.isoformat(),

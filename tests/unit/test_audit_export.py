@@ -4,11 +4,22 @@ settled day."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pytest
 
-from app.audit_export import AUDIT_COLUMNS, NOTHING_SCORED, Export, history_rows, settled_through
+from app.audit_export import (
+    AUDIT_COLUMNS,
+    MANIFEST,
+    NOTHING_SCORED,
+    Export,
+    Mark,
+    history_rows,
+    settled_through,
+)
+from app.errors import FraudstreamError
 from app.schema import HISTORY_SCHEMA
 
 T = datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
@@ -81,3 +92,11 @@ def test_the_summary_line() -> None:
         "export: 2 day(s) 2027-03-10..2027-03-12 -> 4,321 transactions, 12 labelled fraud, 3 already in the"
         " history left out; settled through 2027-03-12 (audit clock 2027-03-20 08:30)"
     )
+
+
+def test_an_unreadable_mark_is_a_one_line_error(tmp_path: Path) -> None:
+    assert Mark.read(tmp_path) is None, "no export yet"
+    (tmp_path / MANIFEST).write_text('{"labels_id": 3}')
+    with pytest.raises(FraudstreamError, match=r"is unreadable \(KeyError: 'labels_at'\); remove it") as err:
+        Mark.read(tmp_path)
+    assert "\n" not in str(err.value)
