@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from psycopg import sql
 
 from app.errors import FraudstreamError, first_line
 from app.schema import HISTORY_SCHEMA, LEGIT, REPORTED, TRANSACTION_FIELDS
@@ -45,6 +46,11 @@ PART = "part-audit.parquet"
 MANIFEST = "_audit_export.json"
 AUDIT_COLUMNS = [*TRANSACTION_FIELDS, "label_fraud", "label_time"]
 LATE_MARGIN = timedelta(hours=1)
+# a decisions row ``d`` -> its transaction's fields, in TRANSACTION_FIELDS order
+TXN_SELECT = sql.SQL(
+    "d.txn_id, d.event_time, d.card_id, d.merchant_id, d.amount, d.txn->>'currency', d.txn->>'mcc',"
+    " d.txn->>'channel', (d.txn->>'lat')::float8, (d.txn->>'lon')::float8, d.txn->>'country'"
+)
 
 
 def history_rows(audit: pd.DataFrame, label_delay_days: int) -> pd.DataFrame:
@@ -143,7 +149,6 @@ def export_audit(conninfo: str, history: Path, label_delay_days: int) -> Export:
 
 def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
     import psycopg  # noqa: PLC0415
-    from psycopg import sql  # noqa: PLC0415
 
     from app.ui.store import LATEST_LABELS  # noqa: PLC0415
 
@@ -191,12 +196,10 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
         written, rows, frauds, duplicates = [], 0, 0, 0
         if wanted:
             query = sql.SQL(
-                "select d.txn_id, d.event_time, d.card_id, d.merchant_id, d.amount, d.txn->>'currency',"
-                " d.txn->>'mcc', d.txn->>'channel', (d.txn->>'lat')::float8, (d.txn->>'lon')::float8,"
-                " d.txn->>'country', l.is_fraud, l.label_time, (d.event_time at time zone 'UTC')::date"
+                "select {}, l.is_fraud, l.label_time, (d.event_time at time zone 'UTC')::date"
                 " from decisions d left join ({}) l using (txn_id)"
                 " where d.event_time >= %s and d.event_time < %s order by d.event_time, d.txn_id"
-            ).format(LATEST_LABELS)
+            ).format(TXN_SELECT, LATEST_LABELS)
             lo, hi = min(wanted), max(wanted) + timedelta(days=1)
             with conn.transaction(), conn.cursor(name="audit_export") as cur:  # server-side: a day at a time
                 cur.itersize = 20_000
@@ -213,6 +216,35 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
                     frauds += int(kept["is_fraud"].sum())
     Mark(int(labels_id), labels_at, max(through, mark.through) if mark else through).write(history)
     return Export(clock, through, tuple(written), rows, frauds, duplicates)
+
+
+def decided_since_export(conninfo: str, history: Path) -> pd.DataFrame:
+    """The decided transactions that ``history``'s exports may lack (TRANSACTION_FIELDS, by event_time).
+
+    With an export's mark: the days after its last settled day, and the decisions made since (a day
+    written already may lack those); without one, every decision. The caller drops those the history
+    holds. The card states seeded after a lost changelog need them: the history ends where the last
+    export stopped, a week or more before the audit's clock."""
+    import psycopg  # noqa: PLC0415
+
+    mark = Mark.read(history)
+    where = sql.SQL("true")
+    params: tuple[object, ...] = ()
+    if mark is not None:
+        where = sql.SQL("d.event_time >= %s or d.scored_at > %s")
+        params = (mark.through + timedelta(days=1), mark.labels_at - LATE_MARGIN)
+    query = sql.SQL("select {} from decisions d where {} order by d.event_time, d.txn_id").format(
+        TXN_SELECT, where
+    )
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
+            conn.execute("set time zone 'UTC'")
+            (tables,) = _one(conn, "select to_regclass('decisions') is not null")
+            rows = conn.execute(query, params).fetchall() if tables else []
+    except psycopg.Error as exc:
+        raise FraudstreamError(f"reading the decision audit: PostgreSQL: {first_line(exc)}") from exc
+    frame = pd.DataFrame(rows, columns=list(TRANSACTION_FIELDS))
+    return frame.assign(event_time=pd.to_datetime(frame["event_time"], utc=True))
 
 
 def _one(conn: Any, query: str) -> tuple[Any, ...]:

@@ -4,7 +4,8 @@ Idempotent, each step skipped when already done: create the Kafka topics; migrat
 tables (registry, decisions/alerts/block list, UI); apply the Feast definitions; if the registry
 has no champion, simulate a history (unless one exists), validate it, build the merchant features
 and train the first model; seed the card states from the history while the card-state changelog is
-empty (``app/seed.py``: the first worker starts knowing every card's past), validating the history
+empty (``app/seed.py``: the first worker starts knowing every card's past; after a lost changelog,
+with the decided transactions the history does not hold yet), validating the history
 first when no training did (a replaced history must not put a card number into a topic's keys);
 create the first admin when FRAUDSTREAM_ADMIN_PASSWORD is given and no admin exists.
 """
@@ -66,7 +67,7 @@ def init_job(
     if any(history.glob("date=*/*.parquet")):
         unchecked = champion is not None  # a history this run has not validated (it trained no model)
         check = (lambda root: validate(root, "card states not seeded")) if unchecked else None
-        echo(seed_card_states(settings, history, check=check))
+        echo(seed_card_states(settings, history, check=check, audit=settings.pg_conninfo(reveal=True)))
     else:
         echo(f"init: no history in {history}; the workers start without card states")
 

@@ -15,6 +15,11 @@ reads the changelog when it starts (``fraudstream init --history DIR`` and the d
 history should end where the transactions topic begins: a transaction in both is one its card's
 state already holds, which the worker recognises (a duplicate, not scored again) only within the
 state's 24 hours of exact events.
+
+A deployment that lost its changelog has decided transactions the history lacks: the scheduled
+trainer exports the audit into the history only once a day has settled (``app/audit_export.py``), a
+week or more after it. With ``audit`` (``fraudstream init`` passes the deployment's database) the
+fold takes those from the decision audit too, so the states end where the workers stopped.
 """
 
 from __future__ import annotations
@@ -22,9 +27,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
+from app.audit_export import decided_since_export
 from app.errors import FraudstreamError
 from app.history import read_history
 from app.kafka_admin import ensure_changelog, records_in
+from app.schema import TRANSACTION_FIELDS
 from app.settings import Settings
 from features.backfill import card_states
 
@@ -38,12 +47,14 @@ def source_partition(key: bytes, partitions: int) -> int:
 
 
 def seed_card_states(
-    settings: Settings, history_dir: Path, *, check: Callable[[Path], None] | None = None
-) -> str:
+    settings: Settings, history_dir: Path, *, check: Callable[[Path], None] | None = None,
+    audit: str | None = None,
+) -> str:  # fmt: skip
     """Write every card's state after ``history_dir`` to the card-state changelog; a one-line summary.
 
     ``check`` (the history's validation, where nothing has validated it yet; it raises to refuse)
-    runs only when seeding will happen: the changelog is empty."""
+    runs only when seeding will happen: the changelog is empty. ``audit`` (a PostgreSQL conninfo):
+    the decided transactions the history lacks are folded in too."""
     from kafka import KafkaProducer  # noqa: PLC0415
     from kafka.errors import KafkaError  # noqa: PLC0415
 
@@ -54,6 +65,13 @@ def seed_card_states(
     if check is not None:
         check(history_dir)
     history = read_history(history_dir)
+    decided = pd.DataFrame()
+    if audit is not None:
+        decided = decided_since_export(audit, history_dir)
+        decided = decided[~decided["txn_id"].isin(history["txn_id"])]
+        if len(decided):  # one event_time dtype (Arrow's UTC and psycopg's differ), or pandas makes it object
+            decided = decided.astype({"event_time": history["event_time"].dtype})
+            history = pd.concat([history[list(TRANSACTION_FIELDS)], decided], ignore_index=True)
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka_servers, acks="all", enable_idempotence=True, linger_ms=10,
         batch_size=256 * 1024, **settings.kafka_security(),
@@ -75,4 +93,5 @@ def seed_card_states(
         why = f"{type(failed[0]).__name__}: {failed[0]}"
         raise FraudstreamError(f"{len(failed)} of {cards} card states were not written to {topic} ({why})")
     until = f" up to {history['event_time'].max():%Y-%m-%d %H:%M} UTC" if len(history) else ""
-    return f"seed: {cards:,} card states from {len(history):,} transactions{until} -> {topic}"
+    audited = f" ({len(decided):,} of them from the decision audit)" if audit is not None else ""
+    return f"seed: {cards:,} card states from {len(history):,} transactions{audited}{until} -> {topic}"

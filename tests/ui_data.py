@@ -7,7 +7,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from app.schema import Transaction
+import pandas as pd
+
+from app.schema import TRANSACTION_FIELDS, Transaction
 from app.scoring.decide import Decision, Policy, score_batch, vectors
 from app.scoring.model import Model
 from app.scoring.rules import Rules
@@ -54,3 +56,19 @@ def populate(
     store.write(decisions)
     store.close()
     return decisions
+
+
+def record_approved(conninfo: str, transactions: pd.DataFrame, version: str) -> datetime:
+    """Write ``transactions`` (history rows) to the decision audit as approved by model ``version``, as
+    a worker that scored them would; their scored_at, returned."""
+    scored = datetime.now(UTC)
+    store = DecisionStore(conninfo)
+    store.write([
+        Decision(txn=Transaction.model_validate({k: r[k] for k in TRANSACTION_FIELDS}), score=0.01,
+                 decision="approve", model_version=version, features={}, shap=None, expected_value=None,
+                 reasons=[], rules=[], thresholds={"review": 0.5, "decline": 0.9}, scored_at=scored,
+                 latency_ms=None)
+        for r in transactions.to_dict("records")
+    ])  # fmt: skip
+    store.close()
+    return scored

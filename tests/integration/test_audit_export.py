@@ -15,7 +15,7 @@ import psycopg
 from app.audit_export import PART, export_audit
 from app.feedback import FeedbackService
 from app.history import read_history, write_history
-from app.schema import TRANSACTION_FIELDS, Feedback, Transaction
+from app.schema import TRANSACTION_FIELDS, Feedback
 from app.scoring.decide import Decision
 from app.scoring.merchants import feast_lookup
 from app.scoring.store import DecisionStore
@@ -30,7 +30,7 @@ from features.store import close_store, feature_store
 from tests.e2e.cli import fraudstream
 from tests.integration.test_ui import PASSWORD
 from tests.services import fresh_database, unique
-from tests.ui_data import T0, populate
+from tests.ui_data import T0, populate, record_approved
 from training.jobs import scheduled_train, train_job
 from training.registry import Registry
 
@@ -179,16 +179,7 @@ def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
         first = registry.champion()
         assert first is not None
         migrate_audit(conninfo)
-        store = DecisionStore(conninfo)  # the worker's decisions on the ten days that followed
-        scored = datetime.now(UTC)
-        store.write([
-            Decision(txn=Transaction.model_validate({k: r[k] for k in TRANSACTION_FIELDS}), score=0.01,
-                     decision="approve", model_version=first.version, features={}, shap=None,
-                     expected_value=None, reasons=[], rules=[], thresholds={"review": 0.5, "decline": 0.9},
-                     scored_at=scored, latency_ms=None)
-            for r in live.to_dict("records")
-        ])  # fmt: skip
-        store.close()
+        record_approved(conninfo, live, first.version)  # the worker's decisions on the ten days after
         clock = live["event_time"].max()
         arrived = live[(live["is_fraud"] == 1) & (live["label_time"] <= clock)]  # the chargebacks sent so far
         feedback = FeedbackService(conninfo, threshold=1_000, request_retrain=lambda _: None)
