@@ -73,6 +73,17 @@ class Periods:
         )
 
 
+def one_class_splits(frame: pd.DataFrame) -> list[str]:
+    """'split (n rows, f labelled fraud)' for each of train, valid and test whose labels are all one
+    class: no model can be fitted, chosen or measured on it (a small or young deployment's week)."""
+    bad = []
+    for split in ("train", "valid", "test"):
+        labels = frame.loc[frame["split"] == split, LABEL]
+        if labels.nunique() < 2:
+            bad.append(f"{split} ({len(labels):,} rows, {int(labels.sum()):,} labelled fraud)")
+    return bad
+
+
 def known_labels(history: pd.DataFrame, as_of: pd.Timestamp) -> pd.Series:
     """The label as it was known at ``as_of``: a fraud whose chargeback came later looks genuine."""
     return ((history["is_fraud"] == 1) & (history["label_time"] <= as_of)).astype(np.int8)

@@ -15,7 +15,7 @@ import xgboost as xgb
 from app.errors import FraudstreamError
 from app.history import read_history
 from app.settings import Settings
-from training.dataset import LABEL, MODEL_FEATURES, Periods, build_training_frame
+from training.dataset import LABEL, MODEL_FEATURES, Periods, build_training_frame, one_class_splits
 from training.metrics import evaluate
 from training.registry import Registry
 from training.report import write_report
@@ -91,6 +91,10 @@ def train_job(
     checked = validate_frame(frame, report / "training_set", "training_set")
     if not checked.success:
         raise FraudstreamError(f"training set failed validation, no model trained: {checked.one_line()}")
+    if bad := one_class_splits(frame):
+        raise FraudstreamError(
+            f"one class only in {', '.join(bad)} of {periods.describe()}; no model trained"
+        )
     threads = os.cpu_count() or 1
     fitted = fit(frame, seed=seed, threads=threads)
     test = frame[frame["split"] == "test"]

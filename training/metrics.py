@@ -31,6 +31,7 @@ def card_precision_at_k(test: pd.DataFrame, score: np.ndarray, k: int = 100) -> 
 
 
 def evaluate(test: pd.DataFrame, score: np.ndarray) -> dict[str, object]:
+    """A model's scores on the holdout (both classes in it: ``one_class_splits``)."""
     y = test["label"].to_numpy()
     recall, threshold = recall_at_fpr(y, score)
     flagged = score >= threshold
@@ -41,8 +42,7 @@ def evaluate(test: pd.DataFrame, score: np.ndarray) -> dict[str, object]:
     return {
         "rows": len(test),
         "frauds": int(y.sum()),
-        "roc_auc": round(float(roc_auc_score(y, score)), 4),
-        "average_precision": round(float(average_precision_score(y, score)), 4),
+        **_ranking(y, score),
         "card_precision_at_100": round(card_precision_at_k(test, score, 100), 4),
         "recall_at_1pct_fpr": round(recall, 4),
         "threshold_at_1pct_fpr": round(threshold, 6),

@@ -47,7 +47,9 @@ def test_init_prepares_an_empty_deployment_once(settings: Settings, tmp_path: Pa
         seeded = [ln for ln in first.stdout.splitlines() if ln.startswith("seed: ")]
         assert len(seeded) == 1, first.stdout
         assert seeded[0].endswith(f"-> {prefix}-card-state-changelog"), seeded
-        assert "(0 of them from the decision audit)" in seeded[0], "init reads the audit (nothing decided yet)"
+        assert "(0 of them from the decision audit)" in seeded[0], (
+            "init reads the audit (nothing decided yet)"
+        )
         with psycopg.connect(settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)) as conn:
             (champions,) = conn.execute(
                 "select count(*) from model_registry where status = 'champion'"

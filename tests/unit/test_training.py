@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from training.dataset import LABEL, MODEL_FEATURES, Periods, known_labels
+from training.dataset import LABEL, MODEL_FEATURES, Periods, known_labels, one_class_splits
 from training.jobs import promotion_decision
 from training.metrics import card_precision_at_k, recall_at_fpr
 from training.train import INCREASING, fit, predict
@@ -49,6 +49,18 @@ def test_periods_follow_the_handbook_protocol() -> None:
     assert p.train_end == p.test_start - pd.Timedelta(days=7), "a label-delay gap between train and test"
     assert p.label_known_for_train == p.test_start
     assert p.valid_start < p.train_end
+
+
+def test_a_split_with_one_class_only_is_named() -> None:
+    frame = synthetic()
+    assert one_class_splits(frame) == []
+    no_fraud = frame.assign(**{LABEL: np.where(frame["split"] == "test", 0, frame[LABEL])})
+    assert one_class_splits(no_fraud) == [
+        f"test ({(frame['split'] == 'test').sum():,} rows, 0 labelled fraud)"
+    ]
+    valid = (frame["split"] == "valid").to_numpy()
+    all_fraud = frame.assign(**{LABEL: np.where(valid, 1, frame[LABEL])})
+    assert one_class_splits(all_fraud) == [f"valid ({valid.sum():,} rows, {valid.sum():,} labelled fraud)"]
 
 
 def test_training_is_deterministic_for_a_seed() -> None:
