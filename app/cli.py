@@ -228,6 +228,9 @@ def models_live(
     window: str = typer.Option("30d", help="Decisions scored in this window (s, m, h, d) ..."),
     settle: str = typer.Option("0s", help="... ending this long ago (chargebacks still to come)."),
     out: Path | None = typer.Option(None, help="Also write the report as JSON here."),
+    at_most: int = typer.Option(
+        1_000_000, min=0, help="A window holding more decisions is sampled evenly to ~this many (0: all)."
+    ),
 ) -> None:
     """The champion's (and a shadow's) live performance, from the labels that came back."""
     from app.drift import parse_window
@@ -235,7 +238,7 @@ def models_live(
     from app.settings import get_settings
 
     conninfo = get_settings().pg_conninfo(reveal=True)
-    for line in live_job(conninfo, parse_window(window), parse_window(settle), out):
+    for line in live_job(conninfo, parse_window(window), parse_window(settle), out, at_most=at_most or None):
         typer.echo(line)
 
 
@@ -398,7 +401,7 @@ def ui(
     store.migrate()
     app = create_app(
         store, kafka_feedback(settings), settings.reports_dir, secure_cookies=settings.ui_secure_cookies,
-        live_window=timedelta(seconds=settings.ui_live_window_s),
+        live_window=timedelta(seconds=settings.ui_live_window_s), live_at_most=settings.ui_live_max_decisions,
     )  # fmt: skip
     typer.echo(f"ui: http://{host or settings.ui_host}:{port or settings.ui_port}/", err=True)
     uvicorn.run(app, host=host or settings.ui_host, port=port or settings.ui_port, log_level="warning")

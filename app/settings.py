@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     ui_live_window_s: float = Field(
         7 * 86400.0, gt=0, description="The models page's live performance: decisions of this last window"
     )
+    ui_live_max_decisions: int = Field(
+        200_000, gt=0, description="A live window holding more decisions is sampled evenly to about this many"
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

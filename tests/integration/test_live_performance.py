@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
+import pytest
 from fastapi.testclient import TestClient
 
 from app.feedback import FeedbackService
+from app.live_performance import live_job
 from app.schema import Feedback
 from app.scoring.decide import Decision
+from app.scoring.store import migrate as migrate_audit
 from app.settings import Settings
 from app.ui.store import UiStore
 from app.ui.web import create_app
@@ -109,3 +113,67 @@ def test_models_commands_on_a_database_without_tables_fail_in_one_line(settings:
             assert run.stderr.startswith("fraudstream: error: PostgreSQL: relation "), run.stderr
             assert run.stderr.rstrip().endswith("(no tables yet: run fraudstream init)"), run.stderr
             assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_a_window_holding_more_than_at_most_is_sampled_evenly_over_its_time(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """40,000 decisions over the last week; every 20th a confirmed fraud, flagged in the first half of
+    the week and missed in the second: recall 0.5. Read about 4,000 of them, the sample must say the
+    same (the latest 4,000 alone would say 0, the first 4,000 1)."""
+    n, every = 40_000, 20
+    with fresh_database(settings, "it_live_sample") as db:
+        conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+        ui = UiStore(conninfo)
+        ui.migrate()
+        ui.add_user("ana", PASSWORD, "analyst")
+        migrate_audit(conninfo)
+        with psycopg.connect(conninfo) as conn:
+            conn.execute(
+                "insert into decisions (txn_id, card_id, merchant_id, event_time, amount, txn, scored_at,"
+                " model_version, score, decision, thresholds, features, reasons, rules)"
+                " select 's-' || i, 'c-' || i %% 300, 'm', now(), 1, '{}',"
+                " now() - interval '7 days' + (i + 0.5) / %(n)s * interval '7 days', 'v-live',"
+                " case when i %% %(every)s = 0 and i < %(n)s / 2 then 0.9 else 0.1 + (i %% 7) / 100.0 end,"
+                " case when i %% %(every)s = 0 and i < %(n)s / 2 then 'review' else 'approve' end,"
+                " '{\"review\": 0.5, \"decline\": 0.95}', '{}', '[]', '[]'"
+                " from generate_series(0, %(n)s - 1) i",
+                {"n": n, "every": every},
+            )
+            conn.execute(
+                "insert into labels (txn_id, card_id, is_fraud, source, label_time)"
+                " select 's-' || i, 'c-' || i %% 300, true, 'chargeback', now()"
+                " from generate_series(0, %s - 1, %s) i",
+                (n, every),
+            )
+            conn.execute("analyze")
+
+        whole = live_job(conninfo, timedelta(days=8), timedelta(0), None, at_most=None)
+        assert whole[0].startswith(f"live: v-live: {n:,} decisions, {n // every // 2:,} flagged; "
+                                   f"{n // every:,} confirmed frauds, recall 0.500"), whole  # fmt: skip
+        out = tmp_path / "sampled.json"
+        run = fraudstream("models", "live", "--window", "8d", "--at-most", "4000", "--out", str(out),
+                          env={"FRAUDSTREAM_PG_DB": db})  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        report = json.loads(out.read_text())
+        sample, model = report["sample"], report["models"]["v-live"]
+        assert 3_000 <= sample["decisions_read"] == model["decisions"] <= 5_000, sample
+        assert abs(sample["decisions_in_window"] - n) <= n / 10, sample
+        assert sample["fraction"] == pytest.approx(
+            sample["decisions_read"] / sample["decisions_in_window"], 1e-3
+        )
+        assert model["recall"] == pytest.approx(0.5, abs=0.05), model
+        assert model["confirmed_frauds"] == pytest.approx(sample["fraction"] * n / every, rel=0.1), model
+        lines = run.stdout.splitlines()
+        assert lines[0].startswith(f"live: a sample: {sample['decisions_read']:,} of ~"), lines
+        assert lines[1].startswith(f"live: v-live: {model['decisions']:,} decisions"), lines
+
+        client = TestClient(create_app(ui, lambda _: None, tmp_path / "reports", live_at_most=4_000),
+                            follow_redirects=False)  # fmt: skip
+        login(client, "ana")
+        page = client.get("/models/live").text
+        assert '<p class="muted" id="sampled">Measured on a sample: ' in page, page
+        client = TestClient(create_app(ui, lambda _: None, tmp_path / "reports", live_at_most=n),
+                            follow_redirects=False)  # fmt: skip
+        login(client, "ana")
+        assert 'id="sampled"' not in client.get("/models/live").text, "a window within at_most is read whole"

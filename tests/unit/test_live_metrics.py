@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
+from app.live_performance import SLICES, stretches
 from training.metrics import live_metrics, shadow_comparison
 
 NAN = np.nan
@@ -51,3 +56,30 @@ def test_shadow_comparison_at_equal_volume_and_at_the_threshold() -> None:
     assert c["shadow"]["roc_auc"] == 1.0
     assert c["champion"]["roc_auc"] == pytest.approx(10 / 12, abs=1e-4)
     assert (c["decisions"], c["confirmed_frauds"]) == (8, 2)
+
+
+def test_stretches_cover_the_fraction_of_every_slot_without_overlap() -> None:
+    since = datetime(2026, 3, 1, tzinfo=UTC)
+    until = since + timedelta(days=7)
+    for fraction in (0.001, 0.2, 0.9):
+        spans = sorted(stretches(since, until, fraction))
+        assert all(since <= lo < hi <= until for lo, hi in spans)
+        assert all(a[1] <= b[0] for a, b in pairwise(spans)), "no decision is read twice"
+        covered = sum((hi - lo for lo, hi in spans), timedelta(0))
+        assert abs(covered - fraction * (until - since)) < timedelta(milliseconds=5), fraction
+        step = (until - since) / SLICES
+        per_slot = Counter(int((lo - since) / step) for lo, _ in spans)
+        assert set(per_slot) == set(range(SLICES)), "a stretch in every slot"
+
+
+def test_stretches_do_not_fall_in_step_with_regular_traffic() -> None:
+    """Decisions every 15.12 s: stretches at one offset in every slot read none or far too many."""
+    since = datetime(2026, 3, 1, tzinfo=UTC)
+    until = since + timedelta(days=7)
+    times = np.array([(since + timedelta(seconds=15.12 * i)).timestamp() for i in range(40_000)])
+    for fraction in (0.001, 0.1):
+        read = sum(
+            int(((times >= lo.timestamp()) & (times < hi.timestamp())).sum())
+            for lo, hi in stretches(since, until, fraction)
+        )
+        assert read == pytest.approx(fraction * len(times), rel=0.35, abs=15), fraction
