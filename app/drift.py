@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from psycopg import sql
 
 from app.errors import FraudstreamError
 from app.settings import Settings
@@ -72,10 +73,14 @@ class DriftResult:
         if label is not None:
             drifted = "yes" if label["drifted"] else "no"
             labels = f"label drift {drifted} ({label['method']} {label['value']:.3g}); "
+        sample = self.extra.get("sample")
+        sampled = ""
+        if sample is not None and sample["fraction"] < 1:
+            sampled = f" (sampled evenly from the window's ~{sample['decisions_in_window']:,})"
         return (
             f"drift: {verdict}: {len(self.drifted)}/{len(self.columns)} columns drifted "
             f"(share {self.share:.2f}, threshold {threshold:g}); worst: {cols}; {labels}"
-            f"{self.rows[1]:,} current vs {self.rows[0]:,} reference rows -> {self.html}"
+            f"{self.rows[1]:,} current{sampled} vs {self.rows[0]:,} reference rows -> {self.html}"
         )
 
 
@@ -118,24 +123,21 @@ def drift_report(
 MIN_LABELS = 30
 
 
-def recent_decisions(conninfo: str, since: datetime, features: list[str]) -> pd.DataFrame:
-    """Decisions scored since ``since``: features, score and the label if one arrived (else NaN)."""
-    import psycopg  # noqa: PLC0415
-    from psycopg import sql  # noqa: PLC0415
+def recent_decisions(
+    conninfo: str, since: datetime, until: datetime, features: list[str], at_most: int | None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Decisions scored in [since, until), about ``at_most`` of them spread evenly over it where it holds
+    more (``app/audit_window.py``): features, score and the label if one arrived (else NaN); and what
+    was read (``Window.sample``)."""
+    from app.audit_window import decided_in_window  # noqa: PLC0415
 
-    from app.ui.store import LATEST_LABELS  # noqa: PLC0415
-
-    with psycopg.connect(conninfo, connect_timeout=10) as conn:
-        query = sql.SQL(
-            "select d.features, d.score, l.is_fraud from decisions d left join ({}) l"
-            " using (txn_id) where d.scored_at >= %s"
-        ).format(LATEST_LABELS)
-        rows = conn.execute(query, (since,)).fetchall()
+    columns = sql.SQL("d.features, d.score, l.is_fraud")
+    window = decided_in_window(conninfo, columns, since, until, at_most)
     frame = pd.DataFrame(
-        [{**f, "score": s, "label": None if y is None else float(y)} for f, s, y in rows],
+        [{**f, "score": s, "label": None if y is None else float(y)} for f, s, y in window.rows],
         columns=[*features, "score", "label"],
     )
-    return frame.astype("float64")
+    return frame.astype("float64"), window.sample()
 
 
 def label_drift(reference: pd.DataFrame, current: pd.DataFrame, out: Path) -> ColumnDrift | None:
@@ -164,13 +166,17 @@ def drift_job(settings: Settings, window: timedelta, out: Path, threshold: float
         raise FraudstreamError(f"model {champion.version} has no stored drift reference (retrain it)")
     reference = pd.read_parquet(folder / meta["reference"]["file"])
     columns = [*meta["features"], "score"]
-    current = recent_decisions(conninfo, datetime.now(UTC) - window, meta["features"])
+    now = datetime.now(UTC)
+    current, sample = recent_decisions(
+        conninfo, now - window, now, meta["features"], settings.drift_max_decisions
+    )
     if len(current) < 100:
         raise FraudstreamError(f"only {len(current)} decisions in the last {window}: too few to judge drift")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     result = drift_report(reference, current, columns, out / f"drift-{stamp}")
     labels = label_drift(reference, current, out / f"drift-{stamp}" / "labels")
     result.extra["label"] = None if labels is None else labels.__dict__
+    result.extra["sample"] = sample
     retrain = result.share > threshold
     if retrain:
         request_retrain(settings, f"drift: share {result.share:.2f} > {threshold:g} "

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     drift_threshold: float = Field(
         0.3, ge=0, le=1, description="Drifted-column share that requests a retrain"
     )
+    drift_max_decisions: int = Field(
+        100_000, gt=0, description="A drift window of more decisions is sampled evenly to about this many"
+    )
     retrain_fraud_count: int = Field(
         50, ge=1, description="Confirmed frauds since the cut-off that request a retrain"
     )

@@ -213,14 +213,14 @@ def create_app(  # noqa: PLR0915 - the route table
     @app.get("/models/live", response_class=HTMLResponse)
     def models_live(request: Request, session: Annotated[Session, Depends(current)]) -> Response:
         """On its own page: it reads the window's decisions, or an even sample of about ``live_at_most``
-        (a million took ~6.5 s on this VM)."""
+        (a million took ~6.5 s on this VM; 200,000 of ten million, 1.5 s)."""
         from app.live_performance import live_decisions, live_report, sample_line  # noqa: PLC0415
 
         until = datetime.now(UTC)
         decided = live_decisions(store.conninfo, until - live_window, until, live_at_most)
         days = live_window.total_seconds() / 86400
         return page(request, "models_live.html", session, live=live_report(decided.frame), live_days=days,
-                    sampled=sample_line(decided.sample()))  # fmt: skip
+                    sampled=sample_line(decided.sample))  # fmt: skip
 
     @app.post("/models/{version}/promote")
     def promote(

@@ -36,6 +36,9 @@ def test_two_samples_of_one_distribution_show_no_drift(tmp_path: Path) -> None:
     assert result.html.exists()
     assert result.json.exists()
     assert "drift: ok: 0/5 columns drifted" in result.one_line(0.3)
+    assert "3,000 current vs 5,000 reference rows" in result.one_line(0.3)
+    result.extra["sample"] = {"fraction": 0.01, "decisions_read": 3_000, "decisions_in_window": 300_000}
+    assert "3,000 current (sampled evenly from the window's ~300,000) vs 5,000" in result.one_line(0.3)
 
 
 def test_amounts_times_three_and_a_new_country_mix_are_reported(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from app.live_performance import SLICES, stretches
+from app.audit_window import SLICES, stretches
 from training.metrics import live_metrics, shadow_comparison
 
 NAN = np.nan
