@@ -46,7 +46,8 @@ class Partition:
     path: Path
 
 
-def partitions(root: Path) -> list[Partition]:
+def partitions(root: Path, since: str | None = None, before: str | None = None) -> list[Partition]:
+    """The partitions, by day; ``since`` / ``before`` (YYYY-MM-DD): only the days in [since, before)."""
     if not root.is_dir():
         raise FraudstreamError(f"history folder {root} does not exist")
     found = sorted(
@@ -54,17 +55,21 @@ def partitions(root: Path) -> list[Partition]:
     )
     if not found:
         raise FraudstreamError(f"no date=YYYY-MM-DD/*.parquet partitions under {root}")
-    return found
+    return [p for p in found if (since is None or p.day >= since) and (before is None or p.day < before)]
 
 
-def iter_history(root: Path) -> Iterator[tuple[Partition, pd.DataFrame]]:
-    """Each partition as written (no type coercion: validation must see what is on disk)."""
-    for part in partitions(root):
+def iter_history(root: Path, since: str | None = None) -> Iterator[tuple[Partition, pd.DataFrame]]:
+    """Each partition (from day ``since``) as written (no type coercion: validation must see what is on
+    disk)."""
+    for part in partitions(root, since):
         yield part, pq.read_table(part.path).to_pandas()
 
 
-def read_history(root: Path) -> pd.DataFrame:
-    """All partitions in the history schema, sorted by event_time."""
-    tables = [pq.read_table(p.path, schema=HISTORY_SCHEMA) for p in partitions(root)]
+def read_history(root: Path, since: str | None = None, before: str | None = None) -> pd.DataFrame:
+    """The partitions of the days in [since, before) (default: all) in the history schema, sorted by
+    event_time."""
+    tables = [pq.read_table(p.path, schema=HISTORY_SCHEMA) for p in partitions(root, since, before)]
+    if not tables:
+        return HISTORY_SCHEMA.empty_table().to_pandas()
     frame = pa.concat_tables(tables).to_pandas()
     return frame.sort_values(["event_time", "txn_id"], kind="stable").reset_index(drop=True)

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         description="Labels take this long: merchant fraud rates use only labels this old; a day joins the"
         " history (export) this long after it ended",
     )
+    train_days: int = Field(
+        120,
+        ge=0,
+        description="A training run reads the history's last this many days before its cut-off, the card"
+        " states before them from a snapshot (0: every day)",
+    )
 
     # Worker
     app_id: str = "fraudstream"

@@ -88,15 +88,16 @@ def _schema_problems(table_schema: pa.Schema) -> list[str]:
     return problems
 
 
-def load_for_validation(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """All partitions concatenated as stored, with derived partition_date and event_date columns.
+def load_for_validation(root: Path, since: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """All partitions (from day ``since``) concatenated as stored, with derived partition_date and
+    event_date columns.
 
     Returns (frame, schema_quarantine, partitions): rows of files whose Parquet schema does not
     match the contract are also copied to the quarantine with the reason.
     """
     frames, bad = [], []
     count = 0
-    for part, stored in iter_history(root):
+    for part, stored in iter_history(root, since):
         count += 1
         frame = stored.copy()
         frame["partition_date"] = part.day
@@ -153,8 +154,11 @@ def _gx_run(data: pd.DataFrame, suite_json: dict[str, Any], project: Path) -> An
     return next(iter(result.run_results.values())), (docs[0]["site_url"] if docs else "")
 
 
-def validate_history(root: Path, report: Path, suite_name: str = "transactions") -> ValidationSummary:
-    data, quarantine, partitions = load_for_validation(root)
+def validate_history(
+    root: Path, report: Path, suite_name: str = "transactions", since: str | None = None
+) -> ValidationSummary:
+    """The history's partitions (from day ``since``: what a training run reads) against the suite."""
+    data, quarantine, partitions = load_for_validation(root, since)
     return validate_frame(data, report, suite_name, partitions=partitions, schema_quarantine=quarantine)
 
 

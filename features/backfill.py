@@ -21,11 +21,14 @@ def epoch_seconds(times: pd.Series) -> np.ndarray:
     return np.asarray(micros / 1e6, dtype=np.float64)
 
 
-def card_feature_frame(history: pd.DataFrame) -> pd.DataFrame:
-    """Features of every transaction as of its own event time (txn_id, card_id, event_time + features)."""
+def card_feature_frame(history: pd.DataFrame, initial: dict[str, CardState] | None = None) -> pd.DataFrame:
+    """Features of every transaction as of its own event time (txn_id, card_id, event_time + features).
+
+    ``initial``: the cards' states before ``history`` (``features.snapshot``), folded into and taken
+    out of the dict; without it each card starts new."""
     order = _by_card(history)
     rows: list[dict[str, float]] = []
-    for _, state, txn in _fold(order):
+    for _, state, txn in _fold(order, initial):
         rows.append(card_features(state, txn))
         update(state, txn)
     features = pd.DataFrame(rows, columns=list(FEATURE_NAMES), index=order.index)
@@ -33,26 +36,33 @@ def card_feature_frame(history: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["event_time", "txn_id"], kind="stable").reset_index(drop=True)
 
 
-def card_states(history: pd.DataFrame, pending_s: float = PENDING_S) -> Iterator[tuple[str, CardState]]:
+def card_states(
+    history: pd.DataFrame, pending_s: float = PENDING_S, initial: dict[str, CardState] | None = None
+) -> Iterator[tuple[str, CardState]]:
     """Each card's state after its whole history, folded as the stream worker folds it (its
-    lateness as ``pending_s``): what a worker that had read the history would hold."""
+    lateness as ``pending_s``): what a worker that had read the history would hold. ``initial``: the
+    states before ``history`` (consumed), the cards without a transaction in it included as they are."""
     current: tuple[str, CardState] | None = None
-    for card, state, txn in _fold(_by_card(history)):
+    for card, state, txn in _fold(_by_card(history), initial):
         if current is not None and current[0] != card:
             yield current
         update(state, txn, pending_s)
         current = card, state
     if current is not None:
         yield current
+    yield from (initial or {}).items()
 
 
 def _by_card(history: pd.DataFrame) -> pd.DataFrame:
     return history.sort_values(["card_id", "event_time", "txn_id"], kind="stable")
 
 
-def _fold(order: pd.DataFrame) -> Iterator[tuple[str, CardState, Txn]]:
-    """(card, its state, txn) for every transaction of ``order`` (by card, then time): one new state
-    per card, which the caller folds each transaction into."""
+def _fold(
+    order: pd.DataFrame, initial: dict[str, CardState] | None = None
+) -> Iterator[tuple[str, CardState, Txn]]:
+    """(card, its state, txn) for every transaction of ``order`` (by card, then time): one state per
+    card, taken out of ``initial`` or new, which the caller folds each transaction into."""
+    initial = {} if initial is None else initial
     t = epoch_seconds(order["event_time"])
     state = CardState()
     current = None
@@ -63,5 +73,6 @@ def _fold(order: pd.DataFrame) -> Iterator[tuple[str, CardState, Txn]]:
     )  # fmt: skip
     for card, txn_id, ts, amount, lat, lon, country, merchant in columns:
         if card != current:
-            state, current = CardState(), card
+            known = initial.pop(card, None)
+            state, current = CardState() if known is None else known, card
         yield card, state, Txn(txn_id, float(ts), float(amount), float(lat), float(lon), country, merchant)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +10,7 @@ import pandas as pd
 from app.errors import FraudstreamError
 from app.history import read_history
 from app.settings import Settings
-from features.merchant import merchant_daily_features
+from features.merchant import WINDOWS, merchant_daily_features
 from features.store import MERCHANT_VIEW, close_store, feature_store
 
 
@@ -18,8 +18,14 @@ def build_merchant_features(
     settings: Settings, history_dir: Path, until: datetime | None = None, through: datetime | None = None
 ) -> str:
     """Daily merchant features from history (labels known as of each day) -> Parquet -> online store
-    (the last feature day: the day after the history, or ``through``'s day; ``merchant_daily_features``)."""
-    history = read_history(history_dir)
+    (the last feature day: the day after the history, or ``through``'s day; ``merchant_daily_features``).
+
+    With ``through``, only the days its features read (its longest window, the label delay before it):
+    the history grows with the exported live days."""
+    since = None
+    if through is not None:
+        since = (through - timedelta(days=settings.label_delay_days + max(WINDOWS) + 1)).strftime("%Y-%m-%d")
+    history = read_history(history_dir, since=since)
     if until is not None:
         cutoff = pd.Timestamp(until).tz_localize(UTC) if until.tzinfo is None else pd.Timestamp(until)
         history = history[history["event_time"] < cutoff]

@@ -27,6 +27,7 @@ import pandas as pd
 from app.errors import FraudstreamError
 from app.settings import Settings
 from features.backfill import card_feature_frame
+from features.fold import CardState
 from features.merchant import MERCHANT_FEATURES, merchant_daily_features
 from features.model_input import MODEL_FEATURES, ONE_HOT_CHANNELS
 
@@ -120,13 +121,16 @@ def merchant_features_pit(settings: Settings, rows: pd.DataFrame, daily: pd.Data
     return out.reset_index(drop=True)
 
 
-def build_training_frame(settings: Settings, history: pd.DataFrame, periods: Periods) -> pd.DataFrame:
-    """Every transaction before the cut-off with its features, split and labels (no future data)."""
+def build_training_frame(
+    settings: Settings, history: pd.DataFrame, periods: Periods, states: dict[str, CardState] | None = None
+) -> pd.DataFrame:
+    """Every transaction before the cut-off with its features, split and labels (no future data).
+    ``states``: the cards' states before ``history`` (consumed), where it is not the first day's."""
     history = history[history["event_time"] < periods.cutoff].reset_index(drop=True)
     # merchant labels: only what was known at each day (built into the daily table), never past C
     visible = history.assign(is_fraud=known_labels(history, periods.cutoff))
     daily = merchant_daily_features(visible, settings.label_delay_days)
-    cards = card_feature_frame(history).set_index("txn_id").loc[history["txn_id"]].reset_index()
+    cards = card_feature_frame(history, states).set_index("txn_id").loc[history["txn_id"]].reset_index()
     merchants = merchant_features_pit(settings, history, daily)
     frame = pd.concat([cards, merchants], axis=1)
     for channel in ONE_HOT_CHANNELS:  # as features.model_input.channel_features, vectorised

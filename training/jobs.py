@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,9 @@ import pandas as pd
 import xgboost as xgb
 
 from app.errors import FraudstreamError
-from app.history import read_history
+from app.history import partitions, read_history
 from app.settings import Settings
+from features.snapshot import states_before
 from training.dataset import LABEL, MODEL_FEATURES, Periods, build_training_frame, one_class_splits
 from training.metrics import evaluate
 from training.registry import Registry
@@ -71,6 +72,19 @@ def promotion_decision(
     )
 
 
+def first_day(history_dir: Path, cutoff: pd.Timestamp | None, days: int) -> str | None:
+    """The first day a training run reads: ``days`` before the cut-off (default: the day after the
+    history's last); None, every day (``days`` 0, or a history that does not reach back so far)."""
+    found = partitions(history_dir)
+    end = (
+        cutoff.normalize()
+        if cutoff is not None
+        else pd.Timestamp(found[-1].day, tz="UTC") + timedelta(days=1)
+    )
+    first = (end - timedelta(days=days)).strftime("%Y-%m-%d")
+    return first if days and first > found[0].day else None
+
+
 def train_job(
     settings: Settings, history_dir: Path, *, until: datetime | None = None, seed: int = 0,
     test_days: int = 7, valid_days: int = 7, report: Path | None = None,
@@ -79,15 +93,19 @@ def train_job(
 
     started = datetime.now(UTC)
     report = report or settings.reports_dir / "training"
-    gx = validate_history(history_dir, report / "validation")
+    cutoff = pd.Timestamp(until, tz="UTC") if until is not None and until.tzinfo is None else until
+    since = first_day(history_dir, pd.Timestamp(cutoff) if cutoff else None, settings.train_days)
+    gx = validate_history(history_dir, report / "validation", since=since)
     if not gx.success:
         raise FraudstreamError(f"history failed validation, no model trained: {gx.one_line()}")
-    history = read_history(history_dir)
-    cutoff = pd.Timestamp(until, tz="UTC") if until is not None and until.tzinfo is None else until
+    history = read_history(history_dir, since=since)
     periods = Periods.make(
         history, pd.Timestamp(cutoff) if cutoff else None, test_days, settings.label_delay_days, valid_days
     )
-    frame = build_training_frame(settings, history, periods)
+    states, origin = None, "card states from the history's first day"
+    if since is not None:  # the cards' past before the days read: what the stream's states hold
+        states, origin = states_before(history_dir, since)
+    frame = build_training_frame(settings, history, periods, states)
     checked = validate_frame(frame, report / "training_set", "training_set")
     if not checked.success:
         raise FraudstreamError(f"training set failed validation, no model trained: {checked.one_line()}")
@@ -130,6 +148,7 @@ def train_job(
         },
         "validation": {"success": gx.success, "summary": gx.one_line(), "data_docs": gx.data_docs},
         "training_set_validation": {"success": checked.success, "summary": checked.one_line()},
+        "card_states": origin,
         "versions": {"xgboost": xgb.__version__, "pandas": pd.__version__},
         "git_commit": git_commit(),
         "seed": seed,
@@ -156,7 +175,7 @@ def train_job(
         f"train: {version} on {periods.describe()}: test AUC {metrics['roc_auc']}, "
         f"AP {metrics['average_precision']}, "
         f"card P@100 {metrics['card_precision_at_100']}, recall@1%FPR {metrics['recall_at_1pct_fpr']}; "
-        f"{verdict}; {meta['trained_in_s']}s -> {folder}, report {report_path}"
+        f"{verdict}; {origin}; {meta['trained_in_s']}s -> {folder}, report {report_path}"
     )
 
 

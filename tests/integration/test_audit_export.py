@@ -171,7 +171,8 @@ def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
     live = world[world["event_time"] >= split]
     with fresh_database(settings, "it_export_train") as db:
         env = {**isolated_env(unique("it-export"), tmp_path), "FRAUDSTREAM_PG_DB": db,
-               "FRAUDSTREAM_MODELS_DIR": str(tmp_path / "models")}  # fmt: skip
+               "FRAUDSTREAM_MODELS_DIR": str(tmp_path / "models"),
+               "FRAUDSTREAM_TRAIN_DAYS": "29"}  # fmt: skip  # each run reads its last 29 days
         s = settings_for(env)
         conninfo = s.pg_conninfo(reveal=True)
         train_job(s, history, report=tmp_path / "r0")
@@ -199,6 +200,13 @@ def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
             f"{len(settled):,} transactions, {frauds:,} labelled fraud; settled through {through.date()}"
         ), line
         assert frauds > 0
+        # the first run read days 2-30 and left the card states before day 2; this one reads days 4-32, and
+        # folds only days 2 and 3 onto them
+        since, earlier = through + pd.Timedelta(days=1 - 29), split - pd.Timedelta(days=29)
+        before = world[world["event_time"] < since]
+        between = before[before["event_time"] >= earlier]
+        assert f"; card states before {since.date()}: {before['card_id'].nunique():,} cards, from snapshot " \
+            f"{earlier.date()} + {len(between):,} transactions; " in line, line  # fmt: skip
         # the workers' merchant features for the audit's day, from the exported history: the same as the
         # whole simulated world (its labels known by that day) gives
         today = clock.normalize()
