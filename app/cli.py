@@ -198,7 +198,7 @@ def models_list() -> None:
     for m in Registry(get_settings().pg_conninfo(reveal=True)).list():
         typer.echo(
             f"{m.version}  {m.status:9}  AP {m.metrics.get('average_precision')}  "
-            f"AUC {m.metrics.get('roc_auc')}  data before {m.data_to.date() if m.data_to else '-'}  "
+            f"AUC {m.metrics.get('roc_auc')}  data {m.data()}  "
             f"parent {m.parent or '-'}  "
             f"{m.artefact_dir}"
         )

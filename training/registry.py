@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -51,10 +51,17 @@ class ModelRow:
     parent: str | None
     promoted_at: datetime | None
     data_to: datetime | None = None  # the training cut-off: its holdout is the week before it
+    data_from: datetime | None = None  # its first transaction (FRAUDSTREAM_TRAIN_DAYS before data_to)
+
+    def data(self) -> str:
+        """The days it learned from and was tested on: 'first .. last' (the day before the cut-off)."""
+        if self.data_to is None or self.data_from is None:
+            return "-"
+        return f"{self.data_from:%Y-%m-%d} .. {self.data_to - timedelta(days=1):%Y-%m-%d}"
 
 
 # a ModelRow's columns (a constant: no value is ever formatted into SQL)
-ROW = "version, created_at, status, metrics, params, artefact_dir, parent, promoted_at, data_to"
+ROW = "version, created_at, status, metrics, params, artefact_dir, parent, promoted_at, data_to, data_from"
 
 
 class Registry:

@@ -230,4 +230,4 @@ def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
             "the new model's cut-off is the end of the exported days"
         )
         listed = fraudstream("models", "list", env={"FRAUDSTREAM_PG_DB": db}).stdout
-        assert f"data before {(through + pd.Timedelta(days=1)).date()}" in listed.splitlines()[0], listed
+        assert f"data {since.date()} .. {through.date()}" in listed.splitlines()[0], listed
