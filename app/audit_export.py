@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from psycopg import sql
 
 from app.errors import FraudstreamError, first_line
+from app.history import write_parquet
 from app.schema import HISTORY_SCHEMA, LEGIT, REPORTED, TRANSACTION_FIELDS
 
 PART = "part-audit.parquet"
@@ -124,6 +125,17 @@ class Mark:
                 " settled day of the audit again"
             ) from None
 
+    @property
+    def next_day(self) -> date:
+        """The first day the export has not written."""
+        return self.through + timedelta(days=1)
+
+    @property
+    def scored_after(self) -> datetime:
+        """A decision scored after this may be missing from the days written (``scored_at`` is the
+        scoring host's clock, hence the margin)."""
+        return self.labels_at - LATE_MARGIN
+
     def write(self, history: Path) -> None:
         raw = {"labels_id": self.labels_id, "labels_at": self.labels_at.isoformat(),
                "through": self.through.isoformat()}  # fmt: skip
@@ -173,7 +185,7 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
         if clock is None:
             return NOTHING_SCORED
         through = settled_through(clock, label_delay_days)
-        start = first.date() if mark is None else mark.through + timedelta(days=1)
+        start = first.date() if mark is None else mark.next_day
         wanted = {start + timedelta(days=i) for i in range(max(0, (through - start).days + 1))}
         if mark is not None:
             relabelled = conn.execute(
@@ -182,13 +194,12 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
                 (mark.labels_id, mark.labels_at),
             ).fetchall()
             # decisions made since then for days written already: a worker that caught up a backlog
-            # with one partition behind the others (the clock comes from the one ahead); scored_at is the
-            # scoring host's clock, hence the hour's margin
+            # with one partition behind the others (the clock comes from the one ahead)
             late: dict[date, set[str]] = {}
             for txn_id, day in conn.execute(
                 "select txn_id, (event_time at time zone 'UTC')::date from decisions"
                 " where scored_at > %s and event_time < %s",
-                (mark.labels_at - LATE_MARGIN, mark.through + timedelta(days=1)),
+                (mark.scored_after, mark.next_day),
             ):
                 late.setdefault(day, set()).add(txn_id)
             missing = {day for day, ids in late.items() if not ids <= _txn_ids(history / f"date={day}")}
@@ -232,7 +243,7 @@ def decided_since_export(conninfo: str, history: Path) -> pd.DataFrame:
     params: tuple[object, ...] = ()
     if mark is not None:
         where = sql.SQL("d.event_time >= %s or d.scored_at > %s")
-        params = (mark.through + timedelta(days=1), mark.labels_at - LATE_MARGIN)
+        params = (mark.next_day, mark.scored_after)
     query = sql.SQL("select {} from decisions d where {} order by d.event_time, d.txn_id").format(
         TXN_SELECT, where
     )
@@ -272,8 +283,5 @@ def _write_day(folder: Path, frame: pd.DataFrame) -> pd.DataFrame:
         if not any(folder.iterdir()):
             folder.rmdir()
         return kept
-    tmp = folder / f".{PART}.tmp"  # not *.parquet: a reader never sees a half-written day
-    pq.write_table(pa.Table.from_pandas(kept, schema=HISTORY_SCHEMA, preserve_index=False), tmp,
-                   compression="zstd")  # fmt: skip
-    tmp.replace(target)
+    write_parquet(pa.Table.from_pandas(kept, schema=HISTORY_SCHEMA, preserve_index=False), target)
     return kept

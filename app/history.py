@@ -18,6 +18,14 @@ from app.schema import HISTORY_SCHEMA
 PART = "part-0.parquet"
 
 
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write ``path`` whole or not at all: to a hidden name not ending in ``.parquet`` (readers glob
+    ``*.parquet``), then renamed."""
+    tmp = path.with_name(f".{path.stem}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
 def write_history(
     frame: pd.DataFrame, out: Path, on_written: Callable[[Path], None] = lambda _: None
 ) -> list[Path]:

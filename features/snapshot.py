@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.history import Partition, partitions, read_history
+from app.history import Partition, partitions, read_history, write_parquet
 from features.backfill import card_states
 from features.fold import CardState
 
@@ -85,8 +85,6 @@ def _save(history: Path, day: str, states: dict[str, CardState]) -> None:
     folder.mkdir(exist_ok=True)
     table = pa.table({"card_id": pa.array(list(states), pa.string()),
                       "state": pa.array([s.to_bytes() for s in states.values()], pa.binary())})  # fmt: skip
-    tmp = folder / f".before={day}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(folder / f"before={day}.parquet")
+    write_parquet(table, folder / f"before={day}.parquet")
     for old in Snapshot.all(history)[:-KEEP]:
         old.path.unlink(missing_ok=True)

@@ -93,15 +93,13 @@ def train_job(
 
     started = datetime.now(UTC)
     report = report or settings.reports_dir / "training"
-    cutoff = pd.Timestamp(until, tz="UTC") if until is not None and until.tzinfo is None else until
-    since = first_day(history_dir, pd.Timestamp(cutoff) if cutoff else None, settings.train_days)
+    cutoff = None if until is None else pd.Timestamp(until, tz="UTC" if until.tzinfo is None else None)
+    since = first_day(history_dir, cutoff, settings.train_days)
     gx = validate_history(history_dir, report / "validation", since=since)
     if not gx.success:
         raise FraudstreamError(f"history failed validation, no model trained: {gx.one_line()}")
     history = read_history(history_dir, since=since)
-    periods = Periods.make(
-        history, pd.Timestamp(cutoff) if cutoff else None, test_days, settings.label_delay_days, valid_days
-    )
+    periods = Periods.make(history, cutoff, test_days, settings.label_delay_days, valid_days)
     states, origin = None, "card states from the history's first day"
     if since is not None:  # the cards' past before the days read: what the stream's states hold
         states, origin = states_before(history_dir, since)

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from app.errors import FraudstreamError
+from app.history import write_parquet
 from app.proc_name import name_process
 from app.quiet_gc import quiet_gc
 from app.worker.handoff import Columns, unpack
@@ -74,9 +74,8 @@ class FeatureLog:
         for day in sorted(pc.unique(days).to_pylist()):
             folder = self.root / f"date={day.isoformat()}"
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".part-{self.worker}-{self.seq:06d}.tmp"
-            pq.write_table(table.filter(pc.equal(days, pa.scalar(day, pa.date32()))), tmp, compression="zstd")
-            tmp.rename(folder / f"part-{self.worker}-{self.seq:06d}.parquet")  # readers never see half a file
+            rows = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+            write_parquet(rows, folder / f"part-{self.worker}-{self.seq:06d}.parquet")  # never half a file
         self.seq += 1
         self.written += self.rows
         self.batches, self.rows = [], 0
