@@ -12,12 +12,13 @@ txn/s), and so did each run's memory, without bound.
 days between folded on top (``features.backfill.card_states``: the fold the features use). The result
 is saved as the snapshot for ``day``; the next run folds only the days since. A snapshot is used only
 while no partition before its day has been written since (a re-export of an old day, a replaced
-history): otherwise an earlier one is, or none. The features of the days from ``day`` on, folded from
-these states, equal those folded from the first day (unit test).
+history), and only if it can be read: otherwise an earlier one is, or none. The features of the days
+from ``day`` on, folded from these states, equal those folded from the first day (unit test).
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +56,14 @@ class Snapshot:
 def states_before(history: Path, day: str) -> tuple[dict[str, CardState], str]:
     """Each card's state after every transaction of the days before ``day`` (YYYY-MM-DD), and a line
     saying where they came from."""
-    before = partitions(history, before=day)
-    base = _usable(history, day, before)
-    states = base.load() if base else {}
+    base, states, passed = None, {}, ""
+    for snap in _usable(history, day, partitions(history, before=day)):
+        try:
+            states, base = snap.load(), snap
+            break
+        except (OSError, ValueError, KeyError, IndexError, struct.error, pa.ArrowException) as exc:
+            # a cache, not the data: an unreadable one is passed over, never the end of a training run
+            passed += f" (snapshot {snap.day} unreadable, passed over: {type(exc).__name__})"
     folded = read_history(history, since=base.day if base else None, before=day)
     if len(folded):
         states = dict(card_states(folded, initial=states))
@@ -65,19 +71,20 @@ def states_before(history: Path, day: str) -> tuple[dict[str, CardState], str]:
     origin = f"snapshot {base.day}" if base else "the first day"
     return (
         states,
-        f"card states before {day}: {len(states):,} cards, from {origin} + {len(folded):,} transactions",
+        f"card states before {day}: {len(states):,} cards, from {origin} + {len(folded):,} transactions"
+        + passed,
     )
 
 
-def _usable(history: Path, day: str, before: list[Partition]) -> Snapshot | None:
-    """The latest snapshot at or before ``day`` written after every partition before its own day."""
+def _usable(history: Path, day: str, before: list[Partition]) -> list[Snapshot]:
+    """The snapshots at or before ``day`` written after every partition before their own day, newest
+    first."""
+    usable = []
     for snap in reversed(Snapshot.all(history)):
-        if snap.day > day:
-            continue
         written = snap.path.stat().st_mtime_ns
-        if all(p.path.stat().st_mtime_ns < written for p in before if p.day < snap.day):
-            return snap
-    return None
+        if snap.day <= day and all(p.path.stat().st_mtime_ns < written for p in before if p.day < snap.day):
+            usable.append(snap)
+    return usable
 
 
 def _save(history: Path, day: str, states: dict[str, CardState]) -> None:

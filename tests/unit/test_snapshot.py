@@ -46,6 +46,14 @@ def test_features_folded_from_a_snapshot_equal_those_folded_from_the_first_day(t
     assert {c: s.to_bytes() for c, s in states.items()} == {c: s.to_bytes() for c, s in card_states(world)}
     assert [s.day for s in Snapshot.all(tmp_path)] == [later, end], "the newest two are kept"
 
+    # an unreadable snapshot (a torn disk write) is passed over for the one before it, and named
+    newest = Snapshot.all(tmp_path)[-1]
+    newest.path.write_bytes(b"not parquet")
+    states, line = states_before(tmp_path, end)
+    assert f"from snapshot {later} + " in line, line
+    assert f"(snapshot {end} unreadable, passed over: " in line, line
+    assert {c: s.to_bytes() for c, s in states.items()} == {c: s.to_bytes() for c, s in card_states(world)}
+
     # a day before the snapshots written again (a late decision exported): neither is used
     old = next(tmp_path.glob(f"date={days[3]}/*.parquet"))
     os.utime(old)
