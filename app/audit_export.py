@@ -157,6 +157,8 @@ def export_audit(conninfo: str, history: Path, label_delay_days: int) -> Export:
         return _export(conninfo, history, label_delay_days)
     except psycopg.Error as exc:
         raise FraudstreamError(f"export: PostgreSQL: {first_line(exc)}") from exc
+    except OSError as exc:  # the history folder: not a folder, not writable, a full disk
+        raise FraudstreamError(f"export: {exc.filename or history}: {exc.strerror or exc}") from exc
 
 
 def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:

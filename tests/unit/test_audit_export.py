@@ -16,6 +16,7 @@ from app.audit_export import (
     NOTHING_SCORED,
     Export,
     Mark,
+    export_audit,
     history_rows,
     settled_through,
 )
@@ -99,4 +100,12 @@ def test_an_unreadable_mark_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / MANIFEST).write_text('{"labels_id": 3}')
     with pytest.raises(FraudstreamError, match=r"is unreadable \(KeyError: 'labels_at'\); remove it") as err:
         Mark.read(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_history_path_that_is_not_a_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "history"
+    not_a_folder.write_text("a file")
+    with pytest.raises(FraudstreamError, match=r"^export: .*history: File exists$") as err:
+        export_audit("host=unused", not_a_folder, 7)  # fails before any connection
     assert "\n" not in str(err.value)
