@@ -15,7 +15,8 @@ confirmed fraud had requested trained on the same data as the champion it was to
   ``label_time`` the moment it settled. A fraud's ``fraud_scenario`` is ``reported``: live traffic
   does not say which pattern it was. ``label_time`` is never before ``event_time`` (in the
   accelerated demo the simulated clock runs ahead of the analysts' wall clock).
-- **Rewritten whole**: a day's file is a function of its decisions and their labels. A late
+- **Rewritten whole**: a day's file is a function of its decisions and their labels (and of the
+  rows it held whose decisions have been archived since). A late
   chargeback, a verdict or an undo on a day already exported writes that day again; so does a
   decision made since for such a day (a worker catching up a backlog, one partition behind).
   ``_audit_export.json`` in the history folder keeps the labels' high-water mark (their largest id,
@@ -81,21 +82,30 @@ class Export:
     rows: int
     frauds: int
     duplicates: int  # left out: already in another file of their day
+    # labels since the last export for transactions the audit does not hold (archived, or never scored):
+    # the history keeps the label their day was written with
+    unmatched_labels: int = 0
 
     def line(self) -> str:
         if self.clock is None:
             return "export: no decision in the audit yet; the history is unchanged"
+        unmatched = (
+            f"; {self.unmatched_labels:,} new label(s) for transactions not in the audit (archived, or"
+            " never scored) not in the history"
+            if self.unmatched_labels
+            else ""
+        )
         if not self.days:
             return (
                 f"export: nothing new: settled through {self.settled_through} (audit clock "
-                f"{self.clock:%Y-%m-%d %H:%M}); the history is unchanged"
+                f"{self.clock:%Y-%m-%d %H:%M}); the history is unchanged{unmatched}"
             )
         span = self.days[0] if len(self.days) == 1 else f"{self.days[0]}..{self.days[-1]}"
         left_out = f", {self.duplicates:,} already in the history left out" if self.duplicates else ""
         return (
             f"export: {len(self.days)} day(s) {span} -> {self.rows:,} transactions, {self.frauds:,} "
             f"labelled fraud{left_out}; settled through {self.settled_through} (audit clock "
-            f"{self.clock:%Y-%m-%d %H:%M})"
+            f"{self.clock:%Y-%m-%d %H:%M}){unmatched}"
         )
 
 
@@ -189,6 +199,7 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
         through = settled_through(clock, label_delay_days)
         start = first.date() if mark is None else mark.next_day
         wanted = {start + timedelta(days=i) for i in range(max(0, (through - start).days + 1))}
+        unmatched = 0
         if mark is not None:
             relabelled = conn.execute(
                 "select distinct (d.event_time at time zone 'UTC')::date from labels l"
@@ -206,6 +217,11 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
                 late.setdefault(day, set()).add(txn_id)
             missing = {day for day, ids in late.items() if not ids <= _txn_ids(history / f"date={day}")}
             wanted |= {day for day in {d for (d,) in relabelled} | missing if day <= through}
+            (unmatched,) = conn.execute(
+                "select count(distinct l.txn_id) from labels l where (l.id > %s and l.id <= %s)"
+                " and not exists (select from decisions d where d.txn_id = l.txn_id)",
+                (mark.labels_id, labels_id),
+            ).fetchone() or (0,)
         written, rows, frauds, duplicates = [], 0, 0, 0
         if wanted:
             query = sql.SQL(
@@ -228,7 +244,7 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
                     rows, duplicates = rows + len(kept), duplicates + len(frame) - len(kept)
                     frauds += int(kept["is_fraud"].sum())
     Mark(int(labels_id), labels_at, max(through, mark.through) if mark else through).write(history)
-    return Export(clock, through, tuple(written), rows, frauds, duplicates)
+    return Export(clock, through, tuple(written), rows, frauds, duplicates, int(unmatched))
 
 
 def decided_since_export(conninfo: str, history: Path) -> pd.DataFrame:
@@ -276,10 +292,21 @@ def _txn_ids(folder: Path, *, but: str | None = None) -> set[str]:
 
 
 def _write_day(folder: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    """Replace the day's audit file with ``frame`` less the transactions its other files hold."""
+    """Replace the day's audit file with ``frame`` less the transactions its other files hold.
+
+    The file's rows that ``frame`` lacks stay: their decisions left the database for the archive
+    (``app.audit_archive``), which takes a day's decisions as they age, not all at once (an open alert
+    keeps its decision there), and decisions are never deleted otherwise."""
     folder.mkdir(parents=True, exist_ok=True)
-    kept = frame[~frame["txn_id"].isin(_txn_ids(folder, but=PART))].reset_index(drop=True)
     target = folder / PART
+    if target.exists():
+        before = pq.read_table(target, schema=HISTORY_SCHEMA).to_pandas()
+        archived = before[~before["txn_id"].isin(frame["txn_id"])]
+        if not archived.empty:
+            frame = pd.concat([frame, archived], ignore_index=True).sort_values(
+                ["event_time", "txn_id"], kind="stable"
+            )
+    kept = frame[~frame["txn_id"].isin(_txn_ids(folder, but=PART))].reset_index(drop=True)
     if kept.empty:
         target.unlink(missing_ok=True)
         if not any(folder.iterdir()):

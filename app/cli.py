@@ -138,6 +138,29 @@ def export(
 
 
 @cli.command()
+def archive(
+    history: Path = typer.Option(..., "--history", help="History folder the export writes (its mark)."),
+    to: Path | None = typer.Option(
+        None, "--to", help="Archive folder (default FRAUDSTREAM_AUDIT_ARCHIVE_DIR)."
+    ),
+) -> None:
+    """Move the decisions scored more than FRAUDSTREAM_AUDIT_KEEP_DAYS ago to Parquet files.
+
+    Only decisions whose day the history holds (export) and whose alert is not open leave the
+    database; each file is recorded in audit_archives with its rows and SHA-256. The scheduled trainer
+    runs this after each export.
+    """
+    from app.audit_archive import archive_audit
+    from app.settings import get_settings
+
+    settings = get_settings()
+    folder = settings.audit_archive_dir if to is None else to
+    typer.echo(
+        archive_audit(settings.pg_conninfo(reveal=True), history, folder, settings.audit_keep_days).line()
+    )
+
+
+@cli.command()
 def train(
     history: Path = typer.Option(..., "--history", help="History folder (date partitions) with labels."),
     until: datetime | None = typer.Option(

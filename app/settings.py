@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         description="Labels take this long: merchant fraud rates use only labels this old; a day joins the"
         " history (export) this long after it ended",
     )
+    audit_keep_days: int = Field(
+        180,
+        ge=0,
+        description="Decisions scored this long ago leave PostgreSQL for Parquet files once the history holds"
+        " their day and their alert is closed (archive; 0: the database keeps every decision)",
+    )
+    audit_archive_dir: Path = Field(Path("data/audit_archive"), description="Where the archive writes")
     train_days: int = Field(
         120,
         ge=0,

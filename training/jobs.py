@@ -184,12 +184,19 @@ def scheduled_train(
     history (``app.audit_export``); a training run on it; the merchant features for the audit's day
     are built from it and materialised for the workers. Without the export every retrain
     learned from the history the deployment started with, and the workers' merchant features stayed
-    those of the day ``init`` built them."""
+    those of the day ``init`` built them. After the export, the decisions older than the retention
+    leave the database for the archive (``app.audit_archive``)."""
+    from app.audit_archive import archive_audit  # noqa: PLC0415
     from app.audit_export import export_audit  # noqa: PLC0415
     from features.jobs import build_merchant_features  # noqa: PLC0415
 
-    exported = export_audit(settings.pg_conninfo(reveal=True), history_dir, settings.label_delay_days)
+    conninfo = settings.pg_conninfo(reveal=True)
+    exported = export_audit(conninfo, history_dir, settings.label_delay_days)
     steps = [exported.line()]
+    # after the export, so that every decision that goes has its day in the history
+    steps.append(
+        archive_audit(conninfo, history_dir, settings.audit_archive_dir, settings.audit_keep_days).line()
+    )
     try:
         steps.append(train_job(settings, history_dir, seed=seed, report=report))
     finally:

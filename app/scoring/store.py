@@ -7,7 +7,7 @@ COPY on the primary key and is written again through a session-local staging tab
 INSERT ... ON CONFLICT (txn_id) DO NOTHING, so it never duplicates an audit row or an alert. A
 crash between the COPY and the alerts is such a replay: the batch is not acknowledged until both
 are done, and its replay takes the staging path, which inserts the alerts still missing.
-``decisions`` refuses UPDATE and DELETE (trigger).
+``decisions`` refuses UPDATE and DELETE (trigger), but for the archive's deletes (``app.audit_archive``).
 """
 
 from __future__ import annotations
@@ -66,8 +66,13 @@ begin
 end $$;
 create index if not exists decisions_scored_at on decisions (scored_at);
 create index if not exists decisions_card on decisions (card_id, event_time);
+-- Append-only, but for the archive (app.audit_archive), which deletes only decisions it has written to
+-- a Parquet file and recorded in audit_archives, in the same transaction, with this setting on.
 create or replace function decisions_append_only() returns trigger language plpgsql as $$
 begin
+    if tg_op = 'DELETE' and current_setting('fraudstream.archiving', true) = 'on' then
+        return old;
+    end if;
     raise exception 'decisions is an append-only audit: % refused', tg_op;
 end $$;
 create or replace trigger decisions_append_only before update or delete on decisions

@@ -200,6 +200,15 @@ class UiStore:
                 (txn_id,),
             ).fetchone()
 
+    def archived_through(self) -> datetime | None:
+        """The latest scored_at the archive (``app.audit_archive``) has taken decisions from, if any."""
+        with self._connect() as conn:
+            exists = conn.execute("select to_regclass('audit_archives') is not null as yes").fetchone()
+            if not (exists and exists["yes"]):
+                return None
+            row = conn.execute("select max(last_scored) as last from audit_archives").fetchone()
+        return row["last"] if row else None
+
     def card_history(self, card_id: str, before: datetime, limit: int = 15) -> list[dict[str, Any]]:
         with self._connect() as conn:
             return conn.execute(

@@ -164,7 +164,11 @@ def create_app(  # noqa: PLR0915 - the route table
     def alert(request: Request, txn_id: str, session: Annotated[Session, Depends(current)]) -> Response:
         row = store.alert(txn_id)
         if row is None:
-            raise HTTPException(404, f"no alert {txn_id}")
+            archived = store.archived_through()
+            raise HTTPException(404, f"no alert {txn_id}" + (
+                "" if archived is None else f" in the database (closed alerts on decisions scored up to"
+                f" {archived:%Y-%m-%d} have moved to the audit archive: see audit_archives)"
+            ))  # fmt: skip
         shap = row["shap"]
         chart = waterfall_svg(row["expected_value"], shap, row["features"]) if shap else None
         history = store.card_history(row["card_id"], row["event_time"])

@@ -77,7 +77,12 @@ def test_confirmed_fraud_retrains_and_the_worker_follows_the_champion(
                 log = (tmp_path / "trainer.log").read_text()
                 assert "retrain request: confirmed fraud: 3 labels" in log
                 # each run adds the audit's settled days to the history first (nothing scored yet here)
-                assert "-> export: no decision in the audit yet; the history is unchanged; train: " in log
+                # and, after it, moves the decisions older than the retention to the archive (none here)
+                assert (
+                    "-> export: no decision in the audit yet; the history is unchanged; archive: nothing"
+                    " moved: no export has written " in log
+                )
+                assert " (a decision leaves the database only once the history holds its day); train: " in log
                 if champion.version == newest.version:
                     assert "promoted to champion" in log
                 else:

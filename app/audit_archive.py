@@ -1,0 +1,260 @@
+"""Retention of the decision audit: old decisions move from PostgreSQL to Parquet files.
+
+At the compose simulator's 50 txn/s the ``decisions`` table grows by four million rows a day, and
+each row carries its features, SHAP values and reasons. ``archive_audit`` moves the decisions scored
+more than ``keep_days`` ago to ``<archive>/scored=YYYY-MM-DD/part-<run>.parquet`` (every audit
+column, the JSON ones as their text, and the alert's status, who closed it and when), one file per
+scored day and run, and deletes them from the database:
+
+- **Only what the history holds**: a decision leaves the database once the export has written its
+  day (``event_time`` before the export mark's next day, scored before the mark's ``scored_after``),
+  so the trainer and the seeding after a lost changelog never need it there again.
+- **Never an open alert**: a decision whose alert is still open stays, with its alert, until an
+  analyst closes it. Its closed alert goes into the file with it.
+- **Nothing lost**: the file is written under a hidden name, renamed into place, then, in one
+  transaction, the decisions it holds (a temporary table of their ids, copied as the file is written)
+  are deleted and the file recorded in ``audit_archives`` with its row count and SHA-256. A deleted
+  count other than the file's rolls the day back and removes the file. A file without its
+  ``audit_archives`` row (a run that died between the rename and the commit) holds rows still in the
+  database: the next run removes it.
+- ``decisions`` stays append-only for everyone else: its trigger lets a DELETE through only with the
+  transaction-local setting ``fraudstream.archiving`` on.
+
+One run at a time (an advisory lock). The trainer's scheduled run archives after each export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from psycopg import sql
+
+from app.audit_export import Mark
+from app.errors import FraudstreamError, first_line
+from app.scoring.store import COLUMN_TYPES
+
+ARCHIVE_LOCK = 0x61726368  # an advisory lock key ("arch"): one archive run at a time
+SCHEMA = """
+create table if not exists audit_archives (
+    id            bigserial primary key,
+    scored_day    date not null,
+    path          text not null unique,
+    rows          bigint not null,
+    sha256        text not null,
+    first_scored  timestamptz not null,
+    last_scored   timestamptz not null,
+    archived_at   timestamptz not null default now()
+);
+"""
+
+_ARROW = {"text": pa.string(), "json": pa.string(), "timestamptz": pa.timestamp("us", tz="UTC"),
+          "float8": pa.float64()}  # fmt: skip
+ALERT_COLUMNS = (("alert_status", "text"), ("alert_created_at", "timestamptz"),
+                 ("alert_closed_at", "timestamptz"), ("alert_closed_by", "text"))  # fmt: skip
+FILE_COLUMNS = (*COLUMN_TYPES[:7], ("recorded_at", "timestamptz"), *COLUMN_TYPES[7:], *ALERT_COLUMNS)
+ARCHIVE_SCHEMA = pa.schema([(name, _ARROW[kind]) for name, kind in FILE_COLUMNS])
+_SCORED_AT = [name for name, _ in FILE_COLUMNS].index("scored_at")
+# the JSON columns as their text: the file keeps what was written, and psycopg does not parse it
+SELECT = sql.SQL(
+    "select {}, a.status, a.created_at, a.closed_at, a.closed_by from decisions d"
+    " left join alerts a using (txn_id)"
+    " where d.scored_at < %s and d.event_time < %s and d.scored_at <= %s"
+    " and (a.status is null or a.status <> 'open') order by d.scored_at"
+).format(
+    sql.SQL(", ").join(
+        sql.SQL("d.{}::text").format(sql.Identifier(name)) if kind == "json" else sql.Identifier("d", name)
+        for name, kind in FILE_COLUMNS[: -len(ALERT_COLUMNS)]
+    )
+)
+
+
+@dataclass(frozen=True)
+class Archived:
+    horizon: datetime | None  # decisions scored before this may go (None: archiving is off or waits)
+    why_not: str  # why nothing could go ("" when the run looked)
+    files: tuple[str, ...] = ()
+    rows: int = 0
+    kept_open: int = 0  # scored before the horizon, kept: their alert is open
+    kept_unexported: int = 0  # scored before the horizon, kept: the history does not hold their day yet
+    changed: tuple[str, ...] = ()  # days rolled back: their alerts changed while the run wrote them
+    orphans: int = 0  # files of a run that died before its commit, removed
+
+    def line(self) -> str:
+        if self.horizon is None:
+            return f"archive: {self.why_not}"
+        head = (
+            f"archive: {self.rows:,} decisions scored before {self.horizon:%Y-%m-%d %H:%M} -> "
+            f"{len(self.files)} file(s)" if self.files else
+            f"archive: nothing scored before {self.horizon:%Y-%m-%d %H:%M} to move"
+        )  # fmt: skip
+        kept = [f"{self.kept_open:,} kept with an open alert"] if self.kept_open else []
+        if self.kept_unexported:
+            kept.append(f"{self.kept_unexported:,} kept: their day is not in the history yet")
+        if self.changed:
+            kept.append(f"day(s) {', '.join(self.changed)} changed while archived: left for the next run")
+        if self.orphans:
+            kept.append(
+                f"{self.orphans} file(s) of an unfinished run removed (their rows are in the database)"
+            )
+        return "; ".join([head, *kept])
+
+
+def archive_audit(
+    conninfo: str, history: Path, archive: Path, keep_days: int, *, now: datetime | None = None,
+    batch_rows: int = 20_000,
+) -> Archived:  # fmt: skip
+    """Move the decisions scored more than ``keep_days`` ago that the history holds, and whose alert
+    is not open, to ``archive``; ``keep_days`` 0 keeps every decision."""
+    import psycopg  # noqa: PLC0415
+
+    if keep_days <= 0:
+        return Archived(None, "off (FRAUDSTREAM_AUDIT_KEEP_DAYS=0): the database keeps every decision")
+    mark = Mark.read(history)
+    if mark is None:
+        return Archived(
+            None, f"nothing moved: no export has written {history} yet (a decision leaves the database only"
+            " once the history holds its day)"
+        )  # fmt: skip
+    horizon = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    try:
+        return _archive(conninfo, mark, archive, horizon, batch_rows)
+    except psycopg.Error as exc:
+        raise FraudstreamError(f"archive: PostgreSQL: {first_line(exc)}") from exc
+    except OSError as exc:
+        raise FraudstreamError(f"archive: {exc.filename or archive}: {exc.strerror or exc}") from exc
+
+
+def _archive(conninfo: str, mark: Mark, archive: Path, horizon: datetime, batch_rows: int) -> Archived:
+    import psycopg  # noqa: PLC0415
+
+    from app.pg import apply_schema  # noqa: PLC0415
+
+    with (
+        psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as reader,
+        psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as writer,
+    ):
+        (tables,) = reader.execute(
+            "select to_regclass('decisions') is not null and to_regclass('alerts') is not null"
+        ).fetchone() or (False,)
+        if not tables:
+            return Archived(None, "nothing moved: no decision has been recorded here yet")
+        apply_schema(writer, SCHEMA)
+        (locked,) = reader.execute("select pg_try_advisory_lock(%s)", (ARCHIVE_LOCK,)).fetchone() or (False,)
+        if not locked:
+            raise FraudstreamError("archive: another archive run is in progress; try again when it ends")
+        orphans = _remove_orphans(writer, archive)
+        params = (horizon, mark.next_day, mark.scored_after)
+        files: list[str] = []
+        changed: list[str] = []
+        rows = 0
+        with reader.transaction(), reader.cursor(name="audit_archive") as cur:
+            cur.itersize = batch_rows
+            cur.execute(SELECT, params)
+            for day, group in groupby(_batches(cur, batch_rows), key=lambda b: b[0]):
+                written = _archive_day(writer, archive, day, (batch for _, batch in group))
+                if written is None:
+                    changed.append(day.isoformat())
+                else:
+                    files.append(written[0])
+                    rows += written[1]
+        exported = "d.event_time < %(next)s and d.scored_at <= %(seen)s"
+        kept_unexported, kept_open = reader.execute(
+            f"select count(*) filter (where not ({exported})),"  # noqa: S608 - constants only
+            f" count(*) filter (where {exported} and a.status = 'open')"
+            " from decisions d left join alerts a using (txn_id) where d.scored_at < %(horizon)s",
+            {"next": mark.next_day, "seen": mark.scored_after, "horizon": horizon},
+        ).fetchone() or (0, 0)
+    return Archived(horizon, "", tuple(files), rows, int(kept_open), int(kept_unexported), tuple(changed),
+                    orphans)  # fmt: skip
+
+
+def _batches(cur: Any, size: int) -> Any:
+    """The cursor's rows as (scored day, rows of that day) pieces of at most ``size`` rows."""
+    while rows := cur.fetchmany(size):
+        for day, same in groupby(rows, key=lambda r: r[_SCORED_AT].astimezone(UTC).date()):
+            yield day, list(same)
+
+
+def _archive_day(writer: Any, archive: Path, day: date, batches: Any) -> tuple[str, int] | None:
+    """One scored day's decisions -> a file, then out of the database; the file's path (relative to
+    ``archive``) and row count, or None when the day changed meanwhile (rolled back, file removed)."""
+    import psycopg  # noqa: PLC0415
+
+    folder = archive / f"scored={day.isoformat()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}.parquet"
+    target, tmp = folder / name, folder / f".{name}.tmp"
+    relative = target.relative_to(archive).as_posix()
+    count, first, last, committed = 0, None, None, False
+    try:
+        with writer.transaction():
+            writer.execute("create temp table archiving (txn_id text primary key) on commit drop")
+            with pq.ParquetWriter(tmp, ARCHIVE_SCHEMA) as out:
+                for rows in batches:
+                    columns = list(zip(*rows, strict=True))
+                    arrays = [pa.array(c, type=f.type) for c, f in zip(columns, ARCHIVE_SCHEMA, strict=True)]
+                    out.write_table(pa.Table.from_arrays(arrays, schema=ARCHIVE_SCHEMA))
+                    with writer.cursor().copy("copy archiving (txn_id) from stdin") as copy:
+                        for txn_id in columns[0]:
+                            copy.write_row((txn_id,))
+                    count += len(rows)
+                    first = first or rows[0][_SCORED_AT]
+                    last = rows[-1][_SCORED_AT]
+            if pq.read_metadata(tmp).num_rows != count:
+                raise FraudstreamError(f"archive: {tmp} does not hold the {count:,} rows written")
+            with tmp.open("rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            tmp.replace(target)
+            writer.execute("set local fraudstream.archiving = 'on'")
+            writer.execute(
+                "delete from alerts a using archiving t where a.txn_id = t.txn_id and a.status <> 'open'"
+            )
+            deleted = writer.execute(
+                "delete from decisions d using archiving t where d.txn_id = t.txn_id"
+            ).rowcount
+            if deleted != count:
+                raise _ChangedError
+            writer.execute(
+                "insert into audit_archives (scored_day, path, rows, sha256, first_scored, last_scored)"
+                " values (%s, %s, %s, %s, %s, %s)",
+                (day, relative, count, digest, first, last),
+            )
+        committed = True
+    except (_ChangedError, psycopg.errors.ForeignKeyViolation):
+        return None  # rolled back: an alert reopened meanwhile; the file goes below
+    finally:
+        tmp.unlink(missing_ok=True)
+        if not committed:
+            target.unlink(missing_ok=True)
+    return relative, count
+
+
+def _recorded(writer: Any, relative: str) -> bool:
+    return writer.execute("select 1 from audit_archives where path = %s", (relative,)).fetchone() is not None
+
+
+class _ChangedError(Exception):
+    """The decisions deleted are not the file's: an alert reopened (or a decision left) meanwhile."""
+
+
+def _remove_orphans(writer: Any, archive: Path) -> int:
+    if not archive.exists():
+        return 0
+    with writer.transaction():
+        known = {path for (path,) in writer.execute("select path from audit_archives")}
+    orphans = 0
+    for path in archive.glob("scored=*/*"):
+        if path.relative_to(archive).as_posix() not in known and (
+            path.name.endswith(".parquet") or path.name.endswith(".tmp")
+        ):
+            path.unlink()
+            orphans += 1
+    return orphans
