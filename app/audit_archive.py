@@ -26,6 +26,7 @@ One run at a time (an advisory lock). The trainer's scheduled run archives after
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from psycopg import sql
 
@@ -258,3 +260,39 @@ def _remove_orphans(writer: Any, archive: Path) -> int:
             path.unlink()
             orphans += 1
     return orphans
+
+
+def find_decision(
+    conninfo: str, archive: Path, txn_id: str, *, scored_on: date | None = None
+) -> tuple[dict[str, Any], str] | None:
+    """A transaction's decision record, from the database or else from the archive, and where it was
+    found (``database`` or the archive file); None when neither holds it. ``scored_on`` reads only
+    that scored day's files (a whole archive is read otherwise: one column, then the file that has it)."""
+    import psycopg  # noqa: PLC0415
+    from psycopg.rows import dict_row  # noqa: PLC0415
+
+    columns = sql.SQL(", ").join(sql.Identifier("d", name) for name, _ in FILE_COLUMNS[: -len(ALERT_COLUMNS)])
+    query = sql.SQL(
+        "select {}, a.status as alert_status, a.created_at as alert_created_at,"
+        " a.closed_at as alert_closed_at, a.closed_by as alert_closed_by"
+        " from decisions d left join alerts a using (txn_id) where d.txn_id = %s"
+    ).format(columns)
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10, autocommit=True, row_factory=dict_row) as conn:
+            found = conn.execute("select to_regclass('decisions') is not null as yes").fetchone()
+            row = conn.execute(query, (txn_id,)).fetchone() if found and found["yes"] else None
+    except psycopg.Error as exc:
+        raise FraudstreamError(f"decision: PostgreSQL: {first_line(exc)}") from exc
+    if row is not None:
+        return dict(row), "database"
+    folders = [archive / f"scored={scored_on.isoformat()}"] if scored_on else sorted(archive.glob("scored=*"))
+    for path in (p for folder in folders for p in sorted(folder.glob("part-*.parquet"))):
+        ids = pq.read_table(path, columns=["txn_id"]).column("txn_id")
+        hits = pc.index(ids, txn_id).as_py()
+        if hits >= 0:
+            record = pq.read_table(path).slice(hits, 1).to_pylist()[0]
+            for name, kind in FILE_COLUMNS:
+                if kind == "json" and record[name] is not None:
+                    record[name] = json.loads(record[name])
+            return record, path.relative_to(archive).as_posix()
+    return None

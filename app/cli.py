@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from app.errors import FraudstreamError, first_line
 from app.schema import SCENARIOS
+from app.settings import LIVE_REPORT_DAYS
 
 if TYPE_CHECKING:
     from app.simulator.model import SimConfig
@@ -161,6 +162,36 @@ def archive(
 
 
 @cli.command()
+def decision(
+    txn_id: str = typer.Argument(..., help="The transaction's txn_id."),
+    scored_on: datetime | None = typer.Option(
+        None,
+        formats=["%Y-%m-%d"],
+        help="Its scored day (UTC), if known: only that day's archive files are read.",
+    ),
+    archive: Path | None = typer.Option(
+        None, "--archive", help="Archive folder (default: FRAUDSTREAM_AUDIT_ARCHIVE_DIR)."
+    ),
+) -> None:
+    """Print a transaction's decision record (score, reasons, SHAP, model, alert) as JSON, from the
+    database or, once archived, from the audit archive."""
+    import orjson
+
+    from app.audit_archive import find_decision
+    from app.settings import get_settings
+
+    settings = get_settings()
+    folder = settings.audit_archive_dir if archive is None else archive
+    day = None if scored_on is None else scored_on.date()
+    found = find_decision(settings.pg_conninfo(reveal=True), folder, txn_id, scored_on=day)
+    if found is None:
+        where = f"the archive's {day} files" if day else f"the archive ({folder})"
+        raise FraudstreamError(f"decision: no decision for {txn_id!r} in the database nor in {where}")
+    record, source = found
+    typer.echo(orjson.dumps({"found_in": source, **record}, option=orjson.OPT_INDENT_2).decode())
+
+
+@cli.command()
 def train(
     history: Path = typer.Option(..., "--history", help="History folder (date partitions) with labels."),
     until: datetime | None = typer.Option(
@@ -248,7 +279,9 @@ def models_rollback() -> None:
 
 @models_cli.command("live")
 def models_live(
-    window: str = typer.Option("30d", help="Decisions scored in this window (s, m, h, d) ..."),
+    window: str = typer.Option(
+        f"{LIVE_REPORT_DAYS}d", help="Decisions scored in this window (s, m, h, d) ..."
+    ),
     settle: str = typer.Option("0s", help="... ending this long ago (chargebacks still to come)."),
     out: Path | None = typer.Option(None, help="Also write the report as JSON here."),
     at_most: int = typer.Option(
@@ -526,9 +559,8 @@ def main() -> None:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        typer.echo(
-            f"fraudstream: error: invalid setting FRAUDSTREAM_{field.upper()}: {first['msg']}", err=True
-        )
+        what = f"setting FRAUDSTREAM_{field.upper()}" if field else "settings"  # a model validator: no field
+        typer.echo(f"fraudstream: error: invalid {what}: {first['msg']}", err=True)
         sys.exit(1)
     except Exception as exc:  # a database error from any command (psycopg is imported where it is used)
         psycopg = sys.modules.get("psycopg")

@@ -7,6 +7,7 @@ Build it with :func:`get_settings` (never at import time).
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,8 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LIVE_REPORT_DAYS = 30  # `fraudstream models live`'s default window
 
 
 class Settings(BaseSettings):
@@ -143,6 +146,17 @@ class Settings(BaseSettings):
     def _thresholds_ordered(self) -> Settings:
         if self.decline_threshold < self.review_threshold:
             raise ValueError("decline_threshold must not be below review_threshold")
+        return self
+
+    @model_validator(mode="after")
+    def _keeps_the_report_windows(self) -> Settings:
+        # the live performance reports read the decisions of their window from the database
+        least = max(LIVE_REPORT_DAYS, math.ceil(self.ui_live_window_s / 86400))
+        if 0 < self.audit_keep_days < least:
+            raise ValueError(
+                f"audit_keep_days must be 0 (keep every decision) or at least {least}: the live performance"
+                f" reports read the last {least} days of decisions from the database"
+            )
         return self
 
     @model_validator(mode="after")

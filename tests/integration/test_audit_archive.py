@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from app.audit_archive import SELECT, _archive_day, _batches, archive_audit
+from app.audit_archive import SELECT, _archive_day, _batches, archive_audit, find_decision
 from app.audit_export import PART, Mark, export_audit
 from app.feedback import FeedbackService
 from app.history import read_history
@@ -74,7 +74,9 @@ def test_archive_moves_exported_closed_decisions_to_parquet_and_out_of_the_datab
         mark = Mark.read(history)
         assert mark is not None
 
-        env = {"FRAUDSTREAM_PG_DB": db, "FRAUDSTREAM_AUDIT_KEEP_DAYS": "10"}
+        records = [find_decision(conninfo, archive, ids[i]) for i in (0, 2, 3)]
+        assert all(r is not None and r[1] == "database" for r in records)
+        env = {"FRAUDSTREAM_PG_DB": db, "FRAUDSTREAM_AUDIT_KEEP_DAYS": "30"}
         # the CLI archives against the real clock: every decision here was scored in March 2026
         result = fraudstream("archive", "--history", str(history), "--to", str(archive), env=env)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -112,6 +114,28 @@ def test_archive_moves_exported_closed_decisions_to_parquet_and_out_of_the_datab
             assert json.loads(got["shap"]) == pytest.approx(want.shap)
             assert json.loads(got["reasons"]) == want.reasons
             assert json.loads(got["txn"])["txn_id"] == want.txn.txn_id
+
+        # a decision record reads the same from the archive as it did from the database
+        for i, before in zip((0, 2, 3), records, strict=True):
+            after = find_decision(conninfo, archive, ids[i])
+            assert after is not None
+            assert after[1] == recorded[[0, 2, 3].index(i)][1]
+            assert before is not None
+            assert after[0] == before[0]
+        shown = fraudstream("decision", ids[2], "--archive", str(archive), env=env)
+        assert shown.returncode == 0, shown.stderr[-3000:]
+        record = json.loads(shown.stdout)
+        assert (record["found_in"], record["alert_status"], record["score"]) == (
+            recorded[1][1],
+            "legit",
+            d[2].score,
+        )
+        missing = fraudstream("decision", "no-such-txn", "--archive", str(archive), env=env)
+        assert missing.returncode == 1
+        assert missing.stderr.strip() == (
+            "fraudstream: error: decision: no decision for 'no-such-txn' in the database nor in the archive"
+            f" ({archive})"
+        )
 
         # the analyst's link to an archived alert says where it went; an alert never raised does not
         client = TestClient(create_app(ui, lambda _: None, tmp_path / "reports"), follow_redirects=False)

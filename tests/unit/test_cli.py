@@ -41,6 +41,34 @@ def test_main_turns_a_bad_setting_into_one_line(
     assert err[0].startswith("fraudstream: error: invalid setting FRAUDSTREAM_PG_PORT:")
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FRAUDSTREAM_AUDIT_KEEP_DAYS": "29"}, "keep every decision) or at least 30"),
+        ({"FRAUDSTREAM_AUDIT_KEEP_DAYS": "30", "FRAUDSTREAM_UI_LIVE_WINDOW_S": "3888000"}, "at least 45"),
+        ({"FRAUDSTREAM_REVIEW_THRESHOLD": "0.9", "FRAUDSTREAM_DECLINE_THRESHOLD": "0.5"}, "decline_thr"),
+    ],
+)
+def test_main_turns_settings_that_do_not_fit_together_into_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("app.cli.cli", lambda **_: Settings())
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("fraudstream: error: invalid settings: Value error, "), err
+    assert message in err
+
+
+def test_retention_off_or_long_enough_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for days in ("0", "30", "3650"):
+        monkeypatch.setenv("FRAUDSTREAM_AUDIT_KEEP_DAYS", days)
+        assert Settings().audit_keep_days == int(days)
+
+
 def test_main_turns_a_fraudstream_error_into_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
