@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
@@ -24,8 +24,10 @@ from psycopg.types.json import set_json_dumps
 
 from app.errors import first_line
 from app.pg import apply_schema
-from app.scoring.decide import Decision
 from app.scoring.rules import Rules
+
+if TYPE_CHECKING:  # the archive and the UI read the audit's columns without loading the model's libraries
+    from app.scoring.decide import Decision
 
 log = logging.getLogger("fraudstream.scoring")
 
