@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,8 @@ from training.metrics import evaluate
 from training.registry import Registry
 from training.report import write_report
 from training.train import fit, predict
+
+log = logging.getLogger("fraudstream.trainer")
 
 
 def git_commit() -> str:
@@ -193,10 +196,14 @@ def scheduled_train(
     conninfo = settings.pg_conninfo(reveal=True)
     exported = export_audit(conninfo, history_dir, settings.label_delay_days)
     steps = [exported.line()]
-    # after the export, so that every decision that goes has its day in the history
-    steps.append(
-        archive_audit(conninfo, history_dir, settings.audit_archive_dir, settings.audit_keep_days).line()
-    )
+    # after the export, so that every decision that goes has its day in the history; housekeeping: a
+    # failed archive (another run holds it, a full disk) is logged and the training goes on
+    try:
+        archived = archive_audit(conninfo, history_dir, settings.audit_archive_dir, settings.audit_keep_days)
+        steps.append(archived.line())
+    except FraudstreamError as exc:
+        log.error("trainer: %s", exc)
+        steps.append(f"{exc} (logged; the run goes on)")
     try:
         steps.append(train_job(settings, history_dir, seed=seed, report=report))
     finally:
