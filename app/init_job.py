@@ -44,8 +44,8 @@ def init_job(
     close_store(feature_store(settings, apply=True))
     echo(f"init: Feast definitions applied ({settings.feast_config})")
 
-    def validate(root: Path, otherwise: str) -> None:
-        result = validate_history(root, settings.reports_dir / "init" / "validation")
+    def validate(root: Path, otherwise: str, since: str | None = None) -> None:
+        result = validate_history(root, settings.reports_dir / "init" / "validation", since=since)
         echo(result.one_line())
         if not result.success:
             raise FraudstreamError(f"history in {root} failed validation; {otherwise}")
@@ -66,7 +66,8 @@ def init_job(
 
     if any(history.glob("date=*/*.parquet")):
         unchecked = champion is not None  # a history this run has not validated (it trained no model)
-        check = (lambda root: validate(root, "card states not seeded")) if unchecked else None
+        # the days the seed reads (from the trainer's snapshot on, if it has one)
+        check = (lambda root, since: validate(root, "card states not seeded", since)) if unchecked else None
         echo(seed_card_states(settings, history, check=check, audit=settings.pg_conninfo(reveal=True)))
     else:
         echo(f"init: no history in {history}; the workers start without card states")

@@ -25,17 +25,21 @@ fold takes those from the decision audit too, so the states end where the worker
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
 
 from app.audit_export import decided_since_export
 from app.errors import FraudstreamError
-from app.history import read_history
+from app.history import partitions, read_history
 from app.kafka_admin import ensure_changelog, records_in
 from app.schema import TRANSACTION_FIELDS
 from app.settings import Settings
 from features.backfill import card_states
+from features.card import PENDING_S
+from features.fold import CardState
+from features.snapshot import Snapshot, latest_states
 
 
 def source_partition(key: bytes, partitions: int) -> int:
@@ -47,14 +51,20 @@ def source_partition(key: bytes, partitions: int) -> int:
 
 
 def seed_card_states(
-    settings: Settings, history_dir: Path, *, check: Callable[[Path], None] | None = None,
+    settings: Settings, history_dir: Path, *, check: Callable[[Path, str | None], None] | None = None,
     audit: str | None = None,
 ) -> str:  # fmt: skip
     """Write every card's state after ``history_dir`` to the card-state changelog; a one-line summary.
 
-    ``check`` (the history's validation, where nothing has validated it yet; it raises to refuse)
-    runs only when seeding will happen: the changelog is empty. ``audit`` (a PostgreSQL conninfo):
-    the decided transactions the history lacks are folded in too."""
+    ``check(history_dir, since)`` (the validation of the days read from ``since`` on, where nothing has
+    validated them yet; it raises to refuse) runs only when seeding will happen: the changelog is
+    empty. ``audit`` (a PostgreSQL conninfo): the decided transactions the history lacks are folded
+    in too.
+
+    The states before the history's last days come from the trainer's snapshot when one is usable
+    (``features.snapshot``: the same fold, so the same states), and only the days from it on are read:
+    a deployment that has run for a year has a history no process could read whole. Not when the
+    worker's lateness differs from the one the snapshots were folded with."""
     from kafka import KafkaProducer  # noqa: PLC0415
     from kafka.errors import KafkaError  # noqa: PLC0415
 
@@ -62,16 +72,22 @@ def seed_card_states(
     held = records_in(settings, topic)
     if held:
         return f"seed: {topic} already holds {held:,} records; card states not seeded (a worker's are newer)"
-    if check is not None:
-        check(history_dir)
-    history = read_history(history_dir)
-    decided = pd.DataFrame()
+    decided = pd.DataFrame(columns=list(TRANSACTION_FIELDS))
     if audit is not None:
         decided = decided_since_export(audit, history_dir)
-        decided = decided[~decided["txn_id"].isin(history["txn_id"])]
-        if len(decided):  # one event_time dtype (Arrow's UTC and psycopg's differ), or pandas makes it object
-            decided = decided.astype({"event_time": history["event_time"].dtype})
-            history = pd.concat([history[list(TRANSACTION_FIELDS)], decided], ignore_index=True)
+    base: Snapshot | None = None
+    initial: dict[str, CardState] = {}
+    passed = ""
+    if settings.lateness_s == PENDING_S:  # the snapshots' fold
+        base, initial, passed = latest_states(history_dir, _first_day_to_read(history_dir, decided))
+    since = None if base is None else base.day
+    if check is not None:
+        check(history_dir, since)
+    history = read_history(history_dir, since=since)
+    decided = decided[~decided["txn_id"].isin(history["txn_id"])]
+    if len(decided):  # one event_time dtype (Arrow's UTC and psycopg's differ), or pandas makes it object
+        decided = decided.astype({"event_time": history["event_time"].dtype})
+        history = pd.concat([history[list(TRANSACTION_FIELDS)], decided], ignore_index=True)
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka_servers, acks="all", enable_idempotence=True, linger_ms=10,
         batch_size=256 * 1024, **settings.kafka_security(),
@@ -79,7 +95,7 @@ def seed_card_states(
     failed: list[BaseException] = []
     cards = 0
     try:
-        for card, state in card_states(history, settings.lateness_s):
+        for card, state in card_states(history, settings.lateness_s, initial=initial):
             key = card.encode()
             where = source_partition(key, partitions)
             producer.send(topic, key=key, value=state.to_bytes(), partition=where).add_errback(failed.append)
@@ -94,4 +110,20 @@ def seed_card_states(
         raise FraudstreamError(f"{len(failed)} of {cards} card states were not written to {topic} ({why})")
     until = f" up to {history['event_time'].max():%Y-%m-%d %H:%M} UTC" if len(history) else ""
     audited = f" ({len(decided):,} of them from the decision audit)" if audit is not None else ""
-    return f"seed: {cards:,} card states from {len(history):,} transactions{audited}{until} -> {topic}"
+    origin = "" if base is None else f"snapshot {base.day} + "
+    return (
+        f"seed: {cards:,} card states from {origin}{len(history):,} transactions{audited}{until} -> {topic}"
+        + passed
+    )
+
+
+def _first_day_to_read(history_dir: Path, decided: pd.DataFrame) -> str:
+    """The first day whose transactions the fold needs one by one: the day after the history's last,
+    or the first day of a decided transaction the history lacks, if earlier (the fold is in time
+    order, so everything from there on is read)."""
+    last = partitions(history_dir)[-1].day
+    after = (date.fromisoformat(last) + timedelta(days=1)).isoformat()
+    if not len(decided):
+        return after
+    first: str = pd.Timestamp(decided["event_time"].min()).strftime("%Y-%m-%d")
+    return min(after, first)

@@ -56,14 +56,7 @@ class Snapshot:
 def states_before(history: Path, day: str) -> tuple[dict[str, CardState], str]:
     """Each card's state after every transaction of the days before ``day`` (YYYY-MM-DD), and a line
     saying where they came from."""
-    base, states, passed = None, {}, ""
-    for snap in _usable(history, day, partitions(history, before=day)):
-        try:
-            states, base = snap.load(), snap
-            break
-        except (OSError, ValueError, KeyError, IndexError, struct.error, pa.ArrowException) as exc:
-            # a cache, not the data: an unreadable one is passed over, never the end of a training run
-            passed += f" (snapshot {snap.day} unreadable, passed over: {type(exc).__name__})"
+    base, states, passed = latest_states(history, day)
     folded = read_history(history, since=base.day if base else None, before=day)
     if len(folded):
         states = dict(card_states(folded, initial=states))
@@ -74,6 +67,19 @@ def states_before(history: Path, day: str) -> tuple[dict[str, CardState], str]:
         f"card states before {day}: {len(states):,} cards, from {origin} + {len(folded):,} transactions"
         + passed,
     )
+
+
+def latest_states(history: Path, day: str) -> tuple[Snapshot | None, dict[str, CardState], str]:
+    """The latest usable snapshot at or before ``day`` that can be read, its states, and what was
+    passed over (a cache, not the data: an unreadable one is never the end of a run); no snapshot and
+    no states when there is none."""
+    passed = ""
+    for snap in _usable(history, day, partitions(history, before=day)):
+        try:
+            return snap, snap.load(), passed
+        except (OSError, ValueError, KeyError, IndexError, struct.error, pa.ArrowException) as exc:
+            passed += f" (snapshot {snap.day} unreadable, passed over: {type(exc).__name__})"
+    return None, {}, passed
 
 
 def _usable(history: Path, day: str, before: list[Partition]) -> list[Snapshot]:

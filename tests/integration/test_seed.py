@@ -19,7 +19,8 @@ from app.settings import Settings
 from app.simulator.jobs import produce_transactions
 from app.simulator.model import SimConfig, simulate
 from app.worker.process import isolated_env, running_worker, settings_for
-from features.backfill import card_feature_frame
+from features.backfill import card_feature_frame, card_states
+from features.snapshot import states_before
 from tests.integration.worker_features import Worker, assert_batch_features
 from tests.kafka_helpers import drain
 from tests.services import fresh_database, unique
@@ -46,13 +47,29 @@ def test_a_worker_seeded_from_history_and_the_audit_scores_the_next_transactions
         audit = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
         migrate_audit(audit)
         scored = record_approved(audit, pd.concat([past.tail(20), decided]), "v-seed")  # 20 in the history
-        line = seed_card_states(s, tmp_path / "past", audit=audit)
+        # a training run left the card states before the history's fourth day (features.snapshot); the
+        # seed starts from them and reads the days since, the validation only those
+        snapshot_day = (past["event_time"].min() + pd.Timedelta(days=3)).strftime("%Y-%m-%d")
+        states_before(tmp_path / "past", snapshot_day)
+        validated: list[str | None] = []
+        line = seed_card_states(
+            s, tmp_path / "past", audit=audit, check=lambda _, since: validated.append(since)
+        )
+        assert validated == [snapshot_day]
         known = pd.concat([past, decided])
         cards = known["card_id"].nunique()
+        read = known[known["event_time"] >= pd.Timestamp(snapshot_day, tz="UTC")]
         assert line.startswith(
-            f"seed: {cards:,} card states from {len(known):,} transactions ({len(decided):,} of them from"
-            f" the decision audit) up to {decided['event_time'].max():%Y-%m-%d %H:%M} UTC"
+            f"seed: {cards:,} card states from snapshot {snapshot_day} + {len(read):,} transactions"
+            f" ({len(decided):,} of them from the decision audit) up to"
+            f" {decided['event_time'].max():%Y-%m-%d %H:%M} UTC"
         ), line
+        # exactly the states the fold over everything gives
+        written = {
+            r.key.decode(): r.value for r in drain(s.kafka_servers, card_state_changelog(s), expected=cards)
+        }
+        whole = {card: state.to_bytes() for card, state in card_states(known, s.lateness_s)}
+        assert written == whole
 
         # after an export, only what it had not written: the days after its last, and decisions made since
         through = exported.date()
