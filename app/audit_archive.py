@@ -29,7 +29,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -153,7 +153,9 @@ def _archive(conninfo: str, mark: Mark, archive: Path, horizon: datetime, batch_
         if not locked:
             raise FraudstreamError("archive: another archive run is in progress; try again when it ends")
         orphans = _remove_orphans(writer, archive)
-        params = (horizon, mark.next_day, mark.scored_after)
+        # the export's next day as a UTC instant: a date would be midnight in the session's time zone
+        next_day = datetime.combine(mark.next_day, time(), UTC)
+        params = (horizon, next_day, mark.scored_after)
         files: list[str] = []
         changed: list[str] = []
         rows = 0
@@ -172,7 +174,7 @@ def _archive(conninfo: str, mark: Mark, archive: Path, horizon: datetime, batch_
             f"select count(*) filter (where not ({exported})),"  # noqa: S608 - constants only
             f" count(*) filter (where {exported} and a.status = 'open')"
             " from decisions d left join alerts a using (txn_id) where d.scored_at < %(horizon)s",
-            {"next": mark.next_day, "seen": mark.scored_after, "horizon": horizon},
+            {"next": next_day, "seen": mark.scored_after, "horizon": horizon},
         ).fetchone() or (0, 0)
     return Archived(horizon, "", tuple(files), rows, int(kept_open), int(kept_unexported), tuple(changed),
                     orphans)  # fmt: skip
@@ -296,3 +298,47 @@ def find_decision(
                     record[name] = json.loads(record[name])
             return record, path.relative_to(archive).as_posix()
     return None
+
+
+@dataclass(frozen=True)
+class Verified:
+    files: int
+    rows: int
+    problems: tuple[str, ...]  # one line per file missing, changed or not holding its rows
+
+    def line(self) -> str:
+        head = f"archive: {self.files:,} file(s), {self.rows:,} decisions checked against audit_archives"
+        if not self.problems:
+            return f"{head}: every file is there, with its SHA-256 and row count"
+        shown = "; ".join(self.problems[:5]) + ("; ..." if len(self.problems) > 5 else "")
+        return f"{head}: {len(self.problems):,} problem(s): {shown}"
+
+
+def verify_archive(conninfo: str, archive: Path) -> Verified:
+    """Every file ``audit_archives`` records: there, with the SHA-256 and row count recorded when its
+    decisions left the database."""
+    import psycopg  # noqa: PLC0415
+
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
+            found = conn.execute("select to_regclass('audit_archives') is not null").fetchone()
+            recorded = (
+                conn.execute("select path, rows, sha256 from audit_archives order by id").fetchall()
+                if found and found[0] else []
+            )  # fmt: skip
+    except psycopg.Error as exc:
+        raise FraudstreamError(f"archive: PostgreSQL: {first_line(exc)}") from exc
+    problems, rows = [], 0
+    for path, count, digest in recorded:
+        file = archive / path
+        rows += count
+        if not file.is_file():
+            problems.append(f"{path} is missing")
+            continue
+        with file.open("rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != digest:
+                problems.append(f"{path} has changed (SHA-256)")
+                continue
+        if pq.read_metadata(file).num_rows != count:  # the digest matched: only a wrong record could
+            problems.append(f"{path} holds {pq.read_metadata(file).num_rows:,} rows, not {count:,}")
+    return Verified(len(recorded), rows, tuple(problems))

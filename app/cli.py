@@ -140,9 +140,16 @@ def export(
 
 @cli.command()
 def archive(
-    history: Path = typer.Option(..., "--history", help="History folder the export writes (its mark)."),
+    history: Path | None = typer.Option(
+        None, "--history", help="History folder the export writes (its mark)."
+    ),
     to: Path | None = typer.Option(
-        None, "--to", help="Archive folder (default FRAUDSTREAM_AUDIT_ARCHIVE_DIR)."
+        None, "--to", help="Archive folder (default: FRAUDSTREAM_AUDIT_ARCHIVE_DIR)."
+    ),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Check every archived file's SHA-256 and row count instead; non-zero if any fails.",
     ),
 ) -> None:
     """Move the decisions scored more than FRAUDSTREAM_AUDIT_KEEP_DAYS ago to Parquet files.
@@ -151,14 +158,38 @@ def archive(
     database; each file is recorded in audit_archives with its rows and SHA-256. The scheduled trainer
     runs this after each export.
     """
-    from app.audit_archive import archive_audit
+    from app.audit_archive import archive_audit, verify_archive
     from app.settings import get_settings
 
     settings = get_settings()
     folder = settings.audit_archive_dir if to is None else to
-    typer.echo(
-        archive_audit(settings.pg_conninfo(reveal=True), history, folder, settings.audit_keep_days).line()
-    )
+    conninfo = settings.pg_conninfo(reveal=True)
+    if verify:
+        checked = verify_archive(conninfo, folder)
+        if checked.problems:
+            raise FraudstreamError(checked.line())
+        typer.echo(checked.line())
+        return
+    if history is None:
+        raise FraudstreamError(
+            "archive: --history DIR is needed (the export's mark says what the history holds)"
+        )
+    typer.echo(archive_audit(conninfo, history, folder, settings.audit_keep_days).line())
+
+
+@cli.command("feature-log")
+def feature_log() -> None:
+    """Merge the workers' offline feature log into one file a day (but the newest), and remove the days
+    more than FRAUDSTREAM_FEATURE_LOG_KEEP_DAYS before the newest. The scheduled trainer runs this."""
+    from app.settings import get_settings
+    from features.log_compaction import compact_feature_log
+    from features.store import CARD_VIEW
+
+    settings = get_settings()
+    done = compact_feature_log(settings.feature_log_dir / CARD_VIEW, settings.feature_log_keep_days)
+    if done.failed:
+        raise FraudstreamError(done.line())
+    typer.echo(done.line())
 
 
 @cli.command()

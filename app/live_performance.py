@@ -77,12 +77,18 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _interval(bounds: list[float] | None) -> str:
+    return "" if bounds is None else f" (95 % {bounds[0]:.3f}-{bounds[1]:.3f})"
+
+
 def one_lines(report: dict[str, Any]) -> list[str]:
     lines = [
         f"live: {version}: {m['decisions']:,} decisions, {m['flagged']:,} flagged; {m['confirmed_frauds']:,} "
-        f"confirmed frauds, recall {_num(m['recall'])}, precision {_num(m['precision'])}, "
+        f"confirmed frauds, recall {_num(m['recall'])}{_interval(m['recall_95'])}, "
+        f"precision {_num(m['precision'])}{_interval(m['precision_95'])}, "
         f"ROC AUC {_num(m['roc_auc'])}, AP {_num(m['average_precision'])} (unlabelled presumed genuine); "
-        f"precision {_num(m['precision_settled'])} over the {m['flagged_settled']:,} flagged with a label"
+        f"precision {_num(m['precision_settled'])}{_interval(m['precision_settled_95'])} over the "
+        f"{m['flagged_settled']:,} flagged with a label"
         for version, m in report["models"].items()
     ]
     for s in report["shadows"]:

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     batch_trace_dir: Path | None = Field(
         None, description="Write each micro-batch's step times here when the worker stops (the bench)"
     )
+    feature_log_keep_days: int = Field(
+        60,
+        ge=0,
+        description="The feature log keeps the days up to this many before its newest (0: every day); the"
+        " scheduled trainer also merges each day's parts into one file",
+    )
     feature_log_flush_rows: int = Field(20_000, ge=1)
     feature_log_flush_s: float = Field(10.0, gt=0)
     online_flush_s: float = Field(0.5, gt=0, description="Coalescing interval of Feast online writes")

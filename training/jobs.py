@@ -188,10 +188,13 @@ def scheduled_train(
     are built from it and materialised for the workers. Without the export every retrain
     learned from the history the deployment started with, and the workers' merchant features stayed
     those of the day ``init`` built them. After the export, the decisions older than the retention
-    leave the database for the archive (``app.audit_archive``)."""
+    leave the database for the archive (``app.audit_archive``), and the workers' feature log is merged
+    into a file a day (``features.log_compaction``)."""
     from app.audit_archive import archive_audit  # noqa: PLC0415
     from app.audit_export import export_audit  # noqa: PLC0415
     from features.jobs import build_merchant_features  # noqa: PLC0415
+    from features.log_compaction import compact_feature_log  # noqa: PLC0415
+    from features.store import CARD_VIEW  # noqa: PLC0415
 
     conninfo = settings.pg_conninfo(reveal=True)
     exported = export_audit(conninfo, history_dir, settings.label_delay_days)
@@ -204,6 +207,10 @@ def scheduled_train(
     except FraudstreamError as exc:
         log.error("trainer: %s", exc)
         steps.append(f"{exc} (logged; the run goes on)")
+    compacted = compact_feature_log(settings.feature_log_dir / CARD_VIEW, settings.feature_log_keep_days)
+    if compacted.failed:
+        log.error("trainer: %s", compacted.line())
+    steps.append(compacted.line())
     try:
         steps.append(train_job(settings, history_dir, seed=seed, report=report))
     finally:

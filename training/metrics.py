@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,21 @@ def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
+
+
+def wilson(part: int, whole: int, z: float = Z95) -> list[float] | None:
+    """The Wilson score interval (95 %) of the share ``part / whole``: what the share could be, given
+    how few decisions it was measured on (recall on 4 confirmed frauds says little). None for no
+    ``whole``."""
+    if not whole:
+        return None
+    share, z2 = part / whole, z * z
+    centre = (share + z2 / (2 * whole)) / (1 + z2 / whole)
+    half = z / (1 + z2 / whole) * math.sqrt(share * (1 - share) / whole + z2 / (4 * whole * whole))
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
 def live_metrics(label: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
     """How a model did on live decisions, from the labels that came back.
 
@@ -83,9 +99,12 @@ def live_metrics(label: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> d
         "confirmed_frauds": int(fraud.sum()),
         "frauds_flagged": caught,
         "recall": _share(caught, int(fraud.sum())),
+        "recall_95": wilson(caught, int(fraud.sum())),
         "precision": _share(caught, int(flagged.sum())),
+        "precision_95": wilson(caught, int(flagged.sum())),
         "flagged_settled": int((flagged & settled).sum()),
         "precision_settled": _share(caught, int((flagged & settled).sum())),
+        "precision_settled_95": wilson(caught, int((flagged & settled).sum())),
         **_ranking(fraud.astype(np.int8), score),
     }
 

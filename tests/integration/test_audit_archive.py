@@ -181,6 +181,25 @@ def test_archive_moves_exported_closed_decisions_to_parquet_and_out_of_the_datab
         last = archive_audit(conninfo, history, archive, 10, now=NOW)
         assert (last.rows, last.kept_open, len(last.files)) == (1, 0, 1)
 
+        # the files are checked against what audit_archives recorded when their decisions left
+        verified = fraudstream("archive", "--verify", "--to", str(archive), env=env)
+        assert verified.returncode == 0, verified.stderr[-3000:]
+        assert verified.stdout.strip() == (
+            "archive: 4 file(s), 4 decisions checked against audit_archives: every file is there, with its"
+            " SHA-256 and row count"
+        )
+        files[0].write_bytes(files[0].read_bytes() + b"\0")
+        files[1].unlink()
+        broken = fraudstream("archive", "--verify", "--to", str(archive), env=env)
+        assert broken.returncode == 1
+        assert broken.stderr.strip() == (
+            "fraudstream: error: archive: 4 file(s), 4 decisions checked against audit_archives: 2"
+            f" problem(s): {recorded[0][1]} has changed (SHA-256); {recorded[1][1]} is missing"
+        )
+        needs_history = fraudstream("archive", env=env)
+        assert needs_history.returncode == 1
+        assert "archive: --history DIR is needed" in needs_history.stderr
+
 
 def test_a_day_whose_alert_reopens_while_it_is_archived_is_rolled_back_whole(
     settings: Settings, tmp_path: Path

@@ -78,8 +78,11 @@ def test_live_report_from_verdicts_and_chargebacks(settings: Settings, tmp_path:
         assert shadow["equal_volume"] == {"flagged": 3, "champion_frauds": 1, "shadow_frauds": 2}
         lines = run.stdout.splitlines()
         assert lines[0].startswith(
-            "live: v-ui-test: 8 decisions, 3 flagged; 2 confirmed frauds, recall 0.500"
+            "live: v-ui-test: 8 decisions, 3 flagged; 2 confirmed frauds, recall 0.500 (95 % 0.095-0.905),"
+            " precision 0.333 (95 % 0.061-0.792),"
         )
+        assert lines[0].endswith("precision 0.500 (95 % 0.095-0.905) over the 2 flagged with a label")
+        assert (model["recall_95"], model["precision_95"]) == ([0.0945, 0.9055], [0.0615, 0.7923])
         assert lines[1].startswith("shadow: v-challenger beside v-ui-test on 8 decisions")
         assert "the shadow would catch 2, the champion caught 1" in lines[1]
 
@@ -101,6 +104,11 @@ def test_live_report_from_verdicts_and_chargebacks(settings: Settings, tmp_path:
             r'<td class="num"[^>]*>([^<]*)</td>', table[: table.index("</tr>", table.index("<tbody>"))]
         )
         assert cells == ["8", "3", "2", "0.5", "0.3333", "0.5", "0.8333", "0.75"], cells
+        assert (
+            "v-ui-test, what the shares could be given how few decisions they rest on (95 % Wilson"
+            " intervals): recall 0.095 to 0.905 on 2 confirmed frauds; precision 0.061 to 0.792 on 3 flags;"
+            " precision, settled 0.095 to 0.905 on 2 labelled flags."
+        ) in page
         assert "With the champion's 3 flags it would have caught <strong>2</strong>" in page
         assert "the champion caught <strong>1</strong>" in page
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.audit_window import SLICES, stretches
-from training.metrics import live_metrics, shadow_comparison
+from training.metrics import live_metrics, shadow_comparison, wilson
 
 NAN = np.nan
 # 8 decisions: two confirmed frauds (one flagged, one found by a chargeback), one flagged decision
@@ -30,9 +30,12 @@ def test_live_metrics_count_what_the_labels_settled() -> None:
         "confirmed_frauds": 2,
         "frauds_flagged": 1,
         "recall": 0.5,
+        "recall_95": [0.0945, 0.9055],  # Wilson, 1 of 2 (scipy.stats.binomtest's proportion_ci agrees)
         "precision": round(1 / 3, 4),
+        "precision_95": [0.0615, 0.7923],  # 1 of 3
         "flagged_settled": 2,
         "precision_settled": 0.5,
+        "precision_settled_95": [0.0945, 0.9055],
         # frauds 0.95 and 0.40 against the six others: 6 + 4 of 12 pairs ranked right
         "roc_auc": pytest.approx(10 / 12, abs=1e-4),
         # ranks 1 and 4: (1/1 + 2/4) / 2
@@ -40,9 +43,21 @@ def test_live_metrics_count_what_the_labels_settled() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("part", "whole"), [(0, 1), (0, 5), (5, 5), (1, 3), (50, 100), (3, 1_000), (999, 1_000)]
+)
+def test_wilson_intervals_are_scipys(part: int, whole: int) -> None:
+    from scipy.stats import binomtest  # noqa: PLC0415 - the reference, for this test only
+
+    ci = binomtest(part, whole).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson(part, whole) == [round(float(ci.low), 4), round(float(ci.high), 4)]
+    assert wilson(part, 0) is None
+
+
 def test_live_metrics_without_labels_give_no_ratios() -> None:
     m = live_metrics(np.full(3, NAN), np.array([0.9, 0.1, 0.2]), np.array([True, False, False]))
     assert (m["confirmed_frauds"], m["recall"], m["precision_settled"], m["roc_auc"]) == (0, None, None, None)
+    assert (m["recall_95"], m["precision_settled_95"]) == (None, None)
     assert m["precision"] == 0.0, "one flag, no fraud known: presumed genuine"
 
 

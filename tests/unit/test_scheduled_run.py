@@ -11,6 +11,7 @@ import pytest
 from app.audit_export import Export
 from app.errors import FraudstreamError
 from app.settings import Settings
+from features.log_compaction import Compacted
 from training import jobs
 
 
@@ -27,6 +28,7 @@ def _steps(monkeypatch: pytest.MonkeyPatch, archive: object) -> tuple[list[str],
     clock = datetime(2026, 3, 20, tzinfo=UTC)
     monkeypatch.setattr("app.audit_export.export_audit", lambda *_: Export(clock, None, (), 0, 0, 0))
     monkeypatch.setattr("app.audit_archive.archive_audit", archive)
+    monkeypatch.setattr("features.log_compaction.compact_feature_log", lambda *_: Compacted(1, 3, 40, 0, ()))
     monkeypatch.setattr(jobs, "train_job", step("train", "train: v1 ..."))
     monkeypatch.setattr("features.jobs.build_merchant_features", step("features", "merchants ..."))
     return calls, jobs.scheduled_train(Settings(), Path("history"))
@@ -44,7 +46,7 @@ def test_a_failed_archive_is_logged_and_the_run_trains_all_the_same(
     assert line == (
         "export: nothing new: settled through None (audit clock 2026-03-20 00:00); the history is unchanged;"
         " archive: another archive run is in progress; try again when it ends (logged; the run goes on);"
-        " train: v1 ...; merchants ..."
+        " feature log: 3 parts of 1 day(s) merged into one file a day (40 rows); train: v1 ...; merchants ..."
     )
     assert [r.getMessage() for r in caplog.records] == [
         "trainer: archive: another archive run is in progress; try again when it ends"

@@ -1,0 +1,104 @@
+"""The worker's offline feature log, kept readable: each day's parts merged into one file, old days
+dropped.
+
+The feature writer adds one Parquet part per flush and day (``app/worker/sinks.py``): every 10 s or
+20,000 rows, per worker, so 8,640 files a day and worker at any traffic, forever. Feast reads the log
+as the card view's offline source, listing and opening every file; a month of them is a quarter of a
+million files.
+
+``compact_feature_log`` merges the parts of every day but the newest into one
+``part-compacted-<stamp>.parquet`` (by event time; a transaction logged twice, by a batch replayed
+after a crash, once), and removes the days more than ``keep_days`` before the newest. It is safe
+beside running workers: it removes only the parts it read, after the merged file is in place (a
+part written meanwhile stays, for the next run), and a day's file is written whole or not at all.
+A reader listing the day between the two may read its rows twice, for that moment.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from app.errors import first_line
+from app.history import write_parquet
+
+COMPACTED = "part-compacted-"
+
+
+@dataclass(frozen=True)
+class Compacted:
+    days: int  # days whose parts were merged
+    parts: int  # parts merged (and removed)
+    rows: int  # rows in the merged files
+    duplicates: int  # rows left out: a transaction logged again
+    dropped: tuple[str, ...]  # days removed, older than the retention
+    failed: tuple[str, ...] = ()  # "DAY (why)": a day whose parts could not be merged, left as it was
+
+    def line(self) -> str:
+        if self.parts:
+            twice = f", {self.duplicates:,} logged twice left out" if self.duplicates else ""
+            merged = (
+                f"feature log: {self.parts:,} parts of {self.days:,} day(s) merged into one file a day"
+                f" ({self.rows:,} rows{twice})"
+            )
+        else:
+            merged = "feature log: nothing to merge"
+        notes = [merged]
+        if self.dropped:
+            span = self.dropped[0] if len(self.dropped) == 1 else f"{self.dropped[0]}..{self.dropped[-1]}"
+            notes.append(f"{len(self.dropped)} day(s) {span} removed (older than the retention)")
+        if self.failed:
+            notes.append(f"not merged, left as they were: {', '.join(self.failed)}")
+        return "; ".join(notes)
+
+
+def compact_feature_log(root: Path, keep_days: int) -> Compacted:
+    """Merge the parts of each day of ``root`` (``date=YYYY-MM-DD`` folders) but the newest; remove
+    the days more than ``keep_days`` (0: none) before the newest."""
+    folders = sorted(p for p in root.glob("date=*") if p.is_dir()) if root.is_dir() else []
+    if not folders:
+        return Compacted(0, 0, 0, 0, ())
+    newest = date.fromisoformat(folders[-1].name.removeprefix("date="))
+    dropped: list[str] = []
+    if keep_days > 0:
+        oldest = (newest - timedelta(days=keep_days)).isoformat()
+        for folder in folders:
+            day = folder.name.removeprefix("date=")
+            if day < oldest:
+                shutil.rmtree(folder)
+                dropped.append(day)
+    days = parts = rows = duplicates = 0
+    failed: list[str] = []
+    for folder in folders[:-1]:
+        found = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
+        if len(found) < 2:
+            continue
+        try:
+            merged, left_out = _merge(found)
+            write_parquet(
+                merged,
+                folder / f"{COMPACTED}{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}.parquet",
+            )
+        except (OSError, pa.ArrowException) as exc:  # a torn part, a full disk: that day waits, named
+            failed.append(f"{folder.name.removeprefix('date=')} ({type(exc).__name__}: {first_line(exc)})")
+            continue
+        for part in found:
+            part.unlink()
+        days, parts = days + 1, parts + len(found)
+        rows, duplicates = rows + merged.num_rows, duplicates + left_out
+    return Compacted(days, parts, rows, duplicates, tuple(dropped), tuple(failed))
+
+
+def _merge(parts: list[Path]) -> tuple[pa.Table, int]:
+    """The parts' rows by event time, each transaction once (its first row), and how many were left out."""
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    indexed = table.select(["txn_id"]).append_column("i", pa.array(range(table.num_rows), pa.int64()))
+    firsts = indexed.group_by("txn_id", use_threads=False).aggregate([("i", "min")]).column("i_min")
+    kept = table.take(firsts).sort_by([("event_time", "ascending"), ("txn_id", "ascending")])
+    return kept, table.num_rows - kept.num_rows
