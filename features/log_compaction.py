@@ -7,11 +7,12 @@ as the card view's offline source, listing and opening every file; a month of th
 million files.
 
 ``compact_feature_log`` merges the parts of every day but the newest into one
-``part-compacted-<stamp>.parquet`` (by event time; a transaction logged twice, by a batch replayed
-after a crash, once), and removes the days more than ``keep_days`` before the newest. It is safe
-beside running workers: it removes only the parts it read, after the merged file is in place (a
-part written meanwhile stays, for the next run), and a day's file is written whole or not at all.
-A reader listing the day between the two may read its rows twice, for that moment.
+``part-compacted-<stamp>.parquet`` (in the order the parts were written; a transaction logged
+twice, by a batch replayed after a crash, once), and removes the days more than ``keep_days``
+before the newest. It is safe beside running workers: it removes only the parts it read, after the
+merged file is in place (a part written meanwhile stays, for the next run), and a day's file is
+written whole or not at all. A reader listing the day between the two may read its rows twice,
+for that moment.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.errors import first_line
-from app.history import write_parquet
 
 COMPACTED = "part-compacted-"
 
@@ -79,26 +80,54 @@ def compact_feature_log(root: Path, keep_days: int) -> Compacted:
         found = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
         if len(found) < 2:
             continue
+        name = f"{COMPACTED}{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}.parquet"
         try:
-            merged, left_out = _merge(found)
-            write_parquet(
-                merged,
-                folder / f"{COMPACTED}{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}.parquet",
-            )
+            merged, left_out = _merge(found, folder / name)
         except (OSError, pa.ArrowException) as exc:  # a torn part, a full disk: that day waits, named
             failed.append(f"{folder.name.removeprefix('date=')} ({type(exc).__name__}: {first_line(exc)})")
             continue
         for part in found:
             part.unlink()
         days, parts = days + 1, parts + len(found)
-        rows, duplicates = rows + merged.num_rows, duplicates + left_out
+        rows, duplicates = rows + merged, duplicates + left_out
     return Compacted(days, parts, rows, duplicates, tuple(dropped), tuple(failed))
 
 
-def _merge(parts: list[Path]) -> tuple[pa.Table, int]:
-    """The parts' rows by event time, each transaction once (its first row), and how many were left out."""
-    table = pa.concat_tables([pq.read_table(p) for p in parts])
-    indexed = table.select(["txn_id"]).append_column("i", pa.array(range(table.num_rows), pa.int64()))
-    firsts = indexed.group_by("txn_id", use_threads=False).aggregate([("i", "min")]).column("i_min")
-    kept = table.take(firsts).sort_by([("event_time", "ascending"), ("txn_id", "ascending")])
-    return kept, table.num_rows - kept.num_rows
+def _merge(parts: list[Path], target: Path, row_group: int = 100_000) -> tuple[int, int]:
+    """The parts' rows, in the parts' order, each transaction once (its first row), written to
+    ``target`` whole or not at all: the rows written, and how many were left out. One part in memory
+    at a time, and the ids seen: a day of 4.3 million rows took 0.6 GB at its peak, against 3.9 GB
+    for merging and sorting the day whole (session 32)."""
+    seen: set[str] = set()
+    written = left_out = 0
+    pending: list[pa.Table] = []
+    tmp = target.with_name(f".{target.stem}.tmp")
+    try:
+        with pq.ParquetWriter(tmp, pq.read_schema(parts[0]), compression="zstd") as out:
+            for part in parts:
+                table = pq.read_table(part)
+                keep = np.zeros(table.num_rows, dtype=bool)
+                for i, txn in enumerate(table.column("txn_id").to_pylist()):
+                    if txn not in seen:
+                        seen.add(txn)
+                        keep[i] = True
+                kept = table.filter(pa.array(keep))
+                left_out += table.num_rows - kept.num_rows
+                pending.append(kept)
+                if sum(t.num_rows for t in pending) >= row_group:
+                    written += _flush(out, pending)
+            written += _flush(out, pending)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return written, left_out
+
+
+def _flush(out: pq.ParquetWriter, pending: list[pa.Table]) -> int:
+    """Write the pending tables as one row group; the rows written."""
+    if not pending:
+        return 0
+    table = pa.concat_tables(pending)
+    out.write_table(table)
+    pending.clear()
+    return int(table.num_rows)

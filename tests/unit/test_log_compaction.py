@@ -67,7 +67,7 @@ def test_each_day_but_the_newest_becomes_one_file_holding_each_transaction_once(
     assert merged.startswith(COMPACTED)
     table = pq.read_table(root / "date=2026-11-27" / merged)
     assert table.schema == pq.read_schema(next((root / "date=2026-11-28").glob("part-*.parquet")))
-    assert table.column("txn_id").to_pylist() == ["a", "b", "c", "d"], "by event time"
+    assert table.column("txn_id").to_pylist() == ["b", "a", "c", "d"], "as they were written"
     b = table.filter(pa.compute.equal(table.column("txn_id"), "b"))
     assert b.column(FEATURE_NAMES[0]).to_pylist() == [1.5], "the first row logged"
     assert len(_parts(root, "2026-11-28")) == 1, "a single part is left as it is"
@@ -86,9 +86,9 @@ def test_a_part_written_while_the_day_is_merged_stays(
     merge = log_compaction._merge
     late = FeatureLog(tmp_path, "w1", flush_rows=1_000, flush_s=3_600)
 
-    def merge_while_a_worker_writes(parts: list[Path]) -> tuple[pa.Table, int]:
+    def merge_while_a_worker_writes(parts: list[Path], target: Path) -> tuple[int, int]:
         _flush(late, [_row("late", DAY + timedelta(hours=5))])  # after the parts were listed
-        return merge(parts)
+        return merge(parts, target)
 
     monkeypatch.setattr(log_compaction, "_merge", merge_while_a_worker_writes)
     compact_feature_log(root, keep_days=0)
