@@ -67,15 +67,19 @@ def compact_feature_log(root: Path, keep_days: int) -> Compacted:
         return Compacted(0, 0, 0, 0, ())
     newest = date.fromisoformat(folders[-1].name.removeprefix("date="))
     dropped: list[str] = []
+    failed: list[str] = []
     if keep_days > 0:
         oldest = (newest - timedelta(days=keep_days)).isoformat()
         for folder in folders:
             day = folder.name.removeprefix("date=")
             if day < oldest:
-                shutil.rmtree(folder)
+                try:
+                    shutil.rmtree(folder)
+                except OSError as exc:  # named, never the end of the trainer's run
+                    failed.append(f"{day} (not removed: {type(exc).__name__}: {first_line(exc)})")
+                    continue
                 dropped.append(day)
     days = parts = rows = duplicates = 0
-    failed: list[str] = []
     for folder in folders[:-1]:
         found = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
         if len(found) < 2:
@@ -83,11 +87,11 @@ def compact_feature_log(root: Path, keep_days: int) -> Compacted:
         name = f"{COMPACTED}{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}.parquet"
         try:
             merged, left_out = _merge(found, folder / name)
+            for part in found:  # a part left here by a failure is merged again, once, by the next run
+                part.unlink(missing_ok=True)
         except (OSError, pa.ArrowException) as exc:  # a torn part, a full disk: that day waits, named
             failed.append(f"{folder.name.removeprefix('date=')} ({type(exc).__name__}: {first_line(exc)})")
             continue
-        for part in found:
-            part.unlink()
         days, parts = days + 1, parts + len(found)
         rows, duplicates = rows + merged, duplicates + left_out
     return Compacted(days, parts, rows, duplicates, tuple(dropped), tuple(failed))

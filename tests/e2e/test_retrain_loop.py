@@ -8,6 +8,7 @@ promoted only if better on the same holdout -> the running worker scores with wh
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -82,7 +83,12 @@ def test_confirmed_fraud_retrains_and_the_worker_follows_the_champion(
                     "-> export: no decision in the audit yet; the history is unchanged; archive: nothing"
                     " moved: no export has written " in log
                 )
-                assert " (a decision leaves the database only once the history holds its day); train: " in log
+                # then merges the workers' feature log, a file a day, before it trains
+                assert re.search(
+                    r" \(a decision leaves the database only once the history holds its day\);"
+                    r" feature log: [^;]+; train: ",
+                    log,
+                ), log[-3000:]
                 if champion.version == newest.version:
                     assert "promoted to champion" in log
                 else:
