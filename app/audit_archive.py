@@ -289,14 +289,15 @@ def find_decision(
         return dict(row), "database"
     folders = [archive / f"scored={scored_on.isoformat()}"] if scored_on else sorted(archive.glob("scored=*"))
     for path in (p for folder in folders for p in sorted(folder.glob("part-*.parquet"))):
-        ids = pq.read_table(path, columns=["txn_id"]).column("txn_id")
-        hits = pc.index(ids, txn_id).as_py()
-        if hits >= 0:
-            record = pq.read_table(path).slice(hits, 1).to_pylist()[0]
-            for name, kind in FILE_COLUMNS:
-                if kind == "json" and record[name] is not None:
-                    record[name] = json.loads(record[name])
-            return record, path.relative_to(archive).as_posix()
+        file = pq.ParquetFile(path)
+        for group in range(file.num_row_groups):  # a day's file can be gigabytes: a row group at a time
+            at = pc.index(file.read_row_group(group, columns=["txn_id"]).column("txn_id"), txn_id).as_py()
+            if at >= 0:
+                record = file.read_row_group(group).slice(at, 1).to_pylist()[0]
+                for name, kind in FILE_COLUMNS:
+                    if kind == "json" and record[name] is not None:
+                        record[name] = json.loads(record[name])
+                return record, path.relative_to(archive).as_posix()
     return None
 
 
