@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 
 from app.audit_archive import SELECT, _archive_day, _batches, archive_audit, find_decision
 from app.audit_export import PART, Mark, export_audit
-from app.feedback import FeedbackService
 from app.history import read_history
 from app.schema import Feedback
 from app.scoring.decide import Decision
@@ -25,7 +24,7 @@ from app.settings import Settings
 from app.ui.store import UiStore
 from app.ui.web import create_app
 from tests.e2e.cli import fraudstream
-from tests.integration.test_ui import PASSWORD, login
+from tests.integration.test_ui import PASSWORD, analyst_desk, login
 from tests.services import fresh_database
 from tests.ui_data import T0, populate
 
@@ -54,11 +53,7 @@ def test_archive_moves_exported_closed_decisions_to_parquet_and_out_of_the_datab
     history, archive = tmp_path / "history", tmp_path / "archive"
     with fresh_database(settings, "it_archive") as db:
         conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
-        ui = UiStore(conninfo)
-        ui.migrate()
-        ui.add_user("ana", PASSWORD, "analyst")
-        feedback = FeedbackService(conninfo, threshold=1_000, request_retrain=lambda _: None)
-        feedback.migrate()
+        ui, feedback = analyst_desk(conninfo)
         d = populate(conninfo, tmp_path / "model", n=12, adjust=_audit)
         ids = [x.txn.txn_id for x in d]
         assert archive_audit(conninfo, history, archive, 10, now=NOW).line() == (

@@ -28,7 +28,7 @@ from expectations.validate import validate_history
 from features.merchant import MERCHANT_FEATURES, merchant_daily_features
 from features.store import close_store, feature_store
 from tests.e2e.cli import fraudstream
-from tests.integration.test_ui import PASSWORD
+from tests.integration.test_ui import analyst_desk
 from tests.services import fresh_database, unique
 from tests.ui_data import T0, populate, record_approved
 from training.jobs import scheduled_train, train_job
@@ -59,11 +59,7 @@ def test_export_writes_settled_days_with_their_labels_and_rewrites_relabelled_on
         conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
         assert export_audit(conninfo, history, 7).clock is None, "no tables yet: nothing to export"
         assert not (history / "_audit_export.json").exists()
-        ui = UiStore(conninfo)
-        ui.migrate()
-        ui.add_user("ana", PASSWORD, "analyst")
-        feedback = FeedbackService(conninfo, threshold=1_000, request_retrain=lambda _: None)
-        feedback.migrate()
+        ui, feedback = analyst_desk(conninfo)
         d = populate(conninfo, tmp_path / "model", n=12, adjust=spread)  # the audit's clock: 03-13 12:00
         since = datetime.now(UTC)
         ui.verdict(d[0].txn.txn_id, "ana", True, "")  # 03-02: fraud, by an analyst

@@ -13,7 +13,6 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from app.feedback import FeedbackService
 from app.live_performance import live_job
 from app.schema import Feedback
 from app.scoring.decide import Decision
@@ -22,7 +21,7 @@ from app.settings import Settings
 from app.ui.store import UiStore
 from app.ui.web import create_app
 from tests.e2e.cli import fraudstream
-from tests.integration.test_ui import PASSWORD, login
+from tests.integration.test_ui import PASSWORD, analyst_desk, login
 from tests.services import fresh_database
 from tests.ui_data import populate
 
@@ -43,11 +42,7 @@ def _outcomes(decisions: list[Decision]) -> list[Decision]:
 def test_live_report_from_verdicts_and_chargebacks(settings: Settings, tmp_path: Path) -> None:
     with fresh_database(settings, "it_live") as db:
         conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
-        ui = UiStore(conninfo)
-        ui.migrate()
-        ui.add_user("ana", PASSWORD, "analyst")
-        feedback = FeedbackService(conninfo, threshold=1_000, request_retrain=lambda _: None)
-        feedback.migrate()
+        ui, feedback = analyst_desk(conninfo)
         d = populate(conninfo, tmp_path / "model", n=len(SCORES), adjust=_outcomes)
         since = datetime.now(UTC)
         ui.verdict(d[0].txn.txn_id, "ana", True, "")

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg.rows import dict_row
 
+from app.feedback import FeedbackService
 from app.kafka_admin import ensure_topics
 from app.scoring.decide import Decision
 from app.settings import Settings
@@ -69,6 +70,16 @@ def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', html)
     assert found, html[:500]
     return found.group(1)
+
+
+def analyst_desk(conninfo: str) -> tuple[UiStore, FeedbackService]:
+    """The UI's tables with one analyst, ana, and the feedback service that records chargebacks."""
+    ui = UiStore(conninfo)
+    ui.migrate()
+    ui.add_user("ana", PASSWORD, "analyst")
+    feedback = FeedbackService(conninfo, threshold=1_000, request_retrain=lambda _: None)
+    feedback.migrate()
+    return ui, feedback
 
 
 def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
