@@ -41,6 +41,7 @@ from psycopg import sql
 
 from app.audit_export import Mark
 from app.errors import FraudstreamError, first_line
+from app.history import parquet_file
 from app.scoring.store import COLUMN_TYPES
 
 ARCHIVE_LOCK = 0x61726368  # an advisory lock key ("arch"): one archive run at a time
@@ -195,13 +196,13 @@ def _archive_day(writer: Any, archive: Path, day: date, batches: Any) -> tuple[s
     folder = archive / f"scored={day.isoformat()}"
     folder.mkdir(parents=True, exist_ok=True)
     name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}.parquet"
-    target, tmp = folder / name, folder / f".{name}.tmp"
+    target = folder / name
     relative = target.relative_to(archive).as_posix()
     count, first, last, committed = 0, None, None, False
     try:
         with writer.transaction():
             writer.execute("create temp table archiving (txn_id text primary key) on commit drop")
-            with pq.ParquetWriter(tmp, ARCHIVE_SCHEMA) as out:
+            with parquet_file(target, ARCHIVE_SCHEMA, compression="snappy") as out:
                 for rows in batches:
                     columns = list(zip(*rows, strict=True))
                     arrays = [pa.array(c, type=f.type) for c, f in zip(columns, ARCHIVE_SCHEMA, strict=True)]
@@ -212,11 +213,10 @@ def _archive_day(writer: Any, archive: Path, day: date, batches: Any) -> tuple[s
                     count += len(rows)
                     first = first or rows[0][_SCORED_AT]
                     last = rows[-1][_SCORED_AT]
-            if pq.read_metadata(tmp).num_rows != count:
-                raise FraudstreamError(f"archive: {tmp} does not hold the {count:,} rows written")
-            with tmp.open("rb") as f:
+            if pq.read_metadata(target).num_rows != count:
+                raise FraudstreamError(f"archive: {target} does not hold the {count:,} rows written")
+            with target.open("rb") as f:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
-            tmp.replace(target)
             writer.execute("set local fraudstream.archiving = 'on'")
             writer.execute(
                 "delete from alerts a using archiving t where a.txn_id = t.txn_id and a.status <> 'open'"
@@ -235,14 +235,9 @@ def _archive_day(writer: Any, archive: Path, day: date, batches: Any) -> tuple[s
     except (_ChangedError, psycopg.errors.ForeignKeyViolation):
         return None  # rolled back: an alert reopened meanwhile; the file goes below
     finally:
-        tmp.unlink(missing_ok=True)
         if not committed:
             target.unlink(missing_ok=True)
     return relative, count
-
-
-def _recorded(writer: Any, relative: str) -> bool:
-    return writer.execute("select 1 from audit_archives where path = %s", (relative,)).fetchone() is not None
 
 
 class _ChangedError(Exception):
@@ -340,6 +335,7 @@ def verify_archive(conninfo: str, archive: Path) -> Verified:
             if hashlib.file_digest(f, "sha256").hexdigest() != digest:
                 problems.append(f"{path} has changed (SHA-256)")
                 continue
-        if pq.read_metadata(file).num_rows != count:  # the digest matched: only a wrong record could
-            problems.append(f"{path} holds {pq.read_metadata(file).num_rows:,} rows, not {count:,}")
+        held = pq.read_metadata(file).num_rows
+        if held != count:  # the digest matched: only a wrong record could
+            problems.append(f"{path} holds {held:,} rows, not {count:,}")
     return Verified(len(recorded), rows, tuple(problems))

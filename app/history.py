@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,23 @@ from app.schema import HISTORY_SCHEMA
 PART = "part-0.parquet"
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write ``path`` whole or not at all: to a hidden name not ending in ``.parquet`` (readers glob
-    ``*.parquet``), then renamed."""
+@contextmanager
+def parquet_file(path: Path, schema: pa.Schema, compression: str = "zstd") -> Iterator[pq.ParquetWriter]:
+    """A writer for ``path`` that writes it whole or not at all: to a hidden name not ending in
+    ``.parquet`` (readers glob ``*.parquet``), renamed when the block ends, removed if it fails."""
     tmp = path.with_name(f".{path.stem}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    try:
+        with pq.ParquetWriter(tmp, schema, compression=compression) as out:
+            yield out
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` whole or not at all (``parquet_file``)."""
+    with parquet_file(path, table.schema) as out:
+        out.write_table(table)
 
 
 def write_history(
