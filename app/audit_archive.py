@@ -284,15 +284,29 @@ def find_decision(
         return dict(row), "database"
     folders = [archive / f"scored={scored_on.isoformat()}"] if scored_on else sorted(archive.glob("scored=*"))
     for path in (p for folder in folders for p in sorted(folder.glob("part-*.parquet"))):
-        file = pq.ParquetFile(path)
-        for group in range(file.num_row_groups):  # a day's file can be gigabytes: a row group at a time
-            at = pc.index(file.read_row_group(group, columns=["txn_id"]).column("txn_id"), txn_id).as_py()
-            if at >= 0:
-                record = file.read_row_group(group).slice(at, 1).to_pylist()[0]
-                for name, kind in FILE_COLUMNS:
-                    if kind == "json" and record[name] is not None:
-                        record[name] = json.loads(record[name])
-                return record, path.relative_to(archive).as_posix()
+        try:
+            record = _find_in(path, txn_id)
+        except (OSError, pa.ArrowException) as exc:  # the decision may be in it: never "not found"
+            raise FraudstreamError(
+                f"decision: {path} is unreadable ({type(exc).__name__}: {first_line(exc)}); `fraudstream"
+                " archive --verify` checks every archived file"
+            ) from exc
+        if record is not None:
+            for name, kind in FILE_COLUMNS:
+                if kind == "json" and record[name] is not None:
+                    record[name] = json.loads(record[name])
+            return record, path.relative_to(archive).as_posix()
+    return None
+
+
+def _find_in(path: Path, txn_id: str) -> dict[str, Any] | None:
+    """The archive file's row for ``txn_id``, a row group at a time (a day's file can be gigabytes)."""
+    file = pq.ParquetFile(path)
+    for group in range(file.num_row_groups):
+        at = pc.index(file.read_row_group(group, columns=["txn_id"]).column("txn_id"), txn_id).as_py()
+        if at >= 0:
+            row: dict[str, Any] = file.read_row_group(group).slice(at, 1).to_pylist()[0]
+            return row
     return None
 
 

@@ -183,7 +183,13 @@ def test_archive_moves_exported_closed_decisions_to_parquet_and_out_of_the_datab
             "archive: 4 file(s), 4 decisions checked against audit_archives: every file is there, with its"
             " SHA-256 and row count"
         )
-        files[0].write_bytes(files[0].read_bytes() + b"\0")
+        torn = files[0].read_bytes()[:100]
+        files[0].write_bytes(torn)
+        unreadable = fraudstream("decision", "no-such-txn", "--archive", str(archive), env=env)
+        assert unreadable.returncode == 1
+        (line,) = unreadable.stderr.strip().splitlines()
+        assert line.startswith(f"fraudstream: error: decision: {files[0]} is unreadable (ArrowInvalid: ")
+        assert line.endswith("`fraudstream archive --verify` checks every archived file")
         files[1].unlink()
         broken = fraudstream("archive", "--verify", "--to", str(archive), env=env)
         assert broken.returncode == 1
