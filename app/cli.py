@@ -473,7 +473,8 @@ def ui(
     host: str | None = typer.Option(None, help="Bind address (default FRAUDSTREAM_UI_HOST)."),
     port: int | None = typer.Option(None, help="Port (default FRAUDSTREAM_UI_PORT, 8080)."),
 ) -> None:
-    """Serve the analyst review UI (alert queue, SHAP explanations, verdicts -> labels)."""
+    """Serve the analyst review UI (alert queue, transaction and card search, SHAP explanations, verdicts
+    and fraud reports -> labels)."""
     import uvicorn
 
     from app.kafka_admin import ensure_topics
@@ -489,6 +490,7 @@ def ui(
     app = create_app(
         store, kafka_feedback(settings), settings.reports_dir, secure_cookies=settings.ui_secure_cookies,
         live_window=timedelta(seconds=settings.ui_live_window_s), live_at_most=settings.ui_live_max_decisions,
+        archive_dir=settings.audit_archive_dir,
     )  # fmt: skip
     typer.echo(f"ui: http://{host or settings.ui_host}:{port or settings.ui_port}/", err=True)
     uvicorn.run(app, host=host or settings.ui_host, port=port or settings.ui_port, log_level="warning")

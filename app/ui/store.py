@@ -200,6 +200,36 @@ class UiStore:
                 (txn_id,),
             ).fetchone()
 
+    def decision(self, txn_id: str) -> dict[str, Any] | None:
+        """Any decision in the database, flagged or not; ``status`` (and the closing columns) are None
+        when it raised no alert."""
+        with self._connect() as conn:
+            return conn.execute(
+                "select d.*, a.status, a.closed_at, a.closed_by from decisions d left join alerts a"
+                " using (txn_id) where d.txn_id = %s",
+                (txn_id,),
+            ).fetchone()
+
+    def card_known(self, card_id: str) -> bool:
+        with self._connect() as conn:
+            found = conn.execute("select 1 from decisions where card_id = %s limit 1", (card_id,)).fetchone()
+        return found is not None
+
+    def card_decisions(self, card_id: str, page: int = 1, per_page: int = 50) -> list[dict[str, Any]]:
+        """A card's decisions, newest first, each with its alert's status and its latest label."""
+        with self._connect() as conn:
+            return conn.execute(
+                "select d.txn_id, d.event_time, d.amount, d.score, d.decision, d.model_version,"
+                " d.merchant_id, d.txn->>'currency' as currency, d.txn->>'country' as country,"
+                " d.txn->>'channel' as channel, d.reasons->0->>'text' as top_reason, a.status,"
+                " l.is_fraud, l.source as label_source"
+                " from decisions d left join alerts a using (txn_id)"
+                " left join lateral (select is_fraud, source from labels where labels.txn_id = d.txn_id"
+                " and retracted_at is null order by id desc limit 1) l on true"
+                " where d.card_id = %s order by d.event_time desc, d.txn_id limit %s offset %s",
+                (card_id, per_page, (max(page, 1) - 1) * per_page),
+            ).fetchall()
+
     def archived_through(self) -> datetime | None:
         """The latest scored_at the archive (``app.audit_archive``) has taken decisions from, if any."""
         with self._connect() as conn:
@@ -224,8 +254,8 @@ class UiStore:
             return conn.execute("select * from labels where txn_id = %s order by id", (txn_id,)).fetchall()
 
     def verdict(self, txn_id: str, actor: str, is_fraud: bool, note: str) -> dict[str, Any]:
-        note = mask_pans(note[:2000])  # a card number typed into a note is never stored
         """Close an open alert with the analyst's verdict; a label row and an action-log row."""
+        note = mask_pans(note[:2000])  # a card number typed into a note is never stored
         with self._connect() as conn, conn.transaction():
             alert = conn.execute(
                 "select card_id, status from alerts where txn_id = %s for update", (txn_id,)
@@ -247,10 +277,42 @@ class UiStore:
         assert label is not None
         return label
 
-    def undo(self, txn_id: str, actor: str, since: datetime) -> dict[str, Any]:
-        """Retract the actor's latest verdict on ``txn_id`` given since ``since`` (this login).
+    def report_fraud(self, txn_id: str, actor: str, note: str) -> dict[str, Any]:
+        """Label a decision that raised no alert as fraud (a card holder disputed it, say); a label row
+        and an action-log row. Refused for a flagged one (its alert takes the verdict) and for one
+        labelled fraud already."""
+        note = mask_pans(note[:2000])
+        with self._connect() as conn, conn.transaction():
+            row = conn.execute(
+                "select d.card_id, a.status from decisions d left join alerts a using (txn_id)"
+                " where d.txn_id = %s for update of d",
+                (txn_id,),
+            ).fetchone()
+            if row is None:
+                raise FraudstreamError(f"no decision {txn_id!r} in the database")
+            if row["status"] is not None:
+                raise FraudstreamError(f"{txn_id} raised an alert: give the verdict on the alert")
+            fraud = conn.execute(
+                "select coalesce(actor, source) as who from labels where txn_id = %s and is_fraud"
+                " and retracted_at is null order by id desc limit 1",
+                (txn_id,),
+            ).fetchone()
+            if fraud is not None:
+                raise FraudstreamError(f"{txn_id} is labelled fraud already (by {fraud['who']})")
+            label = conn.execute(
+                "insert into labels (txn_id, card_id, is_fraud, source, actor, note) values"
+                " (%s, %s, true, 'analyst', %s, %s) returning *",
+                (txn_id, row["card_id"], actor, note),
+            ).fetchone()
+            self._log(conn, actor, "report_fraud", txn_id, {"note": note})
+        assert label is not None
+        return label
 
-        The alert opens again; the label row stays, marked retracted (labels are never deleted).
+    def undo(self, txn_id: str, actor: str, since: datetime) -> dict[str, Any]:
+        """Retract the actor's latest verdict (or fraud report) on ``txn_id`` given since ``since`` (this
+        login).
+
+        The alert, if any, opens again; the label row stays, marked retracted (labels are never deleted).
         """
         with self._connect() as conn, conn.transaction():
             label = conn.execute(

@@ -12,9 +12,10 @@ roles are checked on every route (analyst < admin); all SQL is parameterised; te
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Red
 from fastapi.templating import Jinja2Templates
 
 from app.errors import FraudstreamError
+from app.pan import mask_pans
 from app.scoring.reasons import describe
 from app.ui.auth import same, token
 from app.ui.store import Session, UiStore
@@ -31,6 +33,7 @@ log = logging.getLogger("fraudstream.ui")
 COOKIE, LOGIN_COOKIE = "fs_session", "fs_login"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 Feedback = Callable[[dict[str, Any]], None]
+CARD_PAGE = 50  # decisions on a page of a card's
 
 
 class NotLoggedIn(Exception):  # noqa: N818 - a redirect, not an error
@@ -40,6 +43,7 @@ class NotLoggedIn(Exception):  # noqa: N818 - a redirect, not an error
 def create_app(  # noqa: PLR0915 - the route table
     store: UiStore, send_feedback: Feedback, reports_dir: Path, *, secure_cookies: bool = False,
     live_window: timedelta = timedelta(days=7), live_at_most: int | None = 200_000,
+    archive_dir: Path | None = None,
 ) -> FastAPI:  # fmt: skip
     app = FastAPI(title="fraudstream analyst UI", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(TEMPLATES))
@@ -161,24 +165,83 @@ def create_app(  # noqa: PLR0915 - the route table
         )  # fmt: skip
 
     @app.get("/alerts/{txn_id}", response_class=HTMLResponse)
-    def alert(request: Request, txn_id: str, session: Annotated[Session, Depends(current)]) -> Response:
-        row = store.alert(txn_id)
+    @app.get("/transactions/{txn_id}", response_class=HTMLResponse)
+    def transaction(
+        request: Request, txn_id: str, session: Annotated[Session, Depends(current)], archive: bool = False,
+        scored_on: date | None = None,
+    ) -> Response:  # fmt: skip
+        """Any decision, flagged or not; with ``archive`` one that left the database for the audit
+        archive (read only)."""
+        row, source = store.decision(txn_id), None
+        if row is None and archive:
+            row, source = _from_archive(store.conninfo, archive_dir, txn_id, scored_on)
         if row is None:
-            archived = store.archived_through()
-            raise HTTPException(404, f"no alert {txn_id}" + (
-                "" if archived is None else f" in the database (closed alerts on decisions scored up to"
-                f" {archived:%Y-%m-%d} have moved to the audit archive: see audit_archives)"
-            ))  # fmt: skip
+            raise HTTPException(404, _not_found(txn_id, archive, scored_on, store.archived_through()))
         shap = row["shap"]
         chart = waterfall_svg(row["expected_value"], shap, row["features"]) if shap else None
         history = store.card_history(row["card_id"], row["event_time"])
         countries = sorted({h["country"] for h in history if h["country"]})
-        store.log(session.user.username, "view", txn_id)
+        labels = store.labels_for(txn_id)
+        fraud = [lb for lb in labels if lb["is_fraud"] and lb["retracted_at"] is None]
+        store.log(session.user.username, "view", txn_id, {"archive": source} if source else None)
         score = sigmoid(row["expected_value"] + sum(shap.values())) if shap else None
         return page(
-            request, "alert.html", session, a=row, chart=chart, history=history, countries=countries,
-            labels=store.labels_for(txn_id), margin_score=score,
+            request, "decision.html", session, a=row, chart=chart, history=history, countries=countries,
+            labels=labels, margin_score=score, archived=source, reported=fraud[-1] if fraud else None,
         )  # fmt: skip
+
+    @app.get("/search", response_class=HTMLResponse)
+    def search(
+        request: Request, session: Annotated[Session, Depends(current)], q: str = "", archive: bool = False,
+        scored_on: str = "",
+    ) -> Response:  # fmt: skip
+        """A transaction id opens its decision, a card id the card's decisions; ``archive`` looks the
+        transaction up in the audit archive too (``scored_on``, a day or empty, narrows it)."""
+        q = q.strip()[:200]
+        if not q:
+            return page(request, "search.html", session, q="", archived_through=store.archived_through())
+        masked = mask_pans(q)  # a card number typed into the box is never logged
+        store.log(session.user.username, "search", None, {"q": masked, "archive": archive})
+        if masked != q:
+            raise HTTPException(400, "card numbers are not stored: search by a card id or a transaction id")
+        if archive:
+            try:
+                on = f"&scored_on={date.fromisoformat(scored_on).isoformat()}" if scored_on else ""
+            except ValueError:
+                raise HTTPException(400, "scored on: a day, YYYY-MM-DD") from None
+            return RedirectResponse(f"/transactions/{quote(q, safe='')}?archive=true{on}", status_code=303)
+        if store.decision(q) is not None:
+            return RedirectResponse(f"/transactions/{quote(q, safe='')}", status_code=303)
+        if store.card_known(q):
+            return RedirectResponse(f"/cards/{quote(q, safe='')}", status_code=303)
+        return page(request, "search.html", session, q=q, archived_through=store.archived_through())
+
+    @app.get("/cards/{card_id}", response_class=HTMLResponse)
+    def card(
+        request: Request, card_id: str, session: Annotated[Session, Depends(current)], page_no: int = 1
+    ) -> Response:
+        rows = store.card_decisions(card_id, page_no, CARD_PAGE)
+        if not rows and page_no <= 1:
+            raise HTTPException(404, f"no decision for card {card_id} in the database")
+        store.log(session.user.username, "view_card", card_id)
+        return page(request, "card.html", session, card_id=card_id, rows=rows, page_no=max(page_no, 1),
+                    more=len(rows) == CARD_PAGE)  # fmt: skip
+
+    @app.post("/transactions/{txn_id}/report")
+    def report(
+        txn_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()],
+        note: Annotated[str, Form()] = "",
+    ) -> Response:  # fmt: skip
+        """Label a transaction that raised no alert as fraud (the card holder disputes it)."""
+        checked(session, csrf)
+        if store.decision(txn_id) is None:
+            raise HTTPException(404, f"no decision {txn_id} in the database")
+        try:
+            label = store.report_fraud(txn_id, session.user.username, note)
+        except FraudstreamError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        _deliver(send_feedback, _feedback(label, retracted=False))
+        return RedirectResponse(f"/transactions/{quote(txn_id, safe='')}", status_code=303)
 
     @app.post("/alerts/{txn_id}/verdict")
     def verdict(
@@ -205,7 +268,7 @@ def create_app(  # noqa: PLR0915 - the route table
         except FraudstreamError as exc:
             raise HTTPException(409, str(exc)) from exc
         _deliver(send_feedback, _feedback(label, retracted=True))
-        return RedirectResponse(f"/alerts/{txn_id}", status_code=303)
+        return RedirectResponse(f"/transactions/{quote(txn_id, safe='')}", status_code=303)
 
     @app.get("/models", response_class=HTMLResponse)
     def models(request: Request, session: Annotated[Session, Depends(current)]) -> Response:
@@ -270,6 +333,39 @@ def create_app(  # noqa: PLR0915 - the route table
         return RedirectResponse("/admin/users", status_code=303)
 
     return app
+
+
+def _from_archive(
+    conninfo: str, archive: Path | None, txn_id: str, scored_on: date | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The decision record from the audit archive (``app.audit_archive``), shaped as the database's
+    row, and the file it came from."""
+    from app.audit_archive import find_decision  # noqa: PLC0415 - pyarrow, for this page only
+
+    if archive is None:
+        raise HTTPException(404, "this UI has no audit archive folder (FRAUDSTREAM_AUDIT_ARCHIVE_DIR)")
+    try:
+        found = find_decision(conninfo, archive, txn_id, scored_on=scored_on)
+    except FraudstreamError as exc:
+        raise HTTPException(503, str(exc)) from exc
+    if found is None:
+        return None, None
+    record, where = found
+    row = record | {"status": record["alert_status"], "closed_at": record["alert_closed_at"],
+                    "closed_by": record["alert_closed_by"]}  # fmt: skip
+    return row, None if where == "database" else where  # "database": it was there after all
+
+
+def _not_found(txn_id: str, archive: bool, scored_on: date | None, archived_through: datetime | None) -> str:
+    if archive:
+        where = f"the audit archive's files of {scored_on}" if scored_on else "the audit archive"
+        return f"no decision {txn_id} in the database nor in {where}"
+    if archived_through is None:
+        return f"no decision {txn_id} in the database"
+    return (
+        f"no decision {txn_id} in the database; decisions scored up to {archived_through:%Y-%m-%d} whose"
+        " alerts were closed have moved to the audit archive: search it from the search page"
+    )
 
 
 def _deliver(send_feedback: Feedback, record: dict[str, Any]) -> None:

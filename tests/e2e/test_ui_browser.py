@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -124,3 +125,15 @@ def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
     cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
     assert cells[:7] == ["v-ui-test", "12", "12", "1", "1.0", "0.0833", "1.0"], cells
     browser.save_screenshot(str(ARTEFACTS / "4-live.png"))
+
+    # a card holder calls: the header's search finds the card, its page lists every decision on it
+    browser.find_element(By.ID, "search").send_keys(label["card_id"] + Keys.ENTER)
+    links = wait.until(ec.presence_of_all_elements_located((By.CSS_SELECTOR, "a.txn-link")))
+    assert len(links) == 6, "populate gives each of its two cards 6 transactions"
+    assert txn_id in [a.text for a in links]
+    browser.save_screenshot(str(ARTEFACTS / "5-card.png"))
+    oldest = links[-1].text
+    links[-1].click()
+    heading = wait.until(ec.presence_of_element_located((By.TAG_NAME, "h1")))
+    assert oldest in heading.text
+    assert browser.find_element(By.ID, "card-link").text == label["card_id"]

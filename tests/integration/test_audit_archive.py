@@ -132,14 +132,36 @@ def test_archive_moves_exported_closed_decisions_to_parquet_and_out_of_the_datab
             f" ({archive})"
         )
 
-        # the analyst's link to an archived alert says where it went; an alert never raised does not
-        client = TestClient(create_app(ui, lambda _: None, tmp_path / "reports"), follow_redirects=False)
+        # the analyst's link to an archived alert says where it went, and the archive's search opens it
+        client = TestClient(
+            create_app(ui, lambda _: None, tmp_path / "reports", archive_dir=archive), follow_redirects=False
+        )
         login(client, "ana")
         gone = client.get(f"/alerts/{ids[0]}")
         assert gone.status_code == 404
         assert gone.text == (
-            f"no alert {ids[0]} in the database (closed alerts on decisions scored up to 2026-03-05 have"
-            " moved to the audit archive: see audit_archives)"
+            f"no decision {ids[0]} in the database; decisions scored up to 2026-03-05 whose alerts were"
+            " closed have moved to the audit archive: search it from the search page"
+        )
+        assert 'id="search-archive"' in client.get("/search").text
+        search = client.get("/search", params={"q": ids[0], "archive": "true", "scored_on": "2026-03-02"})
+        assert search.headers["location"] == f"/transactions/{ids[0]}?archive=true&scored_on=2026-03-02"
+        opened = client.get(search.headers["location"])
+        assert opened.status_code == 200
+        assert f'id="archived">From the audit archive (<code>{recorded[0][1]}</code>)' in opened.text
+        assert f"score {d[0].score:.3f}" in opened.text, "its waterfall, from the archived SHAP values"
+        assert "Alert closed (fraud) by ana" in opened.text
+        assert 'id="report-fraud"' not in opened.text
+        assert 'id="undo"' not in opened.text
+        approved = client.get(f"/transactions/{ids[3]}", params={"archive": "true"})
+        assert approved.status_code == 200, "the whole archive is read without a day"
+        assert f"Transaction {ids[3]}" in approved.text
+        elsewhere = client.get(
+            f"/transactions/{ids[3]}", params={"archive": "true", "scored_on": "2026-03-02"}
+        )
+        assert (
+            elsewhere.text
+            == f"no decision {ids[3]} in the database nor in the audit archive's files of 2026-03-02"
         )
         assert client.get(f"/alerts/{ids[1]}").status_code == 200
 

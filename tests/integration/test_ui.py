@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from app.feedback import FeedbackService
 from app.kafka_admin import ensure_topics
 from app.scoring.decide import Decision
+from app.scoring.store import DecisionStore
 from app.settings import Settings
 from app.ui.feedback import kafka_feedback
 from app.ui.store import UiStore
@@ -97,6 +98,9 @@ def test_everything_but_login_and_health_needs_a_session(ui: Ui) -> None:
     for path in (
         "/",
         "/alerts/ui-001",
+        "/transactions/ui-001",
+        "/search?q=ui-001",
+        "/cards/card-ui-0",
         "/models",
         "/models/live",
         "/reports",
@@ -109,6 +113,7 @@ def test_everything_but_login_and_health_needs_a_session(ui: Ui) -> None:
     for path in (
         "/alerts/ui-001/verdict",
         "/alerts/ui-001/undo",
+        "/transactions/ui-001/report",
         "/models/v1/promote",
         "/admin/users",
         "/logout",
@@ -261,8 +266,14 @@ def test_hostile_strings_in_every_text_input_are_data_never_sql_or_html(ui: Ui) 
         response = client.get("/", params=params)
         assert response.status_code in {200, 400, 422}, params
         assert "<script>alert(1)</script>" not in response.text
-    for path in (f"/alerts/{HOSTILE}", f"/reports/file/{HOSTILE}"):
+    for path in (
+        f"/alerts/{HOSTILE}",
+        f"/transactions/{HOSTILE}",
+        f"/cards/{HOSTILE}",
+        f"/reports/file/{HOSTILE}",
+    ):
         assert client.get(path).status_code == 404, path
+    assert client.post(f"/transactions/{HOSTILE}/report", data={"csrf": csrf}).status_code == 404
     assert (
         client.post(f"/alerts/{HOSTILE}/verdict", data={"verdict": "fraud", "csrf": csrf}).status_code == 404
     )
@@ -298,3 +309,97 @@ def counts(ui: Ui) -> dict[str, int]:
         " (select count(*) from users) as users"
     )[0]
     return dict(row)
+
+
+def test_search_opens_a_transaction_or_a_card_and_never_logs_a_card_number(ui: Ui) -> None:
+    client = ui.client()
+    login(client, "ana")
+    assert 'id="search-q"' in client.get("/search").text
+    found = client.get("/search", params={"q": " ui-003 "})
+    assert (found.status_code, found.headers["location"]) == (303, "/transactions/ui-003")
+    assert "Alert ui-003" in client.get(found.headers["location"]).text
+
+    card = client.get("/search", params={"q": "card-ui-1"})
+    assert (card.status_code, card.headers["location"]) == (303, "/cards/card-ui-1")
+    listed = re.findall(r'class="txn-link">([^<]+)<', client.get(card.headers["location"]).text)
+    newest_first = sorted((d for d in ui.decisions if d.txn.card_id == "card-ui-1"),
+                          key=lambda d: d.txn.event_time, reverse=True)  # fmt: skip
+    assert listed == [d.txn.txn_id for d in newest_first]
+    second = ui.store.card_decisions("card-ui-1", page=2, per_page=2)
+    assert [r["txn_id"] for r in second] == [d.txn.txn_id for d in newest_first[2:4]]
+    assert client.get("/cards/card-nobody").status_code == 404
+
+    nothing = client.get("/search", params={"q": "ui-999"})
+    assert nothing.status_code == 200
+    assert 'id="nothing"' in nothing.text
+    assert client.get("/transactions/ui-999").text == "no decision ui-999 in the database"
+    hostile = client.get("/search", params={"q": HOSTILE})
+    assert hostile.status_code == 200
+    assert "<script>alert(1)</script>" not in hostile.text
+
+    pan = client.get("/search", params={"q": CARD})
+    assert pan.status_code == 400
+    assert pan.text == "card numbers are not stored: search by a card id or a transaction id"
+    searches = [a["detail"]["q"] for a in ui.sql("select detail from action_log where action = 'search'")]
+    assert "411111******1111" in searches
+    assert CARD not in str(ui.sql("select target, detail from action_log"))
+    assert (
+        client.get("/search", params={"q": "ui-003", "archive": "true", "scored_on": "03/02"}).status_code
+        == 400
+    )
+
+
+def test_a_transaction_without_an_alert_can_be_reported_as_fraud_and_undone(ui: Ui) -> None:
+    """A card holder disputes an approved transaction: the analyst finds it and labels it fraud; the label
+    goes to fraud-feedback as a verdict does, and no alert is made up for it."""
+    first = ui.decisions[0]
+    approved = replace(first, txn=first.txn.model_copy(update={"txn_id": "ui-ok-1"}), decision="approve",
+                       score=0.02, shap=None, expected_value=None, reasons=[])  # fmt: skip
+    store = DecisionStore(ui.store.conninfo)
+    store.write([approved])
+    store.close()
+    topic = unique("it-ui-report")
+    settings = ui.settings.model_copy(update={"topic_feedback": topic})
+    ensure_topics(settings, [topic])
+    client = TestClient(create_app(ui.store, kafka_feedback(settings), ui.reports), follow_redirects=False)
+    csrf = login(client, "ana")
+    alerts = counts(ui)["alerts"]
+
+    page = client.get("/transactions/ui-ok-1").text
+    assert "Transaction ui-ok-1" in page
+    assert 'id="no-alert"' in page
+    assert 'id="report-fraud"' in page
+    assert 'id="confirm-fraud"' not in page
+    assert client.post("/transactions/ui-ok-1/report", data={}).status_code == 422  # no token
+    assert client.post("/transactions/ui-ok-1/report", data={"csrf": "forged"}).status_code == 403
+    assert not ui.sql("select 1 from labels where txn_id = 'ui-ok-1'")
+
+    done = client.post("/transactions/ui-ok-1/report", data={"csrf": csrf, "note": f"disputed {CARD}"})
+    assert (done.status_code, done.headers["location"]) == (303, "/transactions/ui-ok-1")
+    (label,) = ui.sql("select * from labels where txn_id = 'ui-ok-1'")
+    assert (label["is_fraud"], label["source"], label["actor"], label["card_id"], label["note"]) == (
+        True, "analyst", "ana", first.txn.card_id, "disputed 411111******1111",
+    )  # fmt: skip
+    assert counts(ui)["alerts"] == alerts
+    reported = client.get("/transactions/ui-ok-1").text
+    assert 'id="reported"' in reported
+    assert 'id="undo"' in reported
+    again = client.post("/transactions/ui-ok-1/report", data={"csrf": csrf})
+    assert (again.status_code, again.text) == (409, "ui-ok-1 is labelled fraud already (by ana)")
+    flagged = client.post(f"/transactions/{ui.decisions[4].txn.txn_id}/report", data={"csrf": csrf})
+    assert flagged.status_code == 409
+    assert "give the verdict on the alert" in flagged.text
+    assert client.post("/transactions/ui-nope/report", data={"csrf": csrf}).status_code == 404
+
+    undone = client.post("/alerts/ui-ok-1/undo", data={"csrf": csrf})
+    assert (undone.status_code, undone.headers["location"]) == (303, "/transactions/ui-ok-1")
+    assert ui.sql("select retracted_at from labels where txn_id = 'ui-ok-1'")[0]["retracted_at"] is not None
+    assert 'id="report-fraud"' in client.get("/transactions/ui-ok-1").text
+    events = [orjson.loads(r.value) for r in drain(settings.kafka_servers, topic, 2)]
+    assert [(e["txn_id"], e["is_fraud"], e["retracted"], e["analyst"]) for e in events] == [
+        ("ui-ok-1", 1, False, "ana"), ("ui-ok-1", 1, True, "ana"),
+    ]  # fmt: skip
+    actions = [
+        a["action"] for a in ui.sql("select action from action_log where target = 'ui-ok-1' order by id")
+    ]
+    assert actions == ["view", "report_fraud", "view", "undo", "view"]
