@@ -19,6 +19,7 @@ from app.settings import LIVE_REPORT_DAYS
 
 if TYPE_CHECKING:
     from app.simulator.model import SimConfig
+    from app.ui.store import UiStore
 
 cli = typer.Typer(
     name="fraudstream",
@@ -496,6 +497,15 @@ def ui(
     uvicorn.run(app, host=host or settings.ui_host, port=port or settings.ui_port, log_level="warning")
 
 
+def _ui_store() -> UiStore:
+    from app.settings import get_settings
+    from app.ui.store import UiStore
+
+    store = UiStore(get_settings().pg_conninfo(reveal=True))
+    store.migrate()
+    return store
+
+
 users_cli = typer.Typer(help="Analyst UI users.", no_args_is_help=True)
 cli.add_typer(users_cli, name="users")
 
@@ -514,14 +524,53 @@ def users_add(
     ),
 ) -> None:
     """Create a UI user (the first admin comes from here)."""
-    from app.settings import get_settings
-    from app.ui.store import UiStore
-
-    store = UiStore(get_settings().pg_conninfo(reveal=True))
-    store.migrate()
+    store = _ui_store()
     store.add_user(username, password, role)
     store.log("cli", "add_user", username, {"role": role})
     typer.echo(f"users: {username} ({role}) created")
+
+
+block_cli = typer.Typer(
+    help="The block list: cards and merchants whose transactions are declined whatever their score.",
+    no_args_is_help=True,
+)
+cli.add_typer(block_cli, name="block")
+KIND = typer.Argument(..., help="card or merchant.")
+
+
+@block_cli.command("add")
+def block_add(
+    kind: str = KIND,
+    value: str = typer.Argument(..., help="The card id or merchant id."),
+    reason: str = typer.Option("", help="Why (shown to analysts and in the action log)."),
+) -> None:
+    """Block a card or merchant; workers decline its transactions within FRAUDSTREAM_MODEL_POLL_S."""
+    import getpass
+
+    if _ui_store().block(kind, value, f"cli:{getpass.getuser()}", reason):
+        typer.echo(f"block: {kind} {value.strip()} blocked")
+    else:
+        typer.echo(f"block: {kind} {value.strip()} is on the block list already")
+
+
+@block_cli.command("remove")
+def block_remove(
+    kind: str = KIND, value: str = typer.Argument(..., help="The card id or merchant id.")
+) -> None:
+    """Take a card or merchant off the block list."""
+    import getpass
+
+    if not _ui_store().unblock(kind, value, f"cli:{getpass.getuser()}"):
+        raise FraudstreamError(f"block: {kind} {value} is not on the block list")
+    typer.echo(f"block: {kind} {value} unblocked")
+
+
+@block_cli.command("list")
+def block_list() -> None:
+    """Print the block list, newest first: kind, id, since, by, reason (tab-separated)."""
+    for e in _ui_store().block_list():
+        by = e["created_by"] or ""
+        typer.echo(f"{e['kind']}\t{e['value']}\t{e['created_at']:%Y-%m-%d %H:%M}\t{by}\t{e['reason']}")
 
 
 @cli.command()

@@ -102,6 +102,8 @@ create table if not exists block_list (
     created_at  timestamptz not null default now(),
     primary key (kind, value)
 );
+alter table block_list add column if not exists created_by text;  -- an analyst, or cli:USER
+alter table block_list add column if not exists txn_id text;  -- the fraud verdict that blocked it
 """
 
 COLUMN_TYPES = (

@@ -69,6 +69,7 @@ SORTS = {
     "newest": "a.event_time desc",
 }
 DECISIONS = ("review", "decline")
+BLOCK_KINDS = ("card", "merchant")
 
 
 @dataclass(frozen=True)
@@ -253,8 +254,11 @@ class UiStore:
         with self._connect() as conn:
             return conn.execute("select * from labels where txn_id = %s order by id", (txn_id,)).fetchall()
 
-    def verdict(self, txn_id: str, actor: str, is_fraud: bool, note: str) -> dict[str, Any]:
-        """Close an open alert with the analyst's verdict; a label row and an action-log row."""
+    def verdict(
+        self, txn_id: str, actor: str, is_fraud: bool, note: str, *, block_card: bool = False
+    ) -> dict[str, Any]:
+        """Close an open alert with the analyst's verdict; a label row and an action-log row; with
+        ``block_card`` (fraud only) the card joins the block list."""
         note = mask_pans(note[:2000])  # a card number typed into a note is never stored
         with self._connect() as conn, conn.transaction():
             alert = conn.execute(
@@ -274,13 +278,17 @@ class UiStore:
                 ("fraud" if is_fraud else "legit", actor, txn_id),
             )
             self._log(conn, actor, "verdict", txn_id, {"is_fraud": is_fraud, "note": note})
+            if block_card and is_fraud:
+                self._block(
+                    conn, "card", alert["card_id"], actor, f"fraud confirmed on {txn_id}", txn_id=txn_id
+                )
         assert label is not None
         return label
 
-    def report_fraud(self, txn_id: str, actor: str, note: str) -> dict[str, Any]:
+    def report_fraud(self, txn_id: str, actor: str, note: str, *, block_card: bool = False) -> dict[str, Any]:
         """Label a decision that raised no alert as fraud (a card holder disputed it, say); a label row
-        and an action-log row. Refused for a flagged one (its alert takes the verdict) and for one
-        labelled fraud already."""
+        and an action-log row (and the card blocked with ``block_card``). Refused for a flagged one (its
+        alert takes the verdict) and for one labelled fraud already."""
         note = mask_pans(note[:2000])
         with self._connect() as conn, conn.transaction():
             row = conn.execute(
@@ -305,6 +313,8 @@ class UiStore:
                 (txn_id, row["card_id"], actor, note),
             ).fetchone()
             self._log(conn, actor, "report_fraud", txn_id, {"note": note})
+            if block_card:
+                self._block(conn, "card", row["card_id"], actor, f"fraud reported on {txn_id}", txn_id=txn_id)
         assert label is not None
         return label
 
@@ -330,7 +340,67 @@ class UiStore:
                 (txn_id,),
             )
             self._log(conn, actor, "undo", txn_id, {"label_id": label["id"]})
+            unblocked = conn.execute(
+                "delete from block_list where kind = 'card' and txn_id = %s and created_by = %s"
+                " returning value",
+                (txn_id, actor),
+            ).fetchone()
+            if unblocked is not None:
+                self._log(conn, actor, "unblock", f"card:{unblocked['value']}", {"undo": txn_id})
         return label
+
+    # the block list (``app.scoring.rules``): the workers read it every FRAUDSTREAM_MODEL_POLL_S
+    def block(self, kind: str, value: str, actor: str, reason: str) -> bool:
+        """Put a card or merchant on the block list; False when it is on it already."""
+        with self._connect() as conn, conn.transaction():
+            return self._block(conn, kind, value, actor, reason, txn_id=None)
+
+    def unblock(self, kind: str, value: str, actor: str) -> bool:
+        """Take a card or merchant off the block list; False when it was not on it."""
+        with self._connect() as conn, conn.transaction():
+            gone = conn.execute(
+                "delete from block_list where kind = %s and value = %s returning reason", (kind, value)
+            ).fetchone()
+            if gone is not None:
+                self._log(conn, actor, "unblock", f"{kind}:{value}", {"reason": gone["reason"]})
+        return gone is not None
+
+    def blocked(self, kind: str, value: str) -> dict[str, Any] | None:
+        with self._connect() as conn:
+            return conn.execute(
+                "select * from block_list where kind = %s and value = %s", (kind, value)
+            ).fetchone()
+
+    def block_list(self) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            return conn.execute("select * from block_list order by created_at desc, kind, value").fetchall()
+
+    @classmethod
+    def _block(
+        cls,
+        conn: psycopg.Connection[Any],
+        kind: str,
+        value: str,
+        actor: str,
+        reason: str,
+        *,
+        txn_id: str | None,
+    ) -> bool:
+        value, reason = value.strip(), mask_pans(reason.strip()[:500])
+        if kind not in BLOCK_KINDS:
+            raise FraudstreamError(f"block: kind {kind!r}: card or merchant")
+        if not value or len(value) > 200:
+            raise FraudstreamError(f"block: a {kind} id of 1-200 characters")
+        if mask_pans(value) != value:
+            raise FraudstreamError("block: card numbers are not stored: block the card id")
+        added = conn.execute(
+            "insert into block_list (kind, value, reason, created_by, txn_id) values (%s, %s, %s, %s, %s)"
+            " on conflict (kind, value) do nothing returning value",
+            (kind, value, reason, actor, txn_id),
+        ).fetchone()
+        if added is not None:
+            cls._log(conn, actor, "block", f"{kind}:{value}", {"reason": reason, "txn_id": txn_id})
+        return added is not None
 
     def log(
         self, actor: str, action: str, target: str | None = None, detail: dict[str, Any] | None = None

@@ -188,6 +188,7 @@ def create_app(  # noqa: PLR0915 - the route table
         return page(
             request, "decision.html", session, a=row, chart=chart, history=history, countries=countries,
             labels=labels, margin_score=score, archived=source, reported=fraud[-1] if fraud else None,
+            card_blocked=store.blocked("card", row["card_id"]),
         )  # fmt: skip
 
     @app.get("/search", response_class=HTMLResponse)
@@ -225,34 +226,80 @@ def create_app(  # noqa: PLR0915 - the route table
             raise HTTPException(404, f"no decision for card {card_id} in the database")
         store.log(session.user.username, "view_card", card_id)
         return page(request, "card.html", session, card_id=card_id, rows=rows, page_no=max(page_no, 1),
-                    more=len(rows) == CARD_PAGE)  # fmt: skip
+                    more=len(rows) == CARD_PAGE, blocked=store.blocked("card", card_id))  # fmt: skip
+
+    @app.post("/cards/{card_id}/block")
+    def block_card(
+        card_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()],
+        reason: Annotated[str, Form()] = "",
+    ) -> Response:  # fmt: skip
+        """Any analyst may block a card (its next transactions are declined); only an admin unblocks."""
+        checked(session, csrf)
+        if not store.card_known(card_id):
+            raise HTTPException(404, f"no decision for card {card_id} in the database")
+        if not store.block("card", card_id, session.user.username, reason):
+            raise HTTPException(409, f"card {card_id} is on the block list already")
+        return RedirectResponse(f"/cards/{quote(card_id, safe='')}", status_code=303)
+
+    @app.get("/admin/block-list", response_class=HTMLResponse)
+    def block_list(request: Request, session: Annotated[Session, Depends(admin)]) -> Response:
+        return page(request, "block_list.html", session, entries=store.block_list())
+
+    @app.post("/admin/block-list")
+    def add_block(
+        session: Annotated[Session, Depends(admin)], csrf: Annotated[str, Form()],
+        kind: Annotated[str, Form()], value: Annotated[str, Form()], reason: Annotated[str, Form()] = "",
+    ) -> Response:  # fmt: skip
+        checked(session, csrf)
+        try:
+            added = store.block(kind, value, session.user.username, reason)
+        except FraudstreamError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        if not added:
+            raise HTTPException(409, f"{kind} {value.strip()} is on the block list already")
+        return RedirectResponse("/admin/block-list", status_code=303)
+
+    @app.post("/admin/block-list/remove")
+    def remove_block(
+        session: Annotated[Session, Depends(admin)], csrf: Annotated[str, Form()],
+        kind: Annotated[str, Form()], value: Annotated[str, Form()], back: Annotated[str, Form()] = "list",
+    ) -> Response:  # fmt: skip
+        """``back``: ``card`` returns to the card's page (its unblock button), else to the list."""
+        checked(session, csrf)
+        if not store.unblock(kind, value, session.user.username):
+            raise HTTPException(404, f"{kind} {value} is not on the block list")
+        to_card = back == "card" and kind == "card"
+        return RedirectResponse(f"/cards/{quote(value, safe='')}" if to_card else "/admin/block-list", 303)
 
     @app.post("/transactions/{txn_id}/report")
     def report(
         txn_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()],
-        note: Annotated[str, Form()] = "",
+        note: Annotated[str, Form()] = "", block_card: Annotated[bool, Form()] = False,
     ) -> Response:  # fmt: skip
         """Label a transaction that raised no alert as fraud (the card holder disputes it)."""
         checked(session, csrf)
         if store.decision(txn_id) is None:
             raise HTTPException(404, f"no decision {txn_id} in the database")
         try:
-            label = store.report_fraud(txn_id, session.user.username, note)
+            label = store.report_fraud(txn_id, session.user.username, note, block_card=block_card)
         except FraudstreamError as exc:
             raise HTTPException(409, str(exc)) from exc
         _deliver(send_feedback, _feedback(label, retracted=False))
         return RedirectResponse(f"/transactions/{quote(txn_id, safe='')}", status_code=303)
 
     @app.post("/alerts/{txn_id}/verdict")
-    def verdict(
+    def verdict(  # noqa: PLR0917 - the form's fields
         txn_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()],
         verdict: Annotated[str, Form()], note: Annotated[str, Form()] = "",
+        block_card: Annotated[bool, Form()] = False,
     ) -> Response:  # fmt: skip
         checked(session, csrf)
         if verdict not in {"fraud", "legit"}:
             raise HTTPException(400, "verdict: fraud or legit")
         try:
-            label = store.verdict(txn_id, session.user.username, verdict == "fraud", note)
+            label = store.verdict(
+                txn_id, session.user.username, verdict == "fraud", note, block_card=block_card
+            )
         except FraudstreamError as exc:
             raise HTTPException(409, str(exc)) from exc
         _deliver(send_feedback, _feedback(label, retracted=False))

@@ -1,4 +1,5 @@
-"""The analyst UI in real headless Chromium: log in, open an alert, see its SHAP chart, confirm fraud.
+"""The analyst UI in real headless Chromium: log in, open an alert, see its SHAP chart, confirm fraud
+and block the card, find the card from the search box.
 
 Screenshots are kept as test artefacts under reports/test-artifacts/ui/.
 """
@@ -97,6 +98,7 @@ def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
     browser.save_screenshot(str(ARTEFACTS / "2-alert.png"))
 
     browser.find_element(By.ID, "note").send_keys("card holder denies; travel impossible")
+    browser.find_element(By.ID, "block-card").click()
     browser.find_element(By.ID, "confirm-fraud").click()
     banner = wait.until(ec.presence_of_element_located((By.ID, "done")))
     assert txn_id in banner.text
@@ -131,6 +133,9 @@ def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
     links = wait.until(ec.presence_of_all_elements_located((By.CSS_SELECTOR, "a.txn-link")))
     assert len(links) == 6, "populate gives each of its two cards 6 transactions"
     assert txn_id in [a.text for a in links]
+    assert f"fraud confirmed on {txn_id}" in browser.find_element(By.ID, "blocked").text, (
+        "the verdict blocked it"
+    )
     browser.save_screenshot(str(ARTEFACTS / "5-card.png"))
     oldest = links[-1].text
     links[-1].click()

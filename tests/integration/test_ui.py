@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ from app.settings import Settings
 from app.ui.feedback import kafka_feedback
 from app.ui.store import UiStore
 from app.ui.web import create_app
+from tests.e2e.cli import fraudstream
 from tests.kafka_helpers import drain
 from tests.services import fresh_database, unique
 from tests.ui_data import populate
@@ -105,6 +107,7 @@ def test_everything_but_login_and_health_needs_a_session(ui: Ui) -> None:
         "/models/live",
         "/reports",
         "/admin/users",
+        "/admin/block-list",
         "/reports/file/gx/x.html",
     ):
         response = client.get(path)
@@ -114,12 +117,16 @@ def test_everything_but_login_and_health_needs_a_session(ui: Ui) -> None:
         "/alerts/ui-001/verdict",
         "/alerts/ui-001/undo",
         "/transactions/ui-001/report",
+        "/cards/card-ui-0/block",
+        "/admin/block-list",
+        "/admin/block-list/remove",
         "/models/v1/promote",
         "/admin/users",
         "/logout",
     ):
         assert client.post(path, data={"csrf": "x", "verdict": "fraud"}).status_code == 401, path
     assert ui.sql("select count(*) as n from labels")[0]["n"] == 0
+    assert not ui.sql("select 1 from block_list")
 
 
 def test_login_needs_the_right_password_and_a_csrf_token(ui: Ui) -> None:
@@ -374,13 +381,17 @@ def test_a_transaction_without_an_alert_can_be_reported_as_fraud_and_undone(ui: 
     assert client.post("/transactions/ui-ok-1/report", data={"csrf": "forged"}).status_code == 403
     assert not ui.sql("select 1 from labels where txn_id = 'ui-ok-1'")
 
-    done = client.post("/transactions/ui-ok-1/report", data={"csrf": csrf, "note": f"disputed {CARD}"})
+    report = {"csrf": csrf, "note": f"disputed {CARD}", "block_card": "true"}
+    done = client.post("/transactions/ui-ok-1/report", data=report)
     assert (done.status_code, done.headers["location"]) == (303, "/transactions/ui-ok-1")
     (label,) = ui.sql("select * from labels where txn_id = 'ui-ok-1'")
     assert (label["is_fraud"], label["source"], label["actor"], label["card_id"], label["note"]) == (
         True, "analyst", "ana", first.txn.card_id, "disputed 411111******1111",
     )  # fmt: skip
     assert counts(ui)["alerts"] == alerts
+    assert ui.sql("select txn_id from block_list where value = %s", first.txn.card_id) == [
+        {"txn_id": "ui-ok-1"}
+    ]
     reported = client.get("/transactions/ui-ok-1").text
     assert 'id="reported"' in reported
     assert 'id="undo"' in reported
@@ -395,6 +406,7 @@ def test_a_transaction_without_an_alert_can_be_reported_as_fraud_and_undone(ui: 
     assert (undone.status_code, undone.headers["location"]) == (303, "/transactions/ui-ok-1")
     assert ui.sql("select retracted_at from labels where txn_id = 'ui-ok-1'")[0]["retracted_at"] is not None
     assert 'id="report-fraud"' in client.get("/transactions/ui-ok-1").text
+    assert not ui.sql("select 1 from block_list"), "the undo took the card's block back"
     events = [orjson.loads(r.value) for r in drain(settings.kafka_servers, topic, 2)]
     assert [(e["txn_id"], e["is_fraud"], e["retracted"], e["analyst"]) for e in events] == [
         ("ui-ok-1", 1, False, "ana"), ("ui-ok-1", 1, True, "ana"),
@@ -403,3 +415,106 @@ def test_a_transaction_without_an_alert_can_be_reported_as_fraud_and_undone(ui: 
         a["action"] for a in ui.sql("select action from action_log where target = 'ui-ok-1' order by id")
     ]
     assert actions == ["view", "report_fraud", "view", "undo", "view"]
+
+
+def blocked_cards(ui: Ui) -> frozenset[str]:
+    """The block list as the workers read it (``DecisionStore.rules``)."""
+    store = DecisionStore(ui.store.conninfo)
+    try:
+        return store.rules(None).blocked_cards
+    finally:
+        store.close()
+
+
+def test_a_fraud_verdict_can_block_the_card_and_its_undo_unblocks_it(ui: Ui) -> None:
+    client = ui.client()
+    csrf = login(client, "ana")
+    txn_id, card = ui.decisions[6].txn.txn_id, ui.decisions[6].txn.card_id
+    assert 'id="block-card"' in client.get(f"/alerts/{txn_id}").text
+    since = ui.sql("select max(id) as id from action_log")[0]["id"]
+    done = client.post(
+        f"/alerts/{txn_id}/verdict", data={"verdict": "fraud", "block_card": "true", "csrf": csrf}
+    )
+    assert done.status_code == 303
+    (row,) = ui.sql("select * from block_list where value = %s", card)
+    assert (row["kind"], row["reason"], row["created_by"], row["txn_id"]) == (
+        "card", f"fraud confirmed on {txn_id}", "ana", txn_id,
+    )  # fmt: skip
+    assert card in blocked_cards(ui)
+    page = client.get(f"/transactions/{ui.decisions[8].txn.txn_id}").text
+    assert 'id="card-blocked"' in page
+    assert 'id="block-card"' not in page, "no offer to block a blocked card"
+    card_page = client.get(f"/cards/{card}").text
+    assert 'id="blocked"' in card_page
+    assert 'id="unblock"' not in card_page, "only an admin unblocks"
+
+    assert client.post(f"/alerts/{txn_id}/undo", data={"csrf": csrf}).status_code == 303
+    assert card not in blocked_cards(ui), "the undo takes back the block its verdict made"
+    legit = client.post(
+        f"/alerts/{txn_id}/verdict", data={"verdict": "legit", "block_card": "true", "csrf": csrf}
+    )
+    assert legit.status_code == 303
+    assert card not in blocked_cards(ui), "a card is blocked on a fraud verdict only"
+    actions = ui.sql("select action, target from action_log where id > %s order by id", since)
+    assert [(a["action"], a["target"]) for a in actions if a["action"] in {"block", "unblock"}] == [
+        ("block", f"card:{card}"), ("unblock", f"card:{card}"),
+    ]  # fmt: skip
+
+
+def test_analysts_block_cards_admins_unblock_and_keep_the_block_list(ui: Ui) -> None:
+    analyst, admin = ui.client(), ui.client()
+    csrf, admin_csrf = login(analyst, "ana"), login(admin, "root-admin")
+    assert analyst.post("/cards/card-nobody/block", data={"csrf": csrf}).status_code == 404
+    blocked = analyst.post("/cards/card-ui-1/block", data={"csrf": csrf, "reason": f"called in {CARD}"})
+    assert (blocked.status_code, blocked.headers["location"]) == (303, "/cards/card-ui-1")
+    assert "card-ui-1" in blocked_cards(ui)
+    assert (
+        ui.sql("select reason from block_list where value = 'card-ui-1'")[0]["reason"]
+        == "called in 411111******1111"
+    )
+    assert analyst.post("/cards/card-ui-1/block", data={"csrf": csrf}).status_code == 409
+    remove = {"kind": "card", "value": "card-ui-1", "back": "card", "csrf": csrf}
+    assert analyst.post("/admin/block-list/remove", data=remove).status_code == 403
+    assert analyst.get("/admin/block-list").status_code == 403
+    assert "card-ui-1" in admin.get("/admin/block-list").text
+    assert 'id="unblock"' in admin.get("/cards/card-ui-1").text
+    unblocked = admin.post("/admin/block-list/remove", data={**remove, "csrf": admin_csrf})
+    assert (unblocked.status_code, unblocked.headers["location"]) == (303, "/cards/card-ui-1")
+    assert "card-ui-1" not in blocked_cards(ui)
+    assert admin.post("/admin/block-list/remove", data={**remove, "csrf": admin_csrf}).status_code == 404
+
+    merchant = {"kind": "merchant", "value": " m-evil ", "reason": HOSTILE, "csrf": admin_csrf}
+    assert admin.post("/admin/block-list", data=merchant).status_code == 303
+    store = DecisionStore(ui.store.conninfo)
+    assert "m-evil" in store.rules(None).blocked_merchants
+    store.close()
+    listing = admin.get("/admin/block-list").text
+    assert "<script>alert(1)</script>" not in listing
+    assert admin.post("/admin/block-list", data=merchant).status_code == 409
+    for kind, value in (("card", CARD), (HOSTILE, "x"), ("card", "")):
+        bad = admin.post("/admin/block-list", data={"kind": kind, "value": value, "csrf": admin_csrf})
+        assert bad.status_code in {400, 422}, (kind, value)
+    assert admin.post("/admin/block-list", data={"kind": "card", "value": CARD, "csrf": admin_csrf}).text == (
+        "block: card numbers are not stored: block the card id"
+    )
+    assert CARD not in str(ui.sql("select * from block_list")) + str(
+        ui.sql("select target, detail from action_log")
+    )
+    assert admin.post("/admin/block-list/remove", data={**merchant, "value": "m-evil"}).status_code == 303
+    assert not ui.sql("select 1 from block_list")
+
+
+def test_the_block_list_from_the_command_line(ui: Ui) -> None:
+    env = {"FRAUDSTREAM_PG_DB": ui.settings.pg_db}
+    added = fraudstream("block", "add", "merchant", "m-cli", "--reason", "phishing site", env=env)
+    assert (added.returncode, added.stdout.strip()) == (0, "block: merchant m-cli blocked"), added.stderr
+    (listed,) = fraudstream("block", "list", env=env).stdout.splitlines()
+    kind, value, _, by, reason = listed.split("\t")
+    assert (kind, value, by, reason) == ("merchant", "m-cli", f"cli:{getpass.getuser()}", "phishing site")
+    assert fraudstream("block", "remove", "merchant", "m-cli", env=env).returncode == 0
+    again = fraudstream("block", "remove", "merchant", "m-cli", env=env)
+    assert (again.returncode, again.stderr.strip()) == (
+        1, "fraudstream: error: block: merchant m-cli is not on the block list",
+    )  # fmt: skip
+    logged = ui.sql("select action from action_log where target = 'merchant:m-cli' order by id")
+    assert [a["action"] for a in logged] == ["block", "unblock"]
