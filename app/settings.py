@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     retrain_fraud_count: int = Field(
         50, ge=1, description="Confirmed frauds since the cut-off that request a retrain"
     )
+    promote_max_alert_growth: float = Field(
+        2.0,
+        ge=0,
+        description="A retrained model flagging more than this many times the champion's decisions a day"
+        " at the review threshold (on the same holdout) is not promoted on its own; 0: no such check",
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="XGBoost predict and TreeSHAP device")
 
     # Analyst UI

@@ -59,19 +59,31 @@ def reference_sample(frame: pd.DataFrame, booster: xgb.Booster, seed: int) -> pd
 
 
 def promotion_decision(
-    candidate_ap: float, champion_ap: float | None, champion: str | None
-) -> tuple[bool, str]:
-    """A candidate becomes champion only if it beats the champion on the same holdout (or none exists)."""
+    candidate_ap: float, champion_ap: float | None, champion: str | None, *,
+    alerts: tuple[float, float] | None = None, max_alert_growth: float = 0.0,
+) -> tuple[bool, str]:  # fmt: skip
+    """A candidate becomes champion only if it beats the champion on the same holdout (or none exists)
+    and, with ``max_alert_growth``, would not flag more than that many times the champion's decisions a
+    day at the review threshold (``alerts``: the candidate's and the champion's per day, on the same
+    holdout; the champion's counted as at least one): a better ranking can still flood the analysts'
+    queue when the scores' scale moved."""
     if champion_ap is None:
         return True, "promoted to champion (no champion yet)"
-    if candidate_ap > champion_ap:
+    if candidate_ap <= champion_ap:
         return (
-            True,
-            f"promoted to champion (AP {candidate_ap} > {champion} {champion_ap} on the same holdout)",
+            False,
+            f"kept as candidate (AP {candidate_ap} <= champion {champion} {champion_ap} on the same holdout)",
+        )
+    if max_alert_growth and alerts is not None and alerts[0] > max_alert_growth * max(alerts[1], 1.0):
+        return (
+            False,
+            f"kept as candidate: AP {candidate_ap} > {champion} {champion_ap}, but at the review threshold it"
+            f" would flag {alerts[0]:,.1f} decisions a day against the champion's {alerts[1]:,.1f} (more than"
+            f" {max_alert_growth:g}x, FRAUDSTREAM_PROMOTE_MAX_ALERT_GROWTH); promote it by hand if intended",
         )
     return (
-        False,
-        f"kept as candidate (AP {candidate_ap} <= champion {champion} {champion_ap} on the same holdout)",
+        True,
+        f"promoted to champion (AP {candidate_ap} > {champion} {champion_ap} on the same holdout)",
     )
 
 
@@ -117,7 +129,9 @@ def train_job(
     threads = os.cpu_count() or 1
     fitted = fit(frame, seed=seed, threads=threads)
     test = frame[frame["split"] == "test"]
-    metrics = evaluate(test, predict(fitted.booster, test))
+    thresholds = {"review": settings.review_threshold, "decline": settings.decline_threshold}
+    test_days = (periods.cutoff - periods.test_start).total_seconds() / 86400
+    metrics = evaluate(test, predict(fitted.booster, test), thresholds, test_days)
 
     registry = Registry(settings.pg_conninfo(reveal=True))
     registry.migrate()
@@ -125,7 +139,7 @@ def train_job(
     champion_metrics = None
     if champion is not None:
         booster, _ = load_model(Path(champion.artefact_dir))
-        champion_metrics = evaluate(test, predict(booster, test))
+        champion_metrics = evaluate(test, predict(booster, test), thresholds, test_days)
 
     version = started.strftime("v%Y%m%d-%H%M%S")
     folder = settings.models_dir / version
@@ -169,6 +183,10 @@ def train_job(
         float(metrics["average_precision"]),  # type: ignore[arg-type]
         None if champion_metrics is None else float(champion_metrics["average_precision"]),  # type: ignore[arg-type]
         champion.version if champion else None,
+        alerts=None
+        if champion_metrics is None
+        else (review_per_day(metrics), review_per_day(champion_metrics)),
+        max_alert_growth=settings.promote_max_alert_growth,
     )
     if promote:
         registry.promote(version)
@@ -176,7 +194,21 @@ def train_job(
         f"train: {version} on {periods.describe()}: test AUC {metrics['roc_auc']}, "
         f"AP {metrics['average_precision']}, "
         f"card P@100 {metrics['card_precision_at_100']}, recall@1%FPR {metrics['recall_at_1pct_fpr']}; "
-        f"{verdict}; {origin}; {meta['trained_in_s']}s -> {folder}, report {report_path}"
+        f"{at_review(metrics)}; {verdict}; {origin}; {meta['trained_in_s']}s -> {folder},"
+        f" report {report_path}"
+    )
+
+
+def review_per_day(metrics: dict[str, Any]) -> float:
+    return float(metrics["at_thresholds"]["review"]["flagged_per_day"])
+
+
+def at_review(metrics: dict[str, Any]) -> str:
+    """The review threshold's operating point on the holdout, for the run's line."""
+    op = metrics["at_thresholds"]["review"]
+    return (
+        f"at the review threshold {op['threshold']}: {op['flagged_per_day']:,.1f} flagged a day, precision"
+        f" {op['precision']}, recall {op['recall']}"
     )
 
 

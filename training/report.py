@@ -62,6 +62,7 @@ def write_report(
     rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, dict))
     scenarios = "\n".join(f"| {k} | {v} |" for k, v in metrics["recall_by_scenario_at_1pct_fpr"].items())
     features = "\n".join(f"| {name} | {value:.4f} |" for name, value in mean_abs.head(10).items())
+    operating = operating_table(metrics, meta.get("champion_metrics_on_same_holdout"))
     text = f"""# Model {version}
 
 Periods: {meta["periods"]}
@@ -73,6 +74,8 @@ Periods: {meta["periods"]}
 | scenario | recall at 1% FPR |
 |---|---|
 {scenarios}
+
+{operating}
 
 Champion on the same holdout: {meta.get("champion_metrics_on_same_holdout") or "none"}
 
@@ -89,3 +92,24 @@ Champion on the same holdout: {meta.get("champion_metrics_on_same_holdout") or "
     path = folder / "report.md"
     path.write_text(text)
     return path
+
+
+def operating_table(metrics: dict[str, Any], champion: dict[str, Any] | None) -> str:
+    """The deployed thresholds on the holdout: the analysts' queue a day, precision, recall and the
+    fraud amount stopped, this model beside the champion (same holdout, same thresholds)."""
+    mine = metrics.get("at_thresholds")
+    if not mine:
+        return ""
+    theirs = (champion or {}).get("at_thresholds") or {}
+    columns = [
+        ("flagged_per_day", "flagged a day"), ("genuine_flagged_per_day", "genuine flagged a day"),
+        ("precision", "precision"), ("recall", "recall"), ("fraud_amount_stopped", "fraud amount stopped"),
+    ]  # fmt: skip
+    head = "| threshold | model | " + " | ".join(title for _, title in columns) + " |"
+    lines = [head, "|---|---|" + "---|" * len(columns)]
+    for name, op in mine.items():
+        for who, point in (("this model", op), ("champion", theirs.get(name))):
+            if point:
+                cells = " | ".join("-" if point[key] is None else str(point[key]) for key, _ in columns)
+                lines.append(f"| {name} {point['threshold']} | {who} | {cells} |")
+    return "## At the deployed thresholds (test holdout)\n\n" + "\n".join(lines)

@@ -82,8 +82,24 @@ def test_train_registers_promotes_and_keeps_a_worse_candidate(isolated: Settings
         "params", "periods", "versions", "git_commit", "data",
     }  # fmt: skip
 
+    review = meta["metrics"]["at_thresholds"]["review"]
+    assert review["threshold"] == isolated.review_threshold
+    assert (
+        f"at the review threshold {isolated.review_threshold}: {review['flagged_per_day']:,.1f} flagged a day"
+        in first
+    )
+    assert 0 < review["flagged_per_day"] < meta["metrics"]["rows"] / 7, (
+        "the holdout's 7 days, a share of them flagged"
+    )
+    assert meta["metrics"]["at_thresholds"]["decline"]["flagged_per_day"] <= review["flagged_per_day"]
+
     second = train_job(isolated, history, seed=0)  # same data, same seed: the same AP, not better
     assert "kept as candidate" in second
+    table = Path(second.rsplit("report ", 1)[1]).read_text()
+    assert f"| review {isolated.review_threshold} | this model | {review['flagged_per_day']} |" in table
+    assert f"| review {isolated.review_threshold} | champion | {review['flagged_per_day']} |" in table, (
+        "the champion beside it, on the same holdout"
+    )
     versions = registry.list()
     assert [m.status for m in versions] == ["candidate", "champion"]
     assert versions[0].parent == champion.version

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
+from app.schema import LEGIT
 from training.dataset import LABEL, MODEL_FEATURES, Periods, known_labels, one_class_splits
 from training.jobs import promotion_decision
-from training.metrics import card_precision_at_k, recall_at_fpr
+from training.metrics import card_precision_at_k, evaluate, operating_point, recall_at_fpr
 from training.train import INCREASING, fit, predict
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
@@ -104,6 +105,42 @@ def test_promotion_rule() -> None:
     )  # fmt: skip
     assert promotion_decision(0.60, 0.60, "v1")[0] is False, "a tie keeps the champion"
     assert promotion_decision(0.40, 0.60, "v1")[0] is False
+
+
+def test_a_better_model_that_would_flood_the_queue_is_not_promoted_on_its_own() -> None:
+    assert promotion_decision(0.7, 0.6, "v1", alerts=(40.0, 20.0), max_alert_growth=2.0)[0] is True
+    assert promotion_decision(0.7, 0.6, "v1", alerts=(41.0, 20.0), max_alert_growth=2.0) == (
+        False,
+        "kept as candidate: AP 0.7 > v1 0.6, but at the review threshold it would flag 41.0 decisions a day"
+        " against the champion's 20.0 (more than 2x, FRAUDSTREAM_PROMOTE_MAX_ALERT_GROWTH); promote it by"
+        " hand if intended",
+    )
+    assert promotion_decision(0.7, 0.6, "v1", alerts=(2.0, 0.0), max_alert_growth=2.0)[0] is True, (
+        "a champion flagging nothing counts as one a day"
+    )
+    assert promotion_decision(0.7, 0.6, "v1", alerts=(500.0, 1.0), max_alert_growth=0)[0] is True, "0: off"
+    assert promotion_decision(0.5, 0.6, "v1", alerts=(1.0, 20.0), max_alert_growth=2.0)[0] is False
+
+
+def test_operating_points_count_the_queue_a_day_and_what_it_stops() -> None:
+    test = pd.DataFrame({
+        "label": [1, 1, 0, 0, 0], "amount": [100.0, 300.0, 10.0, 20.0, 30.0],
+        "event_time": [T0 + pd.Timedelta(hours=h) for h in (0, 5, 10, 20, 47)],
+    })  # fmt: skip
+    score = np.array([0.95, 0.6, 0.7, 0.2, 0.1])
+    assert operating_point(test, score, 0.5, days=2) == {
+        "threshold": 0.5, "flagged_per_day": 1.5, "genuine_flagged_per_day": 0.5, "precision": 0.6667,
+        "recall": 1.0, "fraud_amount_stopped": 1.0,
+    }  # fmt: skip
+    assert operating_point(test, score, 0.9, days=2) == {
+        "threshold": 0.9, "flagged_per_day": 0.5, "genuine_flagged_per_day": 0.0, "precision": 1.0,
+        "recall": 0.5, "fraud_amount_stopped": 0.25,
+    }  # fmt: skip
+    assert operating_point(test, score, 0.99, days=2)["precision"] is None, "nothing flagged"
+    test["fraud_scenario"] = ["card_testing", "card_testing", LEGIT, LEGIT, LEGIT]
+    test["card_id"] = ["a", "a", "b", "c", "d"]
+    points = evaluate(test, score, {"review": 0.5, "decline": 0.9})["at_thresholds"]
+    assert points["review"]["flagged_per_day"] == round(3 / (47 / 24), 1), "days: the holdout's span"
 
 
 def test_recall_at_fpr_and_card_precision() -> None:
