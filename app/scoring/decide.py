@@ -39,6 +39,9 @@ class Policy:
         return {"review": self.review, "decline": self.decline}
 
 
+BLOCK_RULES = frozenset({"rule:blocked_card", "rule:blocked_merchant"})  # ``Rules.hits``' block-list reasons
+
+
 @dataclass(frozen=True)
 class Decision:
     txn: Transaction
@@ -59,6 +62,16 @@ class Decision:
     @property
     def flagged(self) -> bool:
         return self.decision != "approve"
+
+    @property
+    def needs_review(self) -> bool:
+        """Flagged, and a case for an analyst (an ``alerts`` row): not when the block list alone
+        declined it and the model would have approved it. That is the block doing its job; a blocked
+        card's or merchant's every attempt would otherwise queue (with a merchant, thousands a day)."""
+        if not self.flagged:
+            return False
+        blocked_only = bool(self.rules) and all(r["feature"] in BLOCK_RULES for r in self.rules)
+        return not blocked_only or self.score >= self.thresholds["review"]
 
     def event(self) -> dict[str, Any]:
         """The fraud-scores event (contract in ARCHITECTURE.md; ``rules`` added), for ``orjson.dumps``.

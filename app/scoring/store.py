@@ -117,11 +117,7 @@ COLUMNS = tuple(name for name, _ in COLUMN_TYPES)
 _COLS = ", ".join(COLUMNS)  # constants only: no value is ever formatted into SQL
 WRITE = f"""
 insert into decisions ({_COLS}) select {_COLS} from decision_stage order by txn_id
-    on conflict (txn_id) do nothing;
-insert into alerts (txn_id, card_id, event_time, amount, score, decision, model_version)
-    select txn_id, card_id, event_time, amount, score, decision, model_version from decision_stage
-    where decision <> 'approve' order by txn_id
-    on conflict (txn_id) do nothing;
+    on conflict (txn_id) do nothing
 """  # noqa: S608
 
 ALERT = """
@@ -199,7 +195,7 @@ class DecisionStore:
             conn = self._connection()
             try:
                 _copy(conn, "decisions", decisions)  # autocommit: the COPY is its own transaction
-                alerts = [alert_row(d) for d in decisions if d.flagged]
+                alerts = [alert_row(d) for d in decisions if d.needs_review]
                 if alerts:
                     with conn.transaction():
                         conn.cursor().executemany(ALERT, alerts)
@@ -209,6 +205,8 @@ class DecisionStore:
                     conn.execute("truncate decision_stage")
                     _copy(conn, "decision_stage", decisions)
                     conn.execute(WRITE)
+                    if alerts := [alert_row(d) for d in decisions if d.needs_review]:
+                        conn.cursor().executemany(ALERT, alerts)  # on conflict do nothing
 
     def write(self, decisions: Sequence[Decision]) -> None:
         """Persist a batch, retrying with exponential backoff for as long as it takes.

@@ -10,6 +10,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from app.feedback import FeedbackService
+from app.scoring.decide import Decision
+from app.scoring.reasons import rule_reason
 from app.scoring.store import DecisionStore, _copy, migrate
 from app.settings import Settings
 from tests.services import fresh_database, unique
@@ -94,6 +96,42 @@ def test_a_crash_between_the_audit_copy_and_the_alerts_is_repaired_by_the_replay
             alerts = {r[0] for r in conn.execute("select txn_id from alerts")}
     assert store.replays == 1
     assert {d.txn.txn_id for d in batch} <= alerts
+
+
+def _blocked_every_other(decisions: list[Decision]) -> list[Decision]:
+    """Every other decision a decline the block list forced on a score below the review threshold."""
+    block = [rule_reason("blocked_card", "Card is on the block list")]
+    return [
+        replace(d, decision="decline", score=0.1, thresholds={"review": 0.5, "decline": 0.9}, rules=block)
+        if i % 2 == 0 else d
+        for i, d in enumerate(decisions)
+    ]  # fmt: skip
+
+
+def test_a_decline_the_block_list_alone_forced_raises_no_alert_on_either_write_path(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with fresh_database(settings, "store-blocked") as db:
+        conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+        migrate(conninfo)
+        decisions = populate(conninfo, tmp_path / "model", n=6, adjust=_blocked_every_other)  # the COPY path
+        replayed = [
+            replace(d, txn=d.txn.model_copy(update={"txn_id": d.txn.txn_id + "-r"})) for d in decisions
+        ]
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            _copy(conn, "decisions", replayed)  # the COPY committed, then the worker died
+        store = DecisionStore(conninfo)
+        try:
+            store.write(replayed)  # the replay: the staging path
+        finally:
+            store.close()
+        with psycopg.connect(conninfo) as conn:
+            audit = {r[0] for r in conn.execute("select txn_id from decisions")}
+            alerts = {r[0] for r in conn.execute("select txn_id from alerts")}
+    assert store.replays == 1
+    assert len(audit) == 12, "every decision is in the audit"
+    flagged_by_the_model = {d.txn.txn_id for d in decisions[1::2] + replayed[1::2]}
+    assert alerts == flagged_by_the_model, "the blocked ones, scored 0.1, are declined without an alert"
 
 
 def test_workers_that_start_together_create_the_schema_once(settings: Settings) -> None:

@@ -146,6 +146,29 @@ def test_rules_decline_whatever_the_score_and_appear_as_reasons(model: Model) ->
     assert decisions[0].shap is not None, "a rule decline is explained too"
 
 
+def test_a_decline_the_block_list_alone_forced_is_no_case_for_an_analyst(model: Model) -> None:
+    """Every attempt on a blocked card would queue otherwise; one the model finds suspicious still does."""
+    rules = Rules(frozenset({"card-0", "card-1"}), frozenset({"m-bad"}), amount_limit=1000)
+    txns = [txn(0), txn(1), txn(2, merchant_id="m-bad"), txn(3, amount=5000.0), txn(4), txn(5)]
+    card = [{**dict.fromkeys(FEATURE_NAMES), "kmh_from_prev": k, "amount_to_mean_30d": k / 100}
+            for k in (1.0, 900.0, 1.0, 1.0, 900.0, 1.0)]  # fmt: skip
+    x = vectors(model.features, feature_matrix(card), [dict.fromkeys(MERCHANT_FEATURES)] * 6, txns)
+    decisions = score_batch(model, x, txns, [None] * 6, Policy(0.3, 0.99), rules)
+    assert [d.decision for d in decisions] == [
+        "decline",
+        "decline",
+        "decline",
+        "decline",
+        "review",
+        "approve",
+    ]
+    assert decisions[0].score < 0.3 <= decisions[1].score, "the synthetic model: speed and amount raise it"
+    assert [d.needs_review for d in decisions] == [False, True, False, True, True, False], (
+        "blocked card, low score: no; blocked card, high score: yes; blocked merchant, low score: no;"
+        " over the amount limit: yes; the model's review: yes; approved: no"
+    )
+
+
 def test_policy_thresholds() -> None:
     policy = Policy(review=0.5, decline=0.9)
     assert [policy.decision(s, 0) for s in (0.49, 0.5, 0.89, 0.9)] == [
