@@ -492,6 +492,7 @@ def ui(
         store, kafka_feedback(settings), settings.reports_dir, secure_cookies=settings.ui_secure_cookies,
         live_window=timedelta(seconds=settings.ui_live_window_s), live_at_most=settings.ui_live_max_decisions,
         archive_dir=settings.audit_archive_dir,
+        login_lockout=(settings.ui_login_max_failures, timedelta(seconds=settings.ui_login_lockout_s)),
     )  # fmt: skip
     typer.echo(f"ui: http://{host or settings.ui_host}:{port or settings.ui_port}/", err=True)
     uvicorn.run(app, host=host or settings.ui_host, port=port or settings.ui_port, log_level="warning")
@@ -506,6 +507,14 @@ def _ui_store() -> UiStore:
     return store
 
 
+NEW_PASSWORD = typer.Option(
+    ...,
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="FRAUDSTREAM_NEW_USER_PASSWORD",
+    help="Prompted for (or FRAUDSTREAM_NEW_USER_PASSWORD); at least 10 characters.",
+)
 users_cli = typer.Typer(help="Analyst UI users.", no_args_is_help=True)
 cli.add_typer(users_cli, name="users")
 
@@ -514,20 +523,51 @@ cli.add_typer(users_cli, name="users")
 def users_add(
     username: str = typer.Argument(..., help="Login name."),
     role: str = typer.Option("analyst", help="analyst or admin."),
-    password: str = typer.Option(
-        ...,
-        prompt=True,
-        hide_input=True,
-        confirmation_prompt=True,
-        envvar="FRAUDSTREAM_NEW_USER_PASSWORD",
-        help="Prompted for (or FRAUDSTREAM_NEW_USER_PASSWORD); at least 10 characters.",
-    ),
+    password: str = NEW_PASSWORD,
 ) -> None:
     """Create a UI user (the first admin comes from here)."""
     store = _ui_store()
     store.add_user(username, password, role)
     store.log("cli", "add_user", username, {"role": role})
     typer.echo(f"users: {username} ({role}) created")
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+@users_cli.command("list")
+def users_list() -> None:
+    """Print the users: name, role, created, and disabled since (tab-separated)."""
+    for u in _ui_store().users():
+        disabled = f"disabled {u['disabled_at']:%Y-%m-%d %H:%M}" if u["disabled_at"] else "active"
+        typer.echo(f"{u['username']}\t{u['role']}\t{u['created_at']:%Y-%m-%d}\t{disabled}")
+
+
+@users_cli.command("disable")
+def users_disable(username: str = typer.Argument(..., help="Login name.")) -> None:
+    """Disable a user: their sessions end at once and they cannot log in (``enable`` undoes it)."""
+    _ui_store().set_disabled(username, True, _cli_actor())
+    typer.echo(f"users: {username} disabled")
+
+
+@users_cli.command("enable")
+def users_enable(username: str = typer.Argument(..., help="Login name.")) -> None:
+    """Enable a disabled user again."""
+    _ui_store().set_disabled(username, False, _cli_actor())
+    typer.echo(f"users: {username} enabled")
+
+
+@users_cli.command("password")
+def users_password(
+    username: str = typer.Argument(..., help="Login name."),
+    password: str = NEW_PASSWORD,
+) -> None:
+    """Set a user's password (a reset): their sessions end."""
+    _ui_store().set_password(username, password, _cli_actor())
+    typer.echo(f"users: {username}'s password set; their sessions ended")
 
 
 block_cli = typer.Typer(
@@ -545,9 +585,7 @@ def block_add(
     reason: str = typer.Option("", help="Why (shown to analysts and in the action log)."),
 ) -> None:
     """Block a card or merchant; workers decline its transactions within FRAUDSTREAM_MODEL_POLL_S."""
-    import getpass
-
-    if _ui_store().block(kind, value, f"cli:{getpass.getuser()}", reason):
+    if _ui_store().block(kind, value, _cli_actor(), reason):
         typer.echo(f"block: {kind} {value.strip()} blocked")
     else:
         typer.echo(f"block: {kind} {value.strip()} is on the block list already")
@@ -558,9 +596,7 @@ def block_remove(
     kind: str = KIND, value: str = typer.Argument(..., help="The card id or merchant id.")
 ) -> None:
     """Take a card or merchant off the block list."""
-    import getpass
-
-    if not _ui_store().unblock(kind, value, f"cli:{getpass.getuser()}"):
+    if not _ui_store().unblock(kind, value, _cli_actor()):
         raise FraudstreamError(f"block: {kind} {value} is not on the block list")
     typer.echo(f"block: {kind} {value} unblocked")
 

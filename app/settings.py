@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     ui_host: str = "127.0.0.1"
     ui_port: int = 8080
     ui_secure_cookies: bool = Field(False, description="Set Secure on cookies (serve over HTTPS)")
+    ui_login_max_failures: int = Field(
+        5, ge=1, description="Failed logins for a name, within the lockout, before it must wait"
+    )
+    ui_login_lockout_s: float = Field(900.0, gt=0, description="The failed logins' window, and the wait")
     ui_live_window_s: float = Field(
         7 * 86400.0, gt=0, description="The models page's live performance: decisions of this last window"
     )

@@ -52,6 +52,9 @@ create table if not exists action_log (
     target  text,
     detail  jsonb not null default '{}'
 );
+alter table users add column if not exists disabled_at timestamptz;
+create index if not exists action_log_logins on action_log (actor, at)
+    where action in ('login', 'login_failed');
 """
 
 # Each labelled transaction's label: its latest not retracted (an analyst's undo retracts). One pass
@@ -128,12 +131,61 @@ class UiStore:
 
     def users(self) -> list[dict[str, Any]]:
         with self._connect() as conn:
-            return conn.execute("select username, role, created_at from users order by username").fetchall()
+            return conn.execute(
+                "select username, role, created_at, disabled_at from users order by username"
+            ).fetchall()
+
+    def set_disabled(self, username: str, disabled: bool, actor: str) -> None:
+        """Disable a user (their sessions end at once, they cannot log in) or enable them again."""
+        if disabled and username == actor:
+            raise FraudstreamError("you cannot disable yourself")
+        with self._connect() as conn, conn.transaction():
+            found = conn.execute(
+                "update users set disabled_at = case when %s then coalesce(disabled_at, now()) end"
+                " where username = %s returning username",
+                (disabled, username),
+            ).fetchone()
+            if found is None:
+                raise FraudstreamError(f"no user {username!r}")
+            if disabled:
+                conn.execute("delete from ui_sessions where username = %s", (username,))
+            self._log(conn, actor, "disable_user" if disabled else "enable_user", username, {})
+
+    def set_password(self, username: str, password: str, actor: str) -> None:
+        """A new password (an admin's reset, or the user's own); the user's sessions end."""
+        if len(password) < 10:
+            raise FraudstreamError("password too short: at least 10 characters")
+        with self._connect() as conn, conn.transaction():
+            found = conn.execute(
+                "update users set password_hash = %s where username = %s returning username",
+                (hash_password(password), username),
+            ).fetchone()
+            if found is None:
+                raise FraudstreamError(f"no user {username!r}")
+            conn.execute("delete from ui_sessions where username = %s", (username,))
+            self._log(conn, actor, "set_password", username, {})
+
+    def locked_until(self, username: str, max_failures: int, window: timedelta) -> datetime | None:
+        """When ``username`` may try again, after ``max_failures`` failed logins within ``window`` (none
+        since a successful one); None when they may now. Per name, so an attacker guessing passwords
+        gets ``max_failures`` tries a window, whoever the name belongs to."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "select at from action_log where actor = %s and action = 'login_failed' and at > now() - %s"
+                " and at > coalesce((select max(at) from action_log where actor = %s and action = 'login'),"
+                " '-infinity') order by at desc limit %s",
+                (username[:64], window, username[:64], max_failures),
+            ).fetchall()
+        if len(rows) < max_failures:
+            return None
+        until: datetime = rows[-1]["at"] + window  # the oldest of the last max_failures ages out
+        return until
 
     def login(self, username: str, password: str) -> Session | None:
         with self._connect() as conn:
             row = conn.execute(
-                "select password_hash, role from users where username = %s", (username,)
+                "select password_hash, role from users where username = %s and disabled_at is null",
+                (username,),
             ).fetchone()
             if row is None or not check_password(password, row["password_hash"]):
                 return None
@@ -154,7 +206,7 @@ class UiStore:
             row = conn.execute(
                 "select s.id, s.csrf, s.created_at, u.username, u.role"
                 " from ui_sessions s join users u using (username)"
-                " where s.id = %s and s.expires_at > now()",
+                " where s.id = %s and s.expires_at > now() and u.disabled_at is null",
                 (session_id,),
             ).fetchone()
         if row is None:

@@ -43,7 +43,7 @@ class NotLoggedIn(Exception):  # noqa: N818 - a redirect, not an error
 def create_app(  # noqa: PLR0915 - the route table
     store: UiStore, send_feedback: Feedback, reports_dir: Path, *, secure_cookies: bool = False,
     live_window: timedelta = timedelta(days=7), live_at_most: int | None = 200_000,
-    archive_dir: Path | None = None,
+    archive_dir: Path | None = None, login_lockout: tuple[int, timedelta] = (5, timedelta(minutes=15)),
 ) -> FastAPI:  # fmt: skip
     app = FastAPI(title="fraudstream analyst UI", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(TEMPLATES))
@@ -119,13 +119,17 @@ def create_app(  # noqa: PLR0915 - the route table
     ) -> Response:
         if not same(csrf, request.cookies.get(LOGIN_COOKIE)):
             raise HTTPException(403, "invalid or missing CSRF token; reload the page")
-        session = store.login(username, password)
+        locked = store.locked_until(username, *login_lockout)
+        session = None if locked else store.login(username, password)
         if session is None:
-            store.log(username[:64], "login_failed")
+            if locked:
+                store.log(username[:64], "login_locked")
+                error, status = f"Too many failed logins: try again after {locked:%H:%M} UTC.", 429
+            else:
+                store.log(username[:64], "login_failed")
+                error, status = "Wrong username or password.", 401
             nonce = token()
-            failed = page(
-                request, "login.html", None, 401, login_csrf=nonce, error="Wrong username or password."
-            )
+            failed = page(request, "login.html", None, status, login_csrf=nonce, error=error)
             failed.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", secure=secure_cookies)
             return failed
         store.log(username, "login")
@@ -377,6 +381,24 @@ def create_app(  # noqa: PLR0915 - the route table
         except FraudstreamError as exc:
             raise HTTPException(400, str(exc)) from exc
         store.log(session.user.username, "add_user", username, {"role": role})
+        return RedirectResponse("/admin/users", status_code=303)
+
+    @app.post("/admin/users/{username}/{change}")
+    def change_user(
+        username: str, change: str, session: Annotated[Session, Depends(admin)], csrf: Annotated[str, Form()],
+        password: Annotated[str, Form()] = "",
+    ) -> Response:  # fmt: skip
+        """``disable`` (their sessions end), ``enable``, or ``password`` (a reset; their sessions end)."""
+        checked(session, csrf)
+        try:
+            if change in {"disable", "enable"}:
+                store.set_disabled(username, change == "disable", session.user.username)
+            elif change == "password":
+                store.set_password(username, password, session.user.username)
+            else:
+                raise HTTPException(404, "disable, enable or password")
+        except FraudstreamError as exc:
+            raise HTTPException(400, str(exc)) from exc
         return RedirectResponse("/admin/users", status_code=303)
 
     return app

@@ -6,6 +6,7 @@ import getpass
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,7 @@ def test_everything_but_login_and_health_needs_a_session(ui: Ui) -> None:
         "/cards/card-ui-0/block",
         "/admin/block-list",
         "/admin/block-list/remove",
+        "/admin/users/ana/disable",
         "/models/v1/promote",
         "/admin/users",
         "/logout",
@@ -518,3 +520,74 @@ def test_the_block_list_from_the_command_line(ui: Ui) -> None:
     )  # fmt: skip
     logged = ui.sql("select action from action_log where target = 'merchant:m-cli' order by id")
     assert [a["action"] for a in logged] == ["block", "unblock"]
+
+
+def attempt(client: TestClient, username: str, password: str) -> Any:
+    form = client.get("/login")
+    return client.post(
+        "/login", data={"username": username, "password": password, "csrf": csrf_of(form.text)}
+    )
+
+
+def test_a_disabled_user_is_logged_out_at_once_and_a_reset_password_ends_their_sessions(ui: Ui) -> None:
+    ui.store.add_user("carol", PASSWORD, "analyst")
+    carol, admin = ui.client(), ui.client()
+    login(carol, "carol")
+    admin_csrf = login(admin, "root-admin")
+    assert admin.post("/admin/users/carol/disable", data={"csrf": admin_csrf}).status_code == 303
+    assert carol.get("/").headers["location"] == "/login", "the session ended with the disable"
+    assert attempt(carol, "carol", PASSWORD).status_code == 401
+    assert "disabled" in admin.get("/admin/users").text
+    myself = admin.post("/admin/users/root-admin/disable", data={"csrf": admin_csrf})
+    assert (myself.status_code, myself.text) == (400, "you cannot disable yourself")
+    assert admin.post("/admin/users/nobody/disable", data={"csrf": admin_csrf}).status_code == 400
+    assert admin.post("/admin/users/carol/promote", data={"csrf": admin_csrf}).status_code == 404
+    analyst = ui.client()
+    assert analyst.post("/admin/users/carol/enable", data={"csrf": login(analyst, "ana")}).status_code == 403
+
+    assert admin.post("/admin/users/carol/enable", data={"csrf": admin_csrf}).status_code == 303
+    login(carol, "carol")
+    new = "a new one, long enough"
+    assert (
+        admin.post("/admin/users/carol/password", data={"csrf": admin_csrf, "password": "short"}).status_code
+        == 400
+    )
+    assert (
+        admin.post("/admin/users/carol/password", data={"csrf": admin_csrf, "password": new}).status_code
+        == 303
+    )
+    assert carol.get("/").status_code == 303, "a reset ends the user's sessions"
+    assert attempt(carol, "carol", PASSWORD).status_code == 401
+    login(carol, "carol", new)
+    actions = ui.sql("select action from action_log where target = 'carol' order by id")
+    assert [a["action"] for a in actions] == ["disable_user", "enable_user", "set_password"]
+
+    env = {"FRAUDSTREAM_PG_DB": ui.settings.pg_db}
+    assert fraudstream("users", "disable", "carol", env=env).returncode == 0
+    listed = dict(line.split("\t", 1) for line in fraudstream("users", "list", env=env).stdout.splitlines())
+    assert listed["carol"].startswith("analyst\t")
+    assert "\tdisabled " in listed["carol"]
+    assert listed["ana"].endswith("\tactive")
+    assert fraudstream("users", "enable", "carol", env=env).returncode == 0
+    reset = fraudstream("users", "password", "carol", env={**env, "FRAUDSTREAM_NEW_USER_PASSWORD": PASSWORD})
+    assert reset.returncode == 0, reset.stderr
+    login(carol, "carol")
+
+
+def test_failed_logins_make_the_name_wait(ui: Ui) -> None:
+    ui.store.add_user("dave", PASSWORD, "analyst")
+    app = create_app(
+        ui.store, kafka_feedback(ui.settings), ui.reports, login_lockout=(3, timedelta(minutes=15))
+    )
+    client = TestClient(app, follow_redirects=False)
+    assert [attempt(client, "dave", "not the password").status_code for _ in range(3)] == [401, 401, 401]
+    locked = attempt(client, "dave", PASSWORD)
+    assert locked.status_code == 429, "the right password too, while the name waits"
+    assert re.search(r"Too many failed logins: try again after \d\d:\d\d UTC\.", locked.text)
+    assert attempt(client, "ana", PASSWORD).status_code == 303, "other names are not held"
+    ui.sql("update action_log set at = at - interval '16 minutes' where actor = 'dave' returning id")
+    assert attempt(client, "dave", PASSWORD).status_code == 303, "the failures aged out of the window"
+    assert [attempt(client, "dave", "wrong again").status_code for _ in range(2)] == [401, 401]
+    assert attempt(client, "dave", PASSWORD).status_code == 303, "failures before a success do not count"
+    logged = [a["action"] for a in ui.sql("select action from action_log where actor = 'dave' order by id")]
+    assert logged == ["login_failed"] * 3 + ["login_locked", "login"] + ["login_failed"] * 2 + ["login"]
