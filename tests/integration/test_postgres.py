@@ -83,19 +83,25 @@ def test_a_crash_between_the_audit_copy_and_the_alerts_is_repaired_by_the_replay
     with fresh_database(settings, "store-alerts") as db:
         conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
         migrate(conninfo)
-        decisions = populate(conninfo, tmp_path / "model", n=4)
-        batch = [replace(d, txn=d.txn.model_copy(update={"txn_id": d.txn.txn_id + "-b"})) for d in decisions]
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            _copy(conn, "decisions", batch)  # the COPY committed, then the worker died
-        store = DecisionStore(conninfo)
-        try:
-            store.write(batch)  # the replay
-        finally:
-            store.close()
+        batch, replays = crash_then_replay(conninfo, populate(conninfo, tmp_path / "model", n=4))
         with psycopg.connect(conninfo) as conn:
             alerts = {r[0] for r in conn.execute("select txn_id from alerts")}
-    assert store.replays == 1
+    assert replays == 1
     assert {d.txn.txn_id for d in batch} <= alerts
+
+
+def crash_then_replay(conninfo: str, decisions: list[Decision]) -> tuple[list[Decision], int]:
+    """``decisions`` again under new ids, as a worker writes a batch after a crash that followed its
+    audit COPY (the alerts not written): the batch and the store's replays."""
+    batch = [replace(d, txn=d.txn.model_copy(update={"txn_id": d.txn.txn_id + "-b"})) for d in decisions]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        _copy(conn, "decisions", batch)  # the COPY committed, then the worker died
+    store = DecisionStore(conninfo)
+    try:
+        store.write(batch)  # the replay: the staging path
+    finally:
+        store.close()
+    return batch, store.replays
 
 
 def _blocked_every_other(decisions: list[Decision]) -> list[Decision]:
@@ -115,20 +121,11 @@ def test_a_decline_the_block_list_alone_forced_raises_no_alert_on_either_write_p
         conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
         migrate(conninfo)
         decisions = populate(conninfo, tmp_path / "model", n=6, adjust=_blocked_every_other)  # the COPY path
-        replayed = [
-            replace(d, txn=d.txn.model_copy(update={"txn_id": d.txn.txn_id + "-r"})) for d in decisions
-        ]
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            _copy(conn, "decisions", replayed)  # the COPY committed, then the worker died
-        store = DecisionStore(conninfo)
-        try:
-            store.write(replayed)  # the replay: the staging path
-        finally:
-            store.close()
+        replayed, replays = crash_then_replay(conninfo, decisions)
         with psycopg.connect(conninfo) as conn:
             audit = {r[0] for r in conn.execute("select txn_id from decisions")}
             alerts = {r[0] for r in conn.execute("select txn_id from alerts")}
-    assert store.replays == 1
+    assert replays == 1
     assert len(audit) == 12, "every decision is in the audit"
     flagged_by_the_model = {d.txn.txn_id for d in decisions[1::2] + replayed[1::2]}
     assert alerts == flagged_by_the_model, "the blocked ones, scored 0.1, are declined without an alert"
