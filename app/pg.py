@@ -29,9 +29,12 @@ def apply_schema(conn: psycopg.Connection[Any], *schemas: str) -> None:
 
 
 def connect(conninfo: str, *, connect_timeout: int = 10) -> psycopg.Connection[dict[str, Any]]:
-    """A connection returning dict rows; an unreachable server is one FraudstreamError line."""
+    """A connection returning dict rows, its times in UTC (what the UI and the CLI print them as,
+    whatever the server's ``TimeZone``); an unreachable server is one FraudstreamError line."""
     try:
-        return psycopg.connect(conninfo, row_factory=dict_row, connect_timeout=connect_timeout)
+        return psycopg.connect(
+            conninfo, row_factory=dict_row, connect_timeout=connect_timeout, options="-c TimeZone=UTC"
+        )
     except psycopg.OperationalError as exc:
         raise FraudstreamError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
 

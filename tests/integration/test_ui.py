@@ -591,3 +591,19 @@ def test_failed_logins_make_the_name_wait(ui: Ui) -> None:
     assert attempt(client, "dave", PASSWORD).status_code == 303, "failures before a success do not count"
     logged = [a["action"] for a in ui.sql("select action from action_log where actor = 'dave' order by id")]
     assert logged == ["login_failed"] * 3 + ["login_locked", "login"] + ["login_failed"] * 2 + ["login"]
+
+
+def test_times_are_shown_in_utc_whatever_the_servers_time_zone(ui: Ui) -> None:
+    client = ui.client()
+    login(client, "ana")
+    decision = ui.decisions[3]
+    with psycopg.connect(ui.store.conninfo, autocommit=True) as conn:
+        conn.execute(
+            f"alter database {ui.settings.pg_db} set timezone = 'Asia/Tokyo'"
+        )  # a test database's name
+    try:
+        page = client.get(f"/transactions/{decision.txn.txn_id}").text
+    finally:
+        with psycopg.connect(ui.store.conninfo, autocommit=True) as conn:
+            conn.execute(f"alter database {ui.settings.pg_db} reset timezone")
+    assert f"{decision.txn.event_time:%Y-%m-%d %H:%M:%S} UTC" in page
