@@ -32,6 +32,10 @@ LEGIT = "none"
 # a fraud known only from its label (a chargeback, an analyst's verdict): live traffic does not say
 # which pattern it was
 REPORTED = "reported"
+# a transaction the system declined that nobody labelled: no chargeback comes for money never paid, so
+# its label is not known (it is not presumed genuine, as an approved one is once settled); training
+# leaves it out of its train, validation and test sets, and folds it into the card states as any other
+UNOBSERVED = "unobserved"
 
 # A value that could be a real card number (13-19 digits, optionally grouped by spaces or dashes).
 PAN_LIKE = re.compile(r"^(?:\d[ -]?){12,18}\d$")

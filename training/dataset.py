@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from app.errors import FraudstreamError
+from app.schema import UNOBSERVED
 from app.settings import Settings
 from features.backfill import card_feature_frame
 from features.fold import CardState
@@ -121,6 +122,18 @@ def merchant_features_pit(settings: Settings, rows: pd.DataFrame, daily: pd.Data
     return out.reset_index(drop=True)
 
 
+def splits(event_time: pd.Series, fraud_scenario: pd.Series, periods: Periods) -> np.ndarray:
+    """Each row's set: train, valid, test, the label-delay gap, or ``unobserved`` (a decline nobody
+    labelled: its label is not known, so it neither teaches nor grades a model)."""
+    t = event_time
+    return np.select(
+        [fraud_scenario.to_numpy() == UNOBSERVED, t < periods.valid_start, t < periods.train_end,
+         t >= periods.test_start],
+        ["unobserved", "train", "valid", "test"],
+        default="gap",
+    )  # fmt: skip
+
+
 def build_training_frame(
     settings: Settings, history: pd.DataFrame, periods: Periods, states: dict[str, CardState] | None = None
 ) -> pd.DataFrame:
@@ -137,12 +150,7 @@ def build_training_frame(
         frame[f"channel_{channel}"] = (history["channel"] == channel).astype(np.float64).to_numpy()
     frame["merchant_id"] = history["merchant_id"].to_numpy()
     frame["fraud_scenario"] = history["fraud_scenario"].to_numpy()
-    t = frame["event_time"]
-    frame["split"] = np.select(
-        [t < periods.valid_start, t < periods.train_end, t >= periods.test_start],
-        ["train", "valid", "test"],
-        default="gap",
-    )
+    frame["split"] = splits(frame["event_time"], frame["fraud_scenario"], periods)
     # training sees the labels known at the test start; evaluation uses the history's labels
     train_label = known_labels(history, periods.label_known_for_train).to_numpy()
     frame[LABEL] = np.where(frame["split"] == "test", history["is_fraud"].to_numpy(), train_label)

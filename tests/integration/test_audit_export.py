@@ -49,11 +49,13 @@ def test_export_writes_settled_days_with_their_labels_and_rewrites_relabelled_on
     already = imported[imported["event_time"].dt.date == (T0 + timedelta(days=1)).date()].iloc[0]["txn_id"]
 
     def spread(decisions: list[Decision]) -> list[Decision]:
-        # one decision a day from 03-02 12:00; the second is a transaction the history holds already
-        return [
+        # one decision a day from 03-02 12:00; the second is a transaction the history holds already;
+        # the fourth a decline
+        moved = [
             _moved(d, already if i == 1 else d.txn.txn_id, T0 + timedelta(days=i))
             for i, d in enumerate(decisions)
         ]
+        return [replace(d, decision="decline") if i == 3 else d for i, d in enumerate(moved)]
 
     with fresh_database(settings, "it_export") as db:
         conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
@@ -83,7 +85,9 @@ def test_export_writes_settled_days_with_their_labels_and_rewrites_relabelled_on
         assert len(rows) == len(imported) + 3, "the transaction the history held is there once"
         exported = rows.loc[[d[0].txn.txn_id, d[2].txn.txn_id, d[3].txn.txn_id]]
         assert list(exported["is_fraud"]) == [1, 1, 0]
-        assert list(exported["fraud_scenario"]) == ["reported", "reported", "none"]
+        assert list(exported["fraud_scenario"]) == ["reported", "reported", "unobserved"], (
+            "d3, a decline whose verdict was undone: its label is not known (no chargeback comes for it)"
+        )
         assert exported["label_time"].iloc[1] == pd.Timestamp(chargeback)
         assert exported["label_time"].iloc[2] == pd.Timestamp(d[3].txn.event_time + timedelta(days=7))
         for field in TRANSACTION_FIELDS[2:]:  # after txn_id and event_time

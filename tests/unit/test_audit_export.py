@@ -26,26 +26,12 @@ from app.schema import HISTORY_SCHEMA
 T = datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
 
 
-def _audit(rows: list[tuple[str, datetime, bool | None, datetime | None]]) -> pd.DataFrame:
+def _audit(
+    rows: list[tuple[str, datetime, bool | None, datetime | None]], decision: str = "review"
+) -> pd.DataFrame:
+    place = ("card-1", "merch-1", 12.5, "EUR", "5411", "ecommerce", 48.8, 2.3, "FR")
     return pd.DataFrame(
-        [
-            (
-                txn_id,
-                at,
-                "card-1",
-                "merch-1",
-                12.5,
-                "EUR",
-                "5411",
-                "ecommerce",
-                48.8,
-                2.3,
-                "FR",
-                fraud,
-                label_at,
-            )
-            for txn_id, at, fraud, label_at in rows
-        ],
+        [(txn_id, at, *place, fraud, label_at, decision) for txn_id, at, fraud, label_at in rows],
         columns=AUDIT_COLUMNS,
     )
 
@@ -71,6 +57,19 @@ def test_labels_become_the_history_columns() -> None:
     table = pa.Table.from_pandas(out, schema=HISTORY_SCHEMA, preserve_index=False)  # the schema on disk
     assert table.num_rows == 4
     assert (out["label_time"] >= out["event_time"]).all()
+
+
+def test_a_decline_nobody_labelled_is_unobserved_not_presumed_genuine() -> None:
+    later = T + timedelta(hours=1)
+    rows = [("d1", T, None, None), ("d2", T, True, later), ("d3", T, False, later), ("a1", T, None, None)]
+    audit = _audit(rows, decision="decline")
+    audit.loc[audit["txn_id"] == "a1", "decision"] = "approve"
+    out = history_rows(audit, label_delay_days=7).set_index("txn_id")
+    scenarios = out.loc[["d1", "d2", "d3", "a1"], "fraud_scenario"].tolist()
+    assert scenarios == ["unobserved", "reported", "none", "none"], (
+        "no chargeback comes for a declined transaction: its label is unknown until someone gives one"
+    )
+    assert out.loc[["d1", "d2", "d3", "a1"], "is_fraud"].tolist() == [0, 1, 0, 0]
 
 
 def test_a_day_is_settled_label_delay_days_after_it_ended() -> None:

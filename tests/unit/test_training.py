@@ -8,7 +8,7 @@ import pytest
 import xgboost as xgb
 
 from app.schema import LEGIT
-from training.dataset import LABEL, MODEL_FEATURES, Periods, known_labels, one_class_splits
+from training.dataset import LABEL, MODEL_FEATURES, Periods, known_labels, one_class_splits, splits
 from training.jobs import promotion_decision
 from training.metrics import card_precision_at_k, evaluate, operating_point, recall_at_fpr
 from training.train import INCREASING, fit, predict
@@ -50,6 +50,16 @@ def test_periods_follow_the_handbook_protocol() -> None:
     assert p.train_end == p.test_start - pd.Timedelta(days=7), "a label-delay gap between train and test"
     assert p.label_known_for_train == p.test_start
     assert p.valid_start < p.train_end
+
+
+def test_an_unobserved_decline_is_in_no_set() -> None:
+    history = pd.DataFrame({"event_time": pd.date_range(T0, periods=60 * 24, freq="h")})
+    p = Periods.make(history, None, test_days=7, delay_days=7, valid_days=7)
+    at = pd.Series([T0, p.valid_start, p.train_end, p.test_start] * 2)
+    scenario = pd.Series(["none"] * 4 + ["unobserved", "reported", "unobserved", "unobserved"])
+    assert splits(at, scenario, p).tolist() == [
+        "train", "valid", "gap", "test", "unobserved", "valid", "unobserved", "unobserved",
+    ]  # fmt: skip
 
 
 def test_a_split_with_one_class_only_is_named() -> None:
