@@ -486,7 +486,7 @@ def ui(
 
     settings = get_settings()
     ensure_topics(settings, [settings.topic_feedback])
-    store = UiStore(settings.pg_conninfo(reveal=True))
+    store = UiStore(settings.pg_conninfo(reveal=True), assignment_s=settings.ui_assignment_s)
     store.migrate()
     app = create_app(
         store, kafka_feedback(settings), settings.reports_dir, secure_cookies=settings.ui_secure_cookies,

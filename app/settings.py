@@ -149,6 +149,9 @@ class Settings(BaseSettings):
         5, ge=1, description="Failed logins for a name, within the lockout, before it must wait"
     )
     ui_login_lockout_s: float = Field(900.0, gt=0, description="The failed logins' window, and the wait")
+    ui_assignment_s: float = Field(
+        1800.0, gt=0, description="An alert an analyst took is theirs this long (then free for the next)"
+    )
     ui_live_window_s: float = Field(
         7 * 86400.0, gt=0, description="The models page's live performance: decisions of this last window"
     )

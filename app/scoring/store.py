@@ -94,6 +94,8 @@ create table if not exists alerts (
     closed_by       text
 );
 create index if not exists alerts_open on alerts (status, score desc);
+alter table alerts add column if not exists assigned_to text;  -- the analyst working it (the UI's "take")
+alter table alerts add column if not exists assigned_at timestamptz;
 
 create table if not exists block_list (
     kind        text not null check (kind in ('card', 'merchant')),

@@ -94,9 +94,11 @@ class Session:
 
 
 class UiStore:
-    def __init__(self, conninfo: str, session_hours: float = 12.0) -> None:
+    def __init__(self, conninfo: str, session_hours: float = 12.0, assignment_s: float = 1800.0) -> None:
         self.conninfo = conninfo
         self.session_hours = session_hours
+        # an alert an analyst took is theirs this long; then the queue's "next" may hand it to another
+        self.hold = timedelta(seconds=assignment_s)
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
         return connect(self.conninfo, connect_timeout=5)
@@ -220,8 +222,10 @@ class UiStore:
     # alerts
     def alerts(
         self, *, status: str = "open", decision: str | None = None, min_score: float | None = None,
-        sort: str = "score", page: int = 1, per_page: int = 25,
+        sort: str = "score", page: int = 1, per_page: int = 25, assigned: str = "", user: str = "",
     ) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+        """A page of alerts and their total; ``assigned``: ``me`` (``user``'s), ``none`` (nobody's, or
+        held longer than the hold), anything else: all."""
         where = ["a.status = %s"]
         params: list[Any] = [status]
         if decision in DECISIONS:
@@ -230,20 +234,76 @@ class UiStore:
         if min_score is not None:
             where.append("a.score >= %s")
             params.append(min_score)
+        if assigned == "me":
+            where.append("a.assigned_to = %s and a.assigned_at > now() - %s")
+            params += [user, self.hold]
+        elif assigned == "none":
+            where.append("(a.assigned_to is null or a.assigned_at <= now() - %s)")
+            params.append(self.hold)
         order = sql.SQL(SORTS.get(sort, SORTS["score"]))  # allow-listed fragments only
         clause = sql.SQL(" and ").join(sql.SQL(w) for w in where)
         query = sql.SQL(
             "select a.txn_id, a.card_id, a.event_time, a.amount, a.score, a.decision, a.model_version,"
             " a.status, a.created_at, d.txn->>'currency' as currency, d.txn->>'country' as country,"
-            " d.txn->>'channel' as channel, d.reasons->0->>'text' as top_reason"
+            " d.txn->>'channel' as channel, d.reasons->0->>'text' as top_reason,"
+            " case when a.assigned_at > now() - %s then a.assigned_to end as holder"
             " from alerts a join decisions d using (txn_id) where {} order by {}, a.txn_id limit %s offset %s"
         ).format(clause, order)
         with self._connect() as conn:
             total = conn.execute(
                 sql.SQL("select count(*) as n from alerts a where {}").format(clause), params
             ).fetchone()
-            rows = conn.execute(query, [*params, per_page, (max(page, 1) - 1) * per_page]).fetchall()
+            offset = (max(page, 1) - 1) * per_page
+            rows = conn.execute(query, [self.hold, *params, per_page, offset]).fetchall()
         return rows, int(total["n"]) if total else 0
+
+    # who works which alert
+    def take(self, txn_id: str, actor: str, *, over: bool = False) -> None:
+        """Assign an open alert to ``actor``; refused while another analyst holds it, unless ``over``
+        (taking it over; logged with whom from)."""
+        with self._connect() as conn, conn.transaction():
+            row = conn.execute(
+                "select status, case when assigned_at > now() - %s then assigned_to end as holder"
+                " from alerts where txn_id = %s for update",
+                (self.hold, txn_id),
+            ).fetchone()
+            if row is None:
+                raise FraudstreamError(f"no alert {txn_id!r}")
+            if row["status"] != "open":
+                raise FraudstreamError(f"alert {txn_id} is closed already ({row['status']})")
+            holder = row["holder"]
+            if holder not in {None, actor} and not over:
+                raise FraudstreamError(f"alert {txn_id} is {holder}'s: take it over to work it")
+            conn.execute(
+                "update alerts set assigned_to = %s, assigned_at = now() where txn_id = %s", (actor, txn_id)
+            )
+            self._log(conn, actor, "take", txn_id, {"from": holder} if holder not in {None, actor} else {})
+
+    def release(self, txn_id: str, actor: str) -> None:
+        with self._connect() as conn, conn.transaction():
+            released = conn.execute(
+                "update alerts set assigned_to = null, assigned_at = null where txn_id = %s"
+                " and assigned_to = %s returning txn_id",
+                (txn_id, actor),
+            ).fetchone()
+            if released is None:
+                raise FraudstreamError(f"alert {txn_id} is not yours")
+            self._log(conn, actor, "release", txn_id, {})
+
+    def next_alert(self, actor: str) -> str | None:
+        """Assign the open alert with the highest score that nobody holds to ``actor``; its txn_id, or
+        None when there is none. Two analysts asking at once get two alerts (SKIP LOCKED)."""
+        with self._connect() as conn, conn.transaction():
+            row = conn.execute(
+                "update alerts set assigned_to = %s, assigned_at = now() where txn_id = ("
+                " select txn_id from alerts where status = 'open'"
+                " and (assigned_to is null or assigned_at <= now() - %s)"
+                " order by score desc, txn_id limit 1 for update skip locked) returning txn_id",
+                (actor, self.hold),
+            ).fetchone()
+            if row is not None:
+                self._log(conn, actor, "take", row["txn_id"], {"next": True})
+        return None if row is None else str(row["txn_id"])
 
     def alert(self, txn_id: str) -> dict[str, Any] | None:
         with self._connect() as conn:
@@ -255,12 +315,13 @@ class UiStore:
 
     def decision(self, txn_id: str) -> dict[str, Any] | None:
         """Any decision in the database, flagged or not; ``status`` (and the closing columns) are None
-        when it raised no alert."""
+        when it raised no alert; ``holder``: the analyst who holds its alert, if any."""
         with self._connect() as conn:
             return conn.execute(
-                "select d.*, a.status, a.closed_at, a.closed_by from decisions d left join alerts a"
-                " using (txn_id) where d.txn_id = %s",
-                (txn_id,),
+                "select d.*, a.status, a.closed_at, a.closed_by, a.assigned_at,"
+                " case when a.assigned_at > now() - %s then a.assigned_to end as holder"
+                " from decisions d left join alerts a using (txn_id) where d.txn_id = %s",
+                (self.hold, txn_id),
             ).fetchone()
 
     def card_known(self, card_id: str) -> bool:
@@ -314,12 +375,18 @@ class UiStore:
         note = mask_pans(note[:2000])  # a card number typed into a note is never stored
         with self._connect() as conn, conn.transaction():
             alert = conn.execute(
-                "select card_id, status from alerts where txn_id = %s for update", (txn_id,)
+                "select card_id, status, case when assigned_at > now() - %s then assigned_to end as holder"
+                " from alerts where txn_id = %s for update",
+                (self.hold, txn_id),
             ).fetchone()
             if alert is None:
                 raise FraudstreamError(f"no alert {txn_id!r}")
             if alert["status"] != "open":
                 raise FraudstreamError(f"alert {txn_id} is closed already ({alert['status']})")
+            if alert["holder"] not in {None, actor}:
+                raise FraudstreamError(
+                    f"alert {txn_id} is {alert['holder']}'s: take it over to give a verdict"
+                )
             label = conn.execute(
                 "insert into labels (txn_id, card_id, is_fraud, source, actor, note) values"
                 " (%s, %s, %s, 'analyst', %s, %s) returning *",

@@ -153,20 +153,53 @@ def create_app(  # noqa: PLR0915 - the route table
     def queue(  # noqa: PLR0917 - the queue's filters are query parameters
         request: Request, session: Annotated[Session, Depends(current)], status: str = "open",
         decision: str | None = None, min_score: float | None = None, sort: str = "score", page_no: int = 1,
-        done: str | None = None,
+        done: str | None = None, assigned: str = "", empty: bool = False,
     ) -> Response:  # fmt: skip
         if status not in {"open", "fraud", "legit"}:
             raise HTTPException(400, "status: open, fraud or legit")
         rows, total = store.alerts(
-            status=status, decision=decision, min_score=min_score, sort=sort, page=page_no
-        )
-        filters = {"status": status, "decision": decision or "", "sort": sort,
+            status=status, decision=decision, min_score=min_score, sort=sort, page=page_no, assigned=assigned,
+            user=session.user.username,
+        )  # fmt: skip
+        filters = {"status": status, "decision": decision or "", "sort": sort, "assigned": assigned,
                    "min_score": "" if min_score is None else min_score}  # fmt: skip
         return page(
             request, "queue.html", session, rows=rows, total=total, page_no=page_no,
             pages=max(1, -(-total // 25)), filters=filters, now=datetime.now(UTC),
-            done=store.alert(done) if done else None,
+            done=store.alert(done) if done else None, empty=empty,
         )  # fmt: skip
+
+    @app.post("/alerts/next")
+    def next_alert(session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()]) -> Response:
+        """Work the queue: the open alert with the highest score nobody holds is now yours."""
+        checked(session, csrf)
+        txn_id = store.next_alert(session.user.username)
+        if txn_id is None:
+            return RedirectResponse("/?empty=true", status_code=303)
+        return RedirectResponse(f"/alerts/{quote(txn_id, safe='')}", status_code=303)
+
+    @app.post("/alerts/{txn_id}/take")
+    def take(
+        txn_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()],
+        over: Annotated[bool, Form()] = False,
+    ) -> Response:  # fmt: skip
+        checked(session, csrf)
+        try:
+            store.take(txn_id, session.user.username, over=over)
+        except FraudstreamError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return RedirectResponse(f"/alerts/{quote(txn_id, safe='')}", status_code=303)
+
+    @app.post("/alerts/{txn_id}/release")
+    def release(
+        txn_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()]
+    ) -> Response:
+        checked(session, csrf)
+        try:
+            store.release(txn_id, session.user.username)
+        except FraudstreamError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return RedirectResponse("/", status_code=303)
 
     @app.get("/alerts/{txn_id}", response_class=HTMLResponse)
     @app.get("/transactions/{txn_id}", response_class=HTMLResponse)

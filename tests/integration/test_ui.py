@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -122,6 +123,9 @@ def test_everything_but_login_and_health_needs_a_session(ui: Ui) -> None:
         "/admin/block-list",
         "/admin/block-list/remove",
         "/admin/users/ana/disable",
+        "/alerts/next",
+        "/alerts/ui-001/take",
+        "/alerts/ui-001/release",
         "/models/v1/promote",
         "/admin/users",
         "/logout",
@@ -607,3 +611,50 @@ def test_times_are_shown_in_utc_whatever_the_servers_time_zone(ui: Ui) -> None:
         with psycopg.connect(ui.store.conninfo, autocommit=True) as conn:
             conn.execute(f"alter database {ui.settings.pg_db} reset timezone")
     assert f"{decision.txn.event_time:%Y-%m-%d %H:%M:%S} UTC" in page
+
+
+def test_analysts_take_alerts_so_that_nobody_works_one_twice(ui: Ui) -> None:
+    ui.store.add_user("erin", PASSWORD, "analyst")
+    ana, erin = ui.client(), ui.client()
+    ana_csrf, erin_csrf = login(ana, "ana"), login(erin, "erin")
+    free = [
+        r["txn_id"]
+        for r in ui.sql("select txn_id from alerts where status = 'open' order by score desc, txn_id")
+    ]
+    first = ana.post("/alerts/next", data={"csrf": ana_csrf}).headers["location"]
+    second = erin.post("/alerts/next", data={"csrf": erin_csrf}).headers["location"]
+    assert (first, second) == (f"/alerts/{free[0]}", f"/alerts/{free[1]}"), "the highest scores nobody holds"
+    x, y = free[0], free[1]
+
+    held = erin.get(f"/alerts/{x}").text
+    assert 'id="held"' in held
+    assert 'id="confirm-fraud"' not in held
+    refused = erin.post(f"/alerts/{x}/verdict", data={"verdict": "fraud", "csrf": erin_csrf})
+    assert (refused.status_code, refused.text) == (409, f"alert {x} is ana's: take it over to give a verdict")
+    assert erin.post(f"/alerts/{x}/take", data={"csrf": erin_csrf}).status_code == 409
+    assert erin.post(f"/alerts/{x}/take", data={"csrf": erin_csrf, "over": "true"}).status_code == 303
+    assert ana.post(f"/alerts/{x}/verdict", data={"verdict": "legit", "csrf": ana_csrf}).status_code == 409
+    mine = re.findall(r'class="alert-link">([^<]+)<', erin.get("/", params={"assigned": "me"}).text)
+    assert sorted(mine) == sorted([x, y])
+    assert x not in re.findall(r'class="alert-link">([^<]+)<', ana.get("/", params={"assigned": "none"}).text)
+
+    assert erin.post(f"/alerts/{y}/release", data={"csrf": erin_csrf}).status_code == 303
+    assert ana.post(f"/alerts/{y}/release", data={"csrf": ana_csrf}).status_code == 409, "not ana's"
+    ui.sql(
+        "update alerts set assigned_at = assigned_at - interval '31 minutes' where txn_id = %s returning 1", x
+    )
+    nobodys = re.findall(r'class="alert-link">([^<]+)<', ana.get("/", params={"assigned": "none"}).text)
+    assert {x, y} <= set(nobodys), "released, and held longer than the hold"
+    assert ana.post(f"/alerts/{x}/verdict", data={"verdict": "legit", "csrf": ana_csrf}).status_code == 303
+    taken = ui.sql(
+        "select action, actor, detail from action_log where action = 'take' and target = %s order by id", x
+    )
+    assert [(t["actor"], t["detail"]) for t in taken] == [("ana", {"next": True}), ("erin", {"from": "ana"})]
+
+    # two analysts asking at the same moment never get the same alert
+    ui.sql("update alerts set assigned_to = null, assigned_at = null returning 1")
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(ui.store.next_alert, [f"racer-{i}" for i in range(8)]))
+    handed = [g for g in got if g is not None]
+    assert len(handed) == len(set(handed)) == min(8, len(free) - 1)
+    ui.sql("update alerts set assigned_to = null, assigned_at = null returning 1")
