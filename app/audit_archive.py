@@ -34,6 +34,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -56,6 +57,7 @@ create table if not exists audit_archives (
     last_scored   timestamptz not null,
     archived_at   timestamptz not null default now()
 );
+alter table audit_archives add column if not exists ids_sha256 text;  -- its index's (``index_path``)
 """
 
 _ARROW = {"text": pa.string(), "json": pa.string(), "timestamptz": pa.timestamp("us", tz="UTC"),
@@ -199,6 +201,7 @@ def _archive_day(writer: Any, archive: Path, day: date, batches: Any) -> tuple[s
     target = folder / name
     relative = target.relative_to(archive).as_posix()
     count, first, last, committed = 0, None, None, False
+    hashes: list[np.ndarray] = []
     try:
         with writer.transaction():
             writer.execute("create temp table archiving (txn_id text primary key) on commit drop")
@@ -210,6 +213,7 @@ def _archive_day(writer: Any, archive: Path, day: date, batches: Any) -> tuple[s
                     with writer.cursor().copy("copy archiving (txn_id) from stdin") as copy:
                         for txn_id in columns[0]:
                             copy.write_row((txn_id,))
+                    hashes.append(id_hashes(columns[0]))
                     count += len(rows)
                     first = first or rows[0][_SCORED_AT]
                     last = rows[-1][_SCORED_AT]
@@ -217,6 +221,7 @@ def _archive_day(writer: Any, archive: Path, day: date, batches: Any) -> tuple[s
                 raise FraudstreamError(f"archive: {target} does not hold the {count:,} rows written")
             with target.open("rb") as f:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
+            ids_digest = write_index(index_path(target), np.concatenate(hashes))
             writer.execute("set local fraudstream.archiving = 'on'")
             writer.execute(
                 "delete from alerts a using archiving t where a.txn_id = t.txn_id and a.status <> 'open'"
@@ -227,9 +232,9 @@ def _archive_day(writer: Any, archive: Path, day: date, batches: Any) -> tuple[s
             if deleted != count:
                 raise _ChangedError
             writer.execute(
-                "insert into audit_archives (scored_day, path, rows, sha256, first_scored, last_scored)"
-                " values (%s, %s, %s, %s, %s, %s)",
-                (day, relative, count, digest, first, last),
+                "insert into audit_archives (scored_day, path, rows, sha256, first_scored, last_scored,"
+                " ids_sha256) values (%s, %s, %s, %s, %s, %s, %s)",
+                (day, relative, count, digest, first, last, ids_digest),
             )
         committed = True
     except (_ChangedError, psycopg.errors.ForeignKeyViolation):
@@ -237,7 +242,54 @@ def _archive_day(writer: Any, archive: Path, day: date, batches: Any) -> tuple[s
     finally:
         if not committed:
             target.unlink(missing_ok=True)
+            index_path(target).unlink(missing_ok=True)
     return relative, count
+
+
+# The index beside each archive file: the 64-bit BLAKE2b hashes of its txn_ids, sorted, little-endian.
+# A lookup reads a few of its pages (a binary search on the memory-mapped file) instead of the file's
+# txn_id column, and reads the file only when the hash is there.
+def index_path(parquet: Path) -> Path:
+    return parquet.with_suffix(".ids")
+
+
+def id_hash(txn_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(txn_id.encode(), digest_size=8).digest(), "little")
+
+
+def id_hashes(txn_ids: Any) -> np.ndarray:
+    return np.fromiter((id_hash(t) for t in txn_ids), dtype=np.uint64, count=len(txn_ids))
+
+
+def write_index(path: Path, hashes: np.ndarray) -> str:
+    """Write the sorted hashes to ``path`` (whole or not at all); their SHA-256."""
+    data = np.sort(hashes).astype("<u8").tobytes()
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return hashlib.sha256(data).hexdigest()
+
+
+def might_hold(parquet: Path, txn_id: str) -> bool:
+    """False only when the file's index says ``txn_id`` is not in it; True when it may be, or when the
+    index is missing or malformed (the file is read)."""
+    index = index_path(parquet)
+    try:
+        size = index.stat().st_size
+    except FileNotFoundError:
+        return True
+    if size == 0 or size % 8:
+        return True
+    hashes = np.memmap(index, dtype="<u8", mode="r")
+    try:
+        h = np.uint64(id_hash(txn_id))
+        at = int(np.searchsorted(hashes, h))
+        return at < len(hashes) and bool(hashes[at] == h)
+    finally:
+        del hashes  # unmap
 
 
 class _ChangedError(Exception):
@@ -251,9 +303,12 @@ def _remove_orphans(writer: Any, archive: Path) -> int:
         known = {path for (path,) in writer.execute("select path from audit_archives")}
     orphans = 0
     for path in archive.glob("scored=*/*"):
-        if path.relative_to(archive).as_posix() not in known and (
-            path.name.endswith(".parquet") or path.name.endswith(".tmp")
-        ):
+        parquet = path.with_suffix(".parquet") if path.suffix == ".ids" else path
+        if parquet.relative_to(archive).as_posix() not in known and path.suffix in {
+            ".parquet",
+            ".ids",
+            ".tmp",
+        }:
             path.unlink()
             orphans += 1
     return orphans
@@ -284,6 +339,8 @@ def find_decision(
         return dict(row), "database"
     folders = [archive / f"scored={scored_on.isoformat()}"] if scored_on else sorted(archive.glob("scored=*"))
     for path in (p for folder in folders for p in sorted(folder.glob("part-*.parquet"))):
+        if not might_hold(path, txn_id):
+            continue
         try:
             record = _find_in(path, txn_id)
         except (OSError, pa.ArrowException) as exc:  # the decision may be in it: never "not found"
@@ -319,29 +376,38 @@ class Verified:
     def line(self) -> str:
         head = f"archive: {self.files:,} file(s), {self.rows:,} decisions checked against audit_archives"
         if not self.problems:
-            return f"{head}: every file is there, with its SHA-256 and row count"
+            return f"{head}: every file is there, with its SHA-256 and row count, and its index"
         shown = "; ".join(self.problems[:5]) + ("; ..." if len(self.problems) > 5 else "")
         return f"{head}: {len(self.problems):,} problem(s): {shown}"
 
 
 def verify_archive(conninfo: str, archive: Path) -> Verified:
     """Every file ``audit_archives`` records: there, with the SHA-256 and row count recorded when its
-    decisions left the database."""
+    decisions left the database, and its index (``index_path``) with the SHA-256 recorded for it."""
     import psycopg  # noqa: PLC0415
+
+    from app.pg import apply_schema  # noqa: PLC0415
 
     try:
         with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
             found = conn.execute("select to_regclass('audit_archives') is not null").fetchone()
-            recorded = (
-                conn.execute("select path, rows, sha256 from audit_archives order by id").fetchall()
-                if found and found[0] else []
-            )  # fmt: skip
+            recorded = []
+            if found and found[0]:
+                apply_schema(conn, SCHEMA)  # a table from before the index gains its column
+                query = "select path, rows, sha256, ids_sha256 from audit_archives order by id"
+                recorded = conn.execute(query).fetchall()
     except psycopg.Error as exc:
         raise FraudstreamError(f"archive: PostgreSQL: {first_line(exc)}") from exc
     problems, rows = [], 0
-    for path, count, digest in recorded:
+    for path, count, digest, ids_digest in recorded:
         file = archive / path
         rows += count
+        if ids_digest is not None:  # files archived before the index have none
+            index = index_path(file)
+            if not index.is_file():
+                problems.append(f"{index.relative_to(archive).as_posix()} is missing (lookups read its file)")
+            elif hashlib.sha256(index.read_bytes()).hexdigest() != ids_digest:
+                problems.append(f"{index.relative_to(archive).as_posix()} has changed (SHA-256)")
         if not file.is_file():
             problems.append(f"{path} is missing")
             continue

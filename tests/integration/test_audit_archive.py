@@ -9,13 +9,22 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from app.audit_archive import SELECT, _archive_day, _batches, archive_audit, find_decision
+from app.audit_archive import (
+    SELECT,
+    _archive_day,
+    _batches,
+    archive_audit,
+    find_decision,
+    id_hashes,
+    index_path,
+)
 from app.audit_export import PART, Mark, export_audit
 from app.history import read_history
 from app.schema import Feedback
@@ -41,6 +50,11 @@ def _audit(decisions: list[Decision]) -> list[Decision]:
         moved = replace(d, txn=txn, scored_at=when + timedelta(minutes=1))
         out.append(replace(moved, decision="approve") if i == 3 else moved)
     return out
+
+
+def _ids_digests(conninfo: str) -> list[tuple[str]]:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute("select ids_sha256 from audit_archives").fetchall()
 
 
 def _ids(conn: psycopg.Connection, table: str) -> set[str]:
@@ -96,6 +110,12 @@ def test_archive_moves_exported_closed_decisions_to_parquet_and_out_of_the_datab
             assert hashlib.sha256((archive / path).read_bytes()).hexdigest() == sha256
         files = sorted(archive.glob("scored=*/*.parquet"))
         assert [p.relative_to(archive).as_posix() for p in files] == [r[1] for r in recorded]
+        for file in files:  # each file's index: its txn_ids' hashes, sorted, with the digest recorded
+            held = pq.read_table(file, columns=["txn_id"]).column("txn_id").to_pylist()
+            assert np.fromfile(index_path(file), "<u8").tolist() == sorted(id_hashes(held).tolist())
+        assert {r[0] for r in _ids_digests(conninfo)} == {
+            hashlib.sha256(index_path(f).read_bytes()).hexdigest() for f in files
+        }
         rows = pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True)
         assert rows["txn_id"].tolist() == [ids[0], ids[2], ids[3]]
         assert rows["alert_status"].tolist() == ["fraud", "legit", None]
@@ -203,21 +223,30 @@ def test_archive_moves_exported_closed_decisions_to_parquet_and_out_of_the_datab
         assert verified.returncode == 0, verified.stderr[-3000:]
         assert verified.stdout.strip() == (
             "archive: 4 file(s), 4 decisions checked against audit_archives: every file is there, with its"
-            " SHA-256 and row count"
+            " SHA-256 and row count, and its index"
         )
+        # an index lost: the lookup reads the file instead, and --verify names it
+        index_path(files[2]).unlink()
+        fallback = find_decision(conninfo, archive, ids[3])
+        assert fallback is not None
+        assert fallback[1] == recorded[2][1]
         torn = files[0].read_bytes()[:100]
         files[0].write_bytes(torn)
-        unreadable = fraudstream("decision", "no-such-txn", "--archive", str(archive), env=env)
+        unreadable = fraudstream("decision", ids[0], "--archive", str(archive), env=env)
         assert unreadable.returncode == 1
         (line,) = unreadable.stderr.strip().splitlines()
         assert line.startswith(f"fraudstream: error: decision: {files[0]} is unreadable (ArrowInvalid: ")
         assert line.endswith("`fraudstream archive --verify` checks every archived file")
+        absent = fraudstream("decision", "no-such-txn", "--archive", str(archive), env=env)
+        assert "no decision for 'no-such-txn'" in absent.stderr, "the torn file's index says it is not there"
         files[1].unlink()
         broken = fraudstream("archive", "--verify", "--to", str(archive), env=env)
         assert broken.returncode == 1
+        lost = index_path(files[2]).relative_to(archive).as_posix()
         assert broken.stderr.strip() == (
-            "fraudstream: error: archive: 4 file(s), 4 decisions checked against audit_archives: 2"
-            f" problem(s): {recorded[0][1]} has changed (SHA-256); {recorded[1][1]} is missing"
+            "fraudstream: error: archive: 4 file(s), 4 decisions checked against audit_archives: 3"
+            f" problem(s): {recorded[0][1]} has changed (SHA-256); {recorded[1][1]} is missing;"
+            f" {lost} is missing (lookups read its file)"
         )
         needs_history = fraudstream("archive", env=env)
         assert needs_history.returncode == 1
