@@ -310,7 +310,7 @@ def _remove_orphans(writer: Any, archive: Path) -> int:
             ".tmp",
         }:
             path.unlink()
-            orphans += 1
+            orphans += path.suffix != ".ids"  # an index goes with its file: counted once
     return orphans
 
 

@@ -189,6 +189,7 @@ def test_archive_moves_exported_closed_decisions_to_parquet_and_out_of_the_datab
         orphan = archive / "scored=2026-03-03" / "part-20260322T000000-0badf00d.parquet"
         orphan.parent.mkdir()
         orphan.write_bytes(files[0].read_bytes())
+        index_path(orphan).write_bytes(index_path(files[0]).read_bytes())
         again = archive_audit(conninfo, history, archive, 10, now=NOW)
         assert again.line() == (
             "archive: nothing scored before 2026-03-12 12:00 to move; 1 kept with an open alert;"
@@ -196,7 +197,8 @@ def test_archive_moves_exported_closed_decisions_to_parquet_and_out_of_the_datab
             " are in the database)"
         )
         assert not orphan.exists()
-        assert all(p.exists() for p in files)
+        assert not index_path(orphan).exists()
+        assert all(p.exists() and index_path(p).exists() for p in files)
 
         # d1's alert, on an archived day, is closed now: the export writes 03-02 again from the one
         # decision the database has left, and keeps d0, which went to the archive
