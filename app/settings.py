@@ -106,6 +106,10 @@ class Settings(BaseSettings):
         20_000, ge=0, description="Decoded card states a worker keeps in memory (0: decode every batch)"
     )
     worker_web_port: int = 6066
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="The worker's Prometheus /metrics port (0: none)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="The address /metrics listens on")
     worker_session_timeout_s: float = Field(
         30.0, ge=6, description="A worker silent this long leaves the group; its partitions move"
     )

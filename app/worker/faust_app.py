@@ -60,6 +60,7 @@ from app.worker.batch_trace import BatchTrace, Stamps, mark
 from app.worker.batches import SourceBatches
 from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
 from app.worker.handoff import Columns, pack
+from app.worker.metrics import serve_metrics
 from app.worker.offsets import SourceOffsets, seek_on_consumer_thread
 from app.worker.outbox import Message, Outbox, Sent
 from app.worker.recovery_watch import RecoveryWatch, describe_consumer
@@ -371,7 +372,7 @@ class Pipeline:
             log.info("worker: stage times %s", json.dumps(times))
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings) -> faust.App:  # noqa: PLR0915 - the app's wiring, in one place
     datadir = settings.data_dir / "faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -429,6 +430,8 @@ def create_app(settings: Settings) -> faust.App:
 
     pipeline = Pipeline(settings, states, app.producer, outputs, crash=crash)
     trace = BatchTrace(settings.batch_trace_dir)
+    if settings.metrics_port:
+        serve_metrics(pipeline.counters, settings.metrics_host, settings.metrics_port, batches.__len__)
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(_sender: Any, /, *args: Any, **_kwargs: Any) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import numpy as np
 import orjson
 import pytest
 from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.history import read_history, write_history
 from app.schema import encode
@@ -24,10 +27,17 @@ from tests.kafka_helpers import drain, produce_json
 from tests.services import unique
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture(scope="module")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("worker")
-    env = {**isolated_env(unique("it-worker"), tmp), "FRAUDSTREAM_SCORING": "false"}  # features only
+    env = {**isolated_env(unique("it-worker"), tmp), "FRAUDSTREAM_SCORING": "false",  # features only
+           "FRAUDSTREAM_METRICS_PORT": str(free_port())}  # fmt: skip
     log = tmp / "worker.log"
     with running_worker(log, env):
         yield Worker(settings_for(env), log)
@@ -98,3 +108,34 @@ def test_bad_messages_go_to_the_dlq_and_the_worker_keeps_going(worker: Worker) -
 
     after = worker.wait_for_rows(before + 1, timeout_s=60)
     assert good["txn_id"] in set(after["txn_id"]), "the good message after the poison ones was processed"
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's /metrics, as Prometheus parses it: sample name -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_the_worker_counts_for_prometheus(worker: Worker) -> None:
+    s = worker.settings
+    before = scrape(s.metrics_port)
+    good = {"txn_id": unique("metrics"), "event_time": "2026-03-02T12:00:00+00:00", "card_id": "card-metrics",
+            "merchant_id": "m1", "amount": 7.5, "currency": "EUR", "mcc": "5411", "channel": "ecommerce",
+            "lat": 48.1, "lon": 11.5, "country": "DE"}  # fmt: skip
+    produce_json(s.kafka_servers, s.topic_transactions, [("card-metrics", {**good, "amount": -1}),
+                                                          ("card-metrics", good)])  # fmt: skip
+    deadline = time.monotonic() + 60
+    while (now := scrape(s.metrics_port))["fraudstream_transactions_processed_total"] < (
+        before["fraudstream_transactions_processed_total"] + 1
+    ) or now["fraudstream_dead_letters_total"] < before["fraudstream_dead_letters_total"] + 1:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.5)
+    assert (
+        now["fraudstream_transactions_processed_total"]
+        == before["fraudstream_transactions_processed_total"] + 1
+    )
+    assert now["fraudstream_dead_letters_total"] == before["fraudstream_dead_letters_total"] + 1
+    assert now["fraudstream_batches_total"] > before["fraudstream_batches_total"]
+    assert now["fraudstream_decisions_total"] == 0, "scoring is off in this worker"
+    assert "fraudstream_source_messages_waiting" in now
