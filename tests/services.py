@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.pg import scratch_database
 from app.settings import Settings
@@ -42,3 +45,21 @@ def fresh_database(settings: Settings, prefix: str) -> Iterator[str]:
     """A new, empty PostgreSQL database on the local server (dropped afterwards); yields its name."""
     with scratch_database(settings, unique(prefix).replace("-", "_")) as db:
         yield db
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A worker's /metrics (``FRAUDSTREAM_METRICS_PORT``) as Prometheus parses it: sample name -> value
+    (a histogram's buckets by their bound, as ``NAME_bucket{le}``)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        sample.name + (f"{{{sample.labels['le']}}}" if "le" in sample.labels else ""): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

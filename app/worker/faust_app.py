@@ -54,13 +54,14 @@ from app.feedback import FeedbackService
 from app.feedback import parse as parse_feedback
 from app.kafka_admin import CARD_TABLE
 from app.quiet_gc import quiet_gc
+from app.schema import Transaction
 from app.settings import Settings
 from app.worker import changelog_pause, drain
 from app.worker.batch_trace import BatchTrace, Stamps, mark
 from app.worker.batches import SourceBatches
 from app.worker.card_features import BatchResult, DeadLetter, DecodedStates, Raw, process_batch
 from app.worker.handoff import Columns, pack
-from app.worker.metrics import serve_metrics
+from app.worker.metrics import LatencyHistogram, serve_metrics
 from app.worker.offsets import SourceOffsets, seek_on_consumer_thread
 from app.worker.outbox import Message, Outbox, Sent
 from app.worker.recovery_watch import RecoveryWatch, describe_consumer
@@ -82,6 +83,7 @@ class Counters:
     duplicates: int = 0
     batches: int = 0
     states_reused: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # for /metrics
 
     def line(self) -> str:
         return (
@@ -338,11 +340,19 @@ class Pipeline:
     def _dead_letter(self, dead: DeadLetter) -> Message:
         return Message(self.settings.topic_dlq, dead.masked_key(), orjson.dumps(dead.record()))
 
-    async def _score(self, scorer: RemoteScorer, *batch: Any) -> tuple[list[Message], asyncio.Future[None]]:
+    async def _score(
+        self,
+        scorer: RemoteScorer,
+        features: bytes,
+        txns: Sequence[Transaction],
+        produced_at: Sequence[float | None],
+    ) -> tuple[list[Message], asyncio.Future[None]]:
         """The batch's score events, and a future done once its decisions are persisted."""
-        scored, persisted = await scorer.score(*batch)
+        scored, persisted = await scorer.score(features, txns, produced_at)
         self.counters.scored += len(scored.events)
         self.counters.flagged += scored.flagged
+        now = time.time()
+        self.counters.latency.observe(now - p for p in produced_at if p)
         topic = self.settings.topic_scores
         return [Message(topic, key, value) for key, value in scored.events], persisted
 

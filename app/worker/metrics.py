@@ -8,12 +8,45 @@ score events are sent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
+
+log = logging.getLogger("fraudstream.worker")
+
+# seconds; the last bucket (+Inf) is implicit
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class LatencyHistogram:
+    """Event -> score latencies (the transaction's produce time -> its score event handed to the
+    producer), counted per bucket: a few microseconds a batch, on the event loop."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total_s: float = 0.0
+    n: int = 0
+
+    def observe(self, seconds: Iterable[float]) -> None:
+        for s in seconds:
+            self.counts[bisect_left(LATENCY_BUCKETS, s)] += 1
+            self.total_s += s
+            self.n += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus' buckets: (upper bound, observations at or below it), +Inf last."""
+        out, running = [], 0
+        for bound, count in zip([*map(str, LATENCY_BUCKETS), "+Inf"], self.counts, strict=True):
+            running += count
+            out.append((bound, float(running)))
+        return out
+
 
 COUNTERS = (
     ("processed", "transactions_processed", "Transactions read, featurised and written to the feature store"),
@@ -35,16 +68,28 @@ class WorkerCollector(Collector):
         self.counters, self.waiting = counters, waiting
 
     def collect(self) -> Iterator[Any]:
-        for field, name, text in COUNTERS:
-            yield CounterMetricFamily(f"fraudstream_{name}", text, value=getattr(self.counters, field))
+        for attr, name, text in COUNTERS:
+            yield CounterMetricFamily(f"fraudstream_{name}", text, value=getattr(self.counters, attr))
         yield GaugeMetricFamily(
             "fraudstream_source_messages_waiting", "Fetched transactions waiting for the card agent",
             value=self.waiting(),
         )  # fmt: skip
+        latency = self.counters.latency
+        yield HistogramMetricFamily(
+            "fraudstream_event_to_score_seconds",
+            "A transaction's produce time -> its score event handed to the producer",
+            buckets=latency.cumulative(), sum_value=latency.total_s,
+        )  # fmt: skip
 
 
-def serve_metrics(counters: Any, host: str, port: int, waiting: Callable[[], int]) -> None:
-    """Serve ``/metrics`` on ``host:port`` from a daemon thread."""
+def serve_metrics(counters: Any, host: str, port: int, waiting: Callable[[], int]) -> bool:
+    """Serve ``/metrics`` on ``host:port`` from a daemon thread; False, with a warning, when the port
+    cannot be had (a second worker on the same host, say): the worker goes on without."""
     registry = CollectorRegistry()
     registry.register(WorkerCollector(counters, waiting))
-    start_http_server(port, addr=host, registry=registry)
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        log.warning("worker: no /metrics: %s:%d: %s", host, port, exc.strerror or exc)
+        return False
+    return True

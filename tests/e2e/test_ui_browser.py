@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,17 +28,11 @@ from app.settings import Settings
 from app.ui.store import UiStore
 from app.worker.process import running_ui
 from tests.kafka_helpers import drain
-from tests.services import ROOT, fresh_database, unique
+from tests.services import ROOT, free_port, fresh_database, unique
 from tests.ui_data import populate
 
 ARTEFACTS = ROOT / "reports" / "test-artifacts" / "ui"
 PASSWORD = "correct horse battery"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from app.simulator.model import SimConfig, simulate
 from app.worker.process import isolated_env, running_worker, settings_for
 from features.jobs import build_merchant_features
 from tests.kafka_helpers import drain, produce_json
-from tests.services import fresh_database, unique
+from tests.services import free_port, fresh_database, scrape, unique
 from training.jobs import train_job
 from training.registry import Registry
 
@@ -80,7 +80,8 @@ def scoring(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
         env = {**isolated_env(unique("it-score"), tmp), "FRAUDSTREAM_PG_DB": db,
                "FRAUDSTREAM_MODELS_DIR": str(tmp / "models"), "FRAUDSTREAM_REPORTS_DIR": str(tmp / "reports"),
                "FRAUDSTREAM_MODEL_POLL_S": "1", "FRAUDSTREAM_REVIEW_THRESHOLD": "0.2",
-               "FRAUDSTREAM_RETRAIN_FRAUD_COUNT": "4"}  # fmt: skip
+               "FRAUDSTREAM_RETRAIN_FRAUD_COUNT": "4",
+               "FRAUDSTREAM_METRICS_PORT": str(free_port())}  # fmt: skip
         s = settings_for(env)
         history_dir = tmp / "history"
         write_history(
@@ -125,6 +126,12 @@ def test_every_transaction_gets_one_decision_event_and_audit_row(scoring: Scorin
     assert {a["status"] for a in alerts} == {"open"}
 
     events = drain(s.kafka_servers, s.topic_scores, expected=len(scoring.sent), timeout_s=60)
+    metrics = scrape(s.metrics_port)  # the worker's own count of what it sent
+    assert metrics["fraudstream_decisions_total"] == len(scoring.sent)
+    assert metrics["fraudstream_decisions_flagged_total"] == len(flagged)
+    assert metrics["fraudstream_event_to_score_seconds_count"] == len(scoring.sent), "every one timed"
+    assert metrics["fraudstream_event_to_score_seconds_bucket{+Inf}"] == len(scoring.sent)
+    assert metrics["fraudstream_event_to_score_seconds_sum"] > 0
     payloads = [orjson.loads(e.value) for e in events]
     assert sorted(p["txn_id"] for p in payloads) == sorted(r["txn_id"] for r in scoring.sent)
     event = next(p for p in payloads if p["txn_id"] == scoring.crafted)

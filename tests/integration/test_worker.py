@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +10,6 @@ import numpy as np
 import orjson
 import pytest
 from kafka import KafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.history import read_history, write_history
 from app.schema import encode
@@ -24,13 +21,7 @@ from features.backfill import card_feature_frame
 from features.store import CARD_VIEW, feature_store
 from tests.integration.worker_features import Worker, assert_batch_features
 from tests.kafka_helpers import drain, produce_json
-from tests.services import unique
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.services import free_port, scrape, unique
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +99,6 @@ def test_bad_messages_go_to_the_dlq_and_the_worker_keeps_going(worker: Worker) -
 
     after = worker.wait_for_rows(before + 1, timeout_s=60)
     assert good["txn_id"] in set(after["txn_id"]), "the good message after the poison ones was processed"
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The worker's /metrics, as Prometheus parses it: sample name -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
 
 
 def test_the_worker_counts_for_prometheus(worker: Worker) -> None:
