@@ -405,9 +405,10 @@ class UiStore:
         return label
 
     def report_fraud(self, txn_id: str, actor: str, note: str, *, block_card: bool = False) -> dict[str, Any]:
-        """Label a decision that raised no alert as fraud (a card holder disputed it, say); a label row
-        and an action-log row (and the card blocked with ``block_card``). Refused for a flagged one (its
-        alert takes the verdict) and for one labelled fraud already."""
+        """Label a decision as fraud after the fact (a card holder disputed it, say): one that raised no
+        alert, or whose alert was closed as legitimate (it becomes fraud); a label row and an action-log
+        row (and the card blocked with ``block_card``). Refused while its alert is open (the alert takes
+        the verdict) and for one labelled fraud already."""
         note = mask_pans(note[:2000])
         with self._connect() as conn, conn.transaction():
             row = conn.execute(
@@ -417,8 +418,8 @@ class UiStore:
             ).fetchone()
             if row is None:
                 raise FraudstreamError(f"no decision {txn_id!r} in the database")
-            if row["status"] is not None:
-                raise FraudstreamError(f"{txn_id} raised an alert: give the verdict on the alert")
+            if row["status"] == "open":
+                raise FraudstreamError(f"{txn_id}'s alert is open: give the verdict on the alert")
             fraud = conn.execute(
                 "select coalesce(actor, source) as who from labels where txn_id = %s and is_fraud"
                 " and retracted_at is null order by id desc limit 1",
@@ -431,7 +432,12 @@ class UiStore:
                 " (%s, %s, true, 'analyst', %s, %s) returning *",
                 (txn_id, row["card_id"], actor, note),
             ).fetchone()
-            self._log(conn, actor, "report_fraud", txn_id, {"note": note})
+            self._log(conn, actor, "report_fraud", txn_id, {"note": note, "alert_was": row["status"]})
+            if row["status"] == "legit":
+                conn.execute(
+                    "update alerts set status = 'fraud', closed_at = now(), closed_by = %s where txn_id = %s",
+                    (actor, txn_id),
+                )
             if block_card:
                 self._block(conn, "card", row["card_id"], actor, f"fraud reported on {txn_id}", txn_id=txn_id)
         assert label is not None

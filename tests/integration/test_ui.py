@@ -658,3 +658,30 @@ def test_analysts_take_alerts_so_that_nobody_works_one_twice(ui: Ui) -> None:
     handed = [g for g in got if g is not None]
     assert len(handed) == len(set(handed)) == min(8, len(free) - 1)
     ui.sql("update alerts set assigned_to = null, assigned_at = null returning 1")
+
+
+def test_an_alert_closed_as_legitimate_can_be_reported_as_fraud_later(ui: Ui) -> None:
+    """The card holder disputes, a week on, a payment an analyst had cleared."""
+    client = ui.client()
+    csrf = login(client, "ana")
+    txn_id = ui.decisions[9].txn.txn_id
+    ui.sql("update alerts set assigned_to = null returning 1")
+    assert (
+        client.post(f"/alerts/{txn_id}/verdict", data={"verdict": "legit", "csrf": csrf}).status_code == 303
+    )
+    page = client.get(f"/alerts/{txn_id}").text
+    assert 'id="report-fraud"' in page
+    other = ui.client()
+    other_csrf = login(other, "root-admin")
+    reported = other.post(f"/transactions/{txn_id}/report", data={"csrf": other_csrf, "note": "disputed"})
+    assert reported.status_code == 303
+    (alert,) = ui.sql("select status, closed_by from alerts where txn_id = %s", txn_id)
+    assert (alert["status"], alert["closed_by"]) == ("fraud", "root-admin")
+    labels = ui.sql(
+        "select is_fraud, actor from labels where txn_id = %s and retracted_at is null order by id", txn_id
+    )
+    assert [(lb["is_fraud"], lb["actor"]) for lb in labels] == [(False, "ana"), (True, "root-admin")], (
+        "the latest label is the one the export and training read"
+    )
+    again = other.post(f"/transactions/{txn_id}/report", data={"csrf": other_csrf})
+    assert (again.status_code, again.text) == (409, f"{txn_id} is labelled fraud already (by root-admin)")
