@@ -42,7 +42,7 @@ from psycopg import sql
 
 from app.audit_export import Mark
 from app.errors import FraudstreamError, first_line
-from app.history import parquet_file
+from app.history import parquet_file, write_whole
 from app.scoring.store import COLUMN_TYPES
 
 ARCHIVE_LOCK = 0x61726368  # an advisory lock key ("arch"): one archive run at a time
@@ -264,12 +264,7 @@ def id_hashes(txn_ids: Any) -> np.ndarray:
 def write_index(path: Path, hashes: np.ndarray) -> str:
     """Write the sorted hashes to ``path`` (whole or not at all); their SHA-256."""
     data = np.sort(hashes).astype("<u8").tobytes()
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_whole(path, data)
     return hashlib.sha256(data).hexdigest()
 
 

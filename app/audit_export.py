@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from psycopg import sql
 
 from app.errors import FraudstreamError, first_line
-from app.history import write_parquet
+from app.history import write_parquet, write_whole
 from app.schema import HISTORY_SCHEMA, LEGIT, REPORTED, TRANSACTION_FIELDS, UNOBSERVED
 
 PART = "part-audit.parquet"
@@ -153,9 +153,7 @@ class Mark:
     def write(self, history: Path) -> None:
         raw = {"labels_id": self.labels_id, "labels_at": self.labels_at.isoformat(),
                "through": self.through.isoformat()}  # fmt: skip
-        tmp = history / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(raw, indent=2) + "\n")
-        tmp.replace(history / MANIFEST)
+        write_whole(history / MANIFEST, (json.dumps(raw, indent=2) + "\n").encode())
 
 
 def settled_through(clock: datetime, label_delay_days: int) -> date:

@@ -32,6 +32,16 @@ def parquet_file(path: Path, schema: pa.Schema, compression: str = "zstd") -> It
         tmp.unlink(missing_ok=True)
 
 
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: to a hidden ``.NAME.tmp``, then renamed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` whole or not at all (``parquet_file``)."""
     with parquet_file(path, table.schema) as out:

@@ -131,7 +131,8 @@ def train_job(
     test = frame[frame["split"] == "test"]
     thresholds = {"review": settings.review_threshold, "decline": settings.decline_threshold}
     test_days = (periods.cutoff - periods.test_start).total_seconds() / 86400
-    metrics = evaluate(test, predict(fitted.booster, test), thresholds, test_days)
+    score = predict(fitted.booster, test)
+    metrics = evaluate(test, score, thresholds, test_days)
 
     registry = Registry(settings.pg_conninfo(reveal=True))
     registry.migrate()
@@ -172,7 +173,7 @@ def train_job(
     }
     (folder / "metadata.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     report_path = write_report(
-        report / version, version, metrics=metrics, test=test, score=predict(fitted.booster, test),
+        report / version, version, metrics=metrics, test=test, score=score,
         booster=fitted.booster, meta=meta,
     )  # fmt: skip
     registry.register(

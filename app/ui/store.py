@@ -262,22 +262,29 @@ class UiStore:
         """Assign an open alert to ``actor``; refused while another analyst holds it, unless ``over``
         (taking it over; logged with whom from)."""
         with self._connect() as conn, conn.transaction():
-            row = conn.execute(
-                "select status, case when assigned_at > now() - %s then assigned_to end as holder"
-                " from alerts where txn_id = %s for update",
-                (self.hold, txn_id),
-            ).fetchone()
-            if row is None:
-                raise FraudstreamError(f"no alert {txn_id!r}")
-            if row["status"] != "open":
-                raise FraudstreamError(f"alert {txn_id} is closed already ({row['status']})")
-            holder = row["holder"]
-            if holder not in {None, actor} and not over:
-                raise FraudstreamError(f"alert {txn_id} is {holder}'s: take it over to work it")
+            holder = self._open_alert(conn, txn_id, actor, over=over, to="work it")["holder"]
             conn.execute(
                 "update alerts set assigned_to = %s, assigned_at = now() where txn_id = %s", (actor, txn_id)
             )
             self._log(conn, actor, "take", txn_id, {"from": holder} if holder not in {None, actor} else {})
+
+    def _open_alert(
+        self, conn: psycopg.Connection[Any], txn_id: str, actor: str, *, over: bool, to: str
+    ) -> dict[str, Any]:
+        """The open alert's card and holder, locked for the transaction; refused when there is none,
+        when it is closed, and while another analyst holds it, unless taking it ``over``."""
+        alert = conn.execute(
+            "select card_id, status, case when assigned_at > now() - %s then assigned_to end as holder"
+            " from alerts where txn_id = %s for update",
+            (self.hold, txn_id),
+        ).fetchone()
+        if alert is None:
+            raise FraudstreamError(f"no alert {txn_id!r}")
+        if alert["status"] != "open":
+            raise FraudstreamError(f"alert {txn_id} is closed already ({alert['status']})")
+        if alert["holder"] not in {None, actor} and not over:
+            raise FraudstreamError(f"alert {txn_id} is {alert['holder']}'s: take it over to {to}")
+        return dict(alert)
 
     def release(self, txn_id: str, actor: str) -> None:
         with self._connect() as conn, conn.transaction():
@@ -374,19 +381,7 @@ class UiStore:
         ``block_card`` (fraud only) the card joins the block list."""
         note = mask_pans(note[:2000])  # a card number typed into a note is never stored
         with self._connect() as conn, conn.transaction():
-            alert = conn.execute(
-                "select card_id, status, case when assigned_at > now() - %s then assigned_to end as holder"
-                " from alerts where txn_id = %s for update",
-                (self.hold, txn_id),
-            ).fetchone()
-            if alert is None:
-                raise FraudstreamError(f"no alert {txn_id!r}")
-            if alert["status"] != "open":
-                raise FraudstreamError(f"alert {txn_id} is closed already ({alert['status']})")
-            if alert["holder"] not in {None, actor}:
-                raise FraudstreamError(
-                    f"alert {txn_id} is {alert['holder']}'s: take it over to give a verdict"
-                )
+            alert = self._open_alert(conn, txn_id, actor, over=False, to="give a verdict")
             label = conn.execute(
                 "insert into labels (txn_id, card_id, is_fraud, source, actor, note) values"
                 " (%s, %s, %s, 'analyst', %s, %s) returning *",

@@ -11,7 +11,8 @@ roles are checked on every route (analyst < admin); all SQL is parameterised; te
 # no "from __future__ import annotations": FastAPI must see the route signatures evaluated
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -184,10 +185,8 @@ def create_app(  # noqa: PLR0915 - the route table
         over: Annotated[bool, Form()] = False,
     ) -> Response:  # fmt: skip
         checked(session, csrf)
-        try:
+        with refused_as(409):
             store.take(txn_id, session.user.username, over=over)
-        except FraudstreamError as exc:
-            raise HTTPException(409, str(exc)) from exc
         return RedirectResponse(f"/alerts/{quote(txn_id, safe='')}", status_code=303)
 
     @app.post("/alerts/{txn_id}/release")
@@ -195,10 +194,8 @@ def create_app(  # noqa: PLR0915 - the route table
         txn_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()]
     ) -> Response:
         checked(session, csrf)
-        try:
+        with refused_as(409):
             store.release(txn_id, session.user.username)
-        except FraudstreamError as exc:
-            raise HTTPException(409, str(exc)) from exc
         return RedirectResponse("/", status_code=303)
 
     @app.get("/alerts/{txn_id}", response_class=HTMLResponse)
@@ -288,10 +285,8 @@ def create_app(  # noqa: PLR0915 - the route table
         kind: Annotated[str, Form()], value: Annotated[str, Form()], reason: Annotated[str, Form()] = "",
     ) -> Response:  # fmt: skip
         checked(session, csrf)
-        try:
+        with refused_as(400):
             added = store.block(kind, value, session.user.username, reason)
-        except FraudstreamError as exc:
-            raise HTTPException(400, str(exc)) from exc
         if not added:
             raise HTTPException(409, f"{kind} {value.strip()} is on the block list already")
         return RedirectResponse("/admin/block-list", status_code=303)
@@ -317,10 +312,8 @@ def create_app(  # noqa: PLR0915 - the route table
         checked(session, csrf)
         if store.decision(txn_id) is None:
             raise HTTPException(404, f"no decision {txn_id} in the database")
-        try:
+        with refused_as(409):
             label = store.report_fraud(txn_id, session.user.username, note, block_card=block_card)
-        except FraudstreamError as exc:
-            raise HTTPException(409, str(exc)) from exc
         _deliver(send_feedback, _feedback(label, retracted=False))
         return RedirectResponse(f"/transactions/{quote(txn_id, safe='')}", status_code=303)
 
@@ -333,12 +326,10 @@ def create_app(  # noqa: PLR0915 - the route table
         checked(session, csrf)
         if verdict not in {"fraud", "legit"}:
             raise HTTPException(400, "verdict: fraud or legit")
-        try:
+        with refused_as(409):
             label = store.verdict(
                 txn_id, session.user.username, verdict == "fraud", note, block_card=block_card
             )
-        except FraudstreamError as exc:
-            raise HTTPException(409, str(exc)) from exc
         _deliver(send_feedback, _feedback(label, retracted=False))
         return RedirectResponse(f"/?done={txn_id}", status_code=303)
 
@@ -347,10 +338,8 @@ def create_app(  # noqa: PLR0915 - the route table
         txn_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()]
     ) -> Response:
         checked(session, csrf)
-        try:
+        with refused_as(409):
             label = store.undo(txn_id, session.user.username, since=session.created_at)
-        except FraudstreamError as exc:
-            raise HTTPException(409, str(exc)) from exc
         _deliver(send_feedback, _feedback(label, retracted=True))
         return RedirectResponse(f"/transactions/{quote(txn_id, safe='')}", status_code=303)
 
@@ -380,10 +369,8 @@ def create_app(  # noqa: PLR0915 - the route table
         from training.registry import Registry  # noqa: PLC0415
 
         checked(session, csrf)
-        try:
+        with refused_as(404):
             Registry(store.conninfo).promote(version)
-        except FraudstreamError as exc:
-            raise HTTPException(404, str(exc)) from exc
         store.log(session.user.username, "promote", version)
         return RedirectResponse("/models", status_code=303)
 
@@ -409,10 +396,8 @@ def create_app(  # noqa: PLR0915 - the route table
         username: Annotated[str, Form()], password: Annotated[str, Form()], role: Annotated[str, Form()],
     ) -> Response:  # fmt: skip
         checked(session, csrf)
-        try:
+        with refused_as(400):
             store.add_user(username, password, role)
-        except FraudstreamError as exc:
-            raise HTTPException(400, str(exc)) from exc
         store.log(session.user.username, "add_user", username, {"role": role})
         return RedirectResponse("/admin/users", status_code=303)
 
@@ -423,15 +408,13 @@ def create_app(  # noqa: PLR0915 - the route table
     ) -> Response:  # fmt: skip
         """``disable`` (their sessions end), ``enable``, or ``password`` (a reset; their sessions end)."""
         checked(session, csrf)
-        try:
+        with refused_as(400):
             if change in {"disable", "enable"}:
                 store.set_disabled(username, change == "disable", session.user.username)
             elif change == "password":
                 store.set_password(username, password, session.user.username)
             else:
                 raise HTTPException(404, "disable, enable or password")
-        except FraudstreamError as exc:
-            raise HTTPException(400, str(exc)) from exc
         return RedirectResponse("/admin/users", status_code=303)
 
     return app
@@ -446,10 +429,8 @@ def _from_archive(
 
     if archive is None:
         raise HTTPException(404, "this UI has no audit archive folder (FRAUDSTREAM_AUDIT_ARCHIVE_DIR)")
-    try:
+    with refused_as(503):
         found = find_decision(conninfo, archive, txn_id, scored_on=scored_on)
-    except FraudstreamError as exc:
-        raise HTTPException(503, str(exc)) from exc
     if found is None:
         return None, None
     record, where = found
@@ -468,6 +449,16 @@ def _not_found(txn_id: str, archive: bool, scored_on: date | None, archived_thro
         f"no decision {txn_id} in the database; decisions scored up to {archived_through:%Y-%m-%d} whose"
         " alerts were closed have moved to the audit archive: search it from the search page"
     )
+
+
+@contextmanager
+def refused_as(status: int) -> Iterator[None]:
+    """A ``FraudstreamError`` (the store's one line: refused, unknown, unreadable) as the HTTP answer
+    ``status``, its line the body."""
+    try:
+        yield
+    except FraudstreamError as exc:
+        raise HTTPException(status, str(exc)) from exc
 
 
 def _deliver(send_feedback: Feedback, record: dict[str, Any]) -> None:

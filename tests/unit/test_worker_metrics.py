@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
 
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from app.worker.faust_app import Counters
 from app.worker.metrics import LatencyHistogram, WorkerCollector, serve_metrics
 
 
@@ -20,20 +20,8 @@ def test_latencies_land_in_prometheus_buckets_at_or_below_their_bound() -> None:
     assert (h.n, round(h.total_s, 3)) == (5, 20.066)
 
 
-@dataclass
-class FakeCounters:
-    processed: int = 7
-    scored: int = 6
-    flagged: int = 1
-    dead: int = 2
-    late: int = 1
-    duplicates: int = 0
-    batches: int = 3
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-
-
 def test_a_scrape_reads_the_counters_as_they_are_then() -> None:
-    counters = FakeCounters()
+    counters = Counters(processed=7, scored=6, flagged=1, dead=2, late=1, batches=3)  # the worker's own
     registry = CollectorRegistry()
     registry.register(WorkerCollector(counters, waiting=lambda: 42))
     counters.latency.observe([0.02])
@@ -54,4 +42,4 @@ def test_a_port_in_use_leaves_the_worker_without_metrics_not_down() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert serve_metrics(FakeCounters(), "127.0.0.1", port, waiting=lambda: 0) is False
+        assert serve_metrics(Counters(), "127.0.0.1", port, waiting=lambda: 0) is False
