@@ -313,8 +313,9 @@ def find_decision(
     conninfo: str, archive: Path, txn_id: str, *, scored_on: date | None = None
 ) -> tuple[dict[str, Any], str] | None:
     """A transaction's decision record, from the database or else from the archive, and where it was
-    found (``database`` or the archive file); None when neither holds it. ``scored_on`` reads only
-    that scored day's files (a whole archive is read otherwise: one column, then the file that has it)."""
+    found (``database`` or the archive file); None when neither holds it. ``scored_on`` looks only at
+    that scored day's files. Each file's index (``might_hold``) is searched first; a file is read
+    (its txn_id column, a row group at a time) only when its index has the hash, or has no sound index."""
     import psycopg  # noqa: PLC0415
     from psycopg.rows import dict_row  # noqa: PLC0415
 
