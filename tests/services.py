@@ -55,11 +55,12 @@ def free_port() -> int:
 
 def scrape(port: int) -> dict[str, float]:
     """A worker's /metrics (``FRAUDSTREAM_METRICS_PORT``) as Prometheus parses it: sample name -> value
-    (a histogram's buckets by their bound, as ``NAME_bucket{le}``)."""
+    (a histogram's buckets by their bound, as ``NAME_bucket{le}``; a partition's gauge as
+    ``NAME{partition}``)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     return {
-        sample.name + (f"{{{sample.labels['le']}}}" if "le" in sample.labels else ""): sample.value
+        sample.name + "".join(f"{{{value}}}" for value in sample.labels.values()): sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }

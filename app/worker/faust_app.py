@@ -84,6 +84,7 @@ class Counters:
     batches: int = 0
     states_reused: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # for /metrics
+    lag: dict[int, int] = field(default_factory=dict)  # source partition -> unfinished messages, each second
 
     def line(self) -> str:
         return (
@@ -481,6 +482,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: PLR0915 - the app's wi
 
     @app.timer(interval=1.0)
     async def reseek() -> None:
+        pipeline.counters.lag = offsets.lag(app.consumer.highwater)  # for /metrics: replaced, not changed
         await offsets.reseek_stalled()
         await offsets.seek_stalled(lambda tps: app.consumer.highwaters(*tps))
 

@@ -74,6 +74,15 @@ class WorkerCollector(Collector):
             "fraudstream_source_messages_waiting", "Fetched transactions waiting for the card agent",
             value=self.waiting(),
         )  # fmt: skip
+        lag = GaugeMetricFamily(
+            "fraudstream_consumer_lag_messages",
+            "Messages in a source partition this worker has not finished (its highwater minus the offset "
+            "it would commit), each second; only partitions it has started",
+            labels=["partition"],
+        )
+        for partition, behind in sorted(self.counters.lag.items()):
+            lag.add_metric([str(partition)], behind)
+        yield lag
         latency = self.counters.latency
         yield HistogramMetricFamily(
             "fraudstream_event_to_score_seconds",

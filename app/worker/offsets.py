@@ -360,6 +360,20 @@ class SourceOffsets:
                 break
         self.done[tp] = done
 
+    def lag(self, highwater: Callable[[Any], int | None]) -> dict[int, int]:
+        """Partition -> messages in Kafka this worker has not finished (``highwater(tp)``, the offset the
+        next message will get, minus ``done``), for the partitions it has started and whose highwater
+        the fetcher knows. Read on the event loop (``done`` changes there)."""
+        out = {}
+        for tp, done in list(self.done.items()):
+            try:
+                end = highwater(tp)
+            except Exception:  # noqa: S112 - revoked meanwhile, or no fetch yet: no figure for now
+                continue
+            if end is not None:
+                out[tp.partition] = max(0, end - done)
+        return out
+
     def track(self, messages: Sequence[Any]) -> None:
         """The pipeline holds these until ``release``: one reference each, and tracked as Faust's
         stream tracked them (its rebalance and shutdown wait until they are acknowledged)."""

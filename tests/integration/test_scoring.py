@@ -110,6 +110,12 @@ def scoring(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
             yield Scoring(s, env, log, history, sent, "crafted-travel-1")
 
 
+def lag_of(metrics: dict[str, float]) -> dict[str, float]:
+    prefix = "fraudstream_consumer_lag_messages{"
+    return {name.removeprefix(prefix).rstrip("}"): v for name, v in metrics.items()
+            if name.startswith(prefix)}  # fmt: skip
+
+
 def test_every_transaction_gets_one_decision_event_and_audit_row(scoring: Scoring) -> None:
     s = scoring.settings
     scoring.wait_for_decisions(len(scoring.sent))
@@ -132,6 +138,12 @@ def test_every_transaction_gets_one_decision_event_and_audit_row(scoring: Scorin
     assert metrics["fraudstream_event_to_score_seconds_count"] == len(scoring.sent), "every one timed"
     assert metrics["fraudstream_event_to_score_seconds_bucket{+Inf}"] == len(scoring.sent)
     assert metrics["fraudstream_event_to_score_seconds_sum"] > 0
+    deadline = time.monotonic() + 10  # every decision made: the lag, refreshed each second, goes to 0
+    while (lags := lag_of(metrics)) and sum(lags.values()) > 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        metrics = scrape(s.metrics_port)
+    assert lags, "the partitions the worker started are reported"
+    assert set(lags.values()) == {0}, lags
     payloads = [orjson.loads(e.value) for e in events]
     assert sorted(p["txn_id"] for p in payloads) == sorted(r["txn_id"] for r in scoring.sent)
     event = next(p for p in payloads if p["txn_id"] == scoring.crafted)

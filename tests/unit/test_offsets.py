@@ -375,3 +375,30 @@ def test_a_seek_runs_on_the_consumer_thread() -> None:
         thread.loop.close()
     assert [(tp, offset) for tp, offset, _ in thread.seeks] == [(P0, 12), (P1, 0)]
     assert {ident for _, _, ident in thread.seeks} == {thread.thread.ident}, "never the caller's thread"
+
+
+def test_lag_is_what_kafka_holds_beyond_the_finished_prefix() -> None:
+    consumer = Consumer(committed={P0: 10, P1: 0})
+    offsets = books(consumer)
+    m = [Message(P0, o) for o in range(10, 14)]
+    assert admit(offsets, *m) == [True] * 4
+    offsets.finish(P0, 10)
+    offsets.finish(P0, 12)  # 11 not finished: the prefix ends at 11
+    ends = {P0: 30}
+
+    def highwater(tp: TP) -> int | None:
+        if tp == P1:
+            raise AssertionError("not started: not asked")
+        return ends.get(tp)
+
+    assert offsets.lag(highwater) == {0: 19}
+    offsets.finish(P0, 11)
+    offsets.finish(P0, 13)
+    assert offsets.lag(highwater) == {0: 16}
+    ends[P0] = None  # type: ignore[assignment]  # no fetch answer yet
+    assert offsets.lag(highwater) == {}
+
+    def revoked(tp: TP) -> int:
+        raise RuntimeError("no longer assigned")
+
+    assert offsets.lag(revoked) == {}

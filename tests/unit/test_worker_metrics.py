@@ -34,7 +34,14 @@ def test_a_scrape_reads_the_counters_as_they_are_then() -> None:
     ):  # fmt: skip
         assert line in text.splitlines(), line
     counters.processed += 5
-    assert "fraudstream_transactions_processed_total 12.0" in generate_latest(registry).decode()
+    counters.lag = {3: 0, 1: 250}  # the worker replaces it each second
+    text = generate_latest(registry).decode()
+    assert "fraudstream_transactions_processed_total 12.0" in text
+    lags = [line for line in text.splitlines() if line.startswith("fraudstream_consumer_lag_messages{")]
+    assert lags == [
+        'fraudstream_consumer_lag_messages{partition="1"} 250.0',
+        'fraudstream_consumer_lag_messages{partition="3"} 0.0',
+    ]
 
 
 def test_a_port_in_use_leaves_the_worker_without_metrics_not_down() -> None:
