@@ -143,6 +143,13 @@ class Settings(BaseSettings):
         description="A retrained model flagging more than this many times the champion's decisions a day"
         " at the review threshold (on the same holdout) is not promoted on its own; 0: no such check",
     )
+    review_capacity_per_day: float = Field(
+        100.0,
+        ge=0,
+        description="Alerts the analysts can review a day: each training run reports the threshold that"
+        " fills that queue on its holdout and what it catches, for the model and the champion;"
+        " 0: not reported",
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="XGBoost predict and TreeSHAP device")
 
     # Analyst UI

@@ -132,7 +132,8 @@ def train_job(
     thresholds = {"review": settings.review_threshold, "decline": settings.decline_threshold}
     test_days = (periods.cutoff - periods.test_start).total_seconds() / 86400
     score = predict(fitted.booster, test)
-    metrics = evaluate(test, score, thresholds, test_days)
+    capacity = settings.review_capacity_per_day
+    metrics = evaluate(test, score, thresholds, test_days, capacity)
 
     registry = Registry(settings.pg_conninfo(reveal=True))
     registry.migrate()
@@ -140,7 +141,7 @@ def train_job(
     champion_metrics = None
     if champion is not None:
         booster, _ = load_model(Path(champion.artefact_dir))
-        champion_metrics = evaluate(test, predict(booster, test), thresholds, test_days)
+        champion_metrics = evaluate(test, predict(booster, test), thresholds, test_days, capacity)
 
     version = started.strftime("v%Y%m%d-%H%M%S")
     folder = settings.models_dir / version
@@ -207,10 +208,16 @@ def review_per_day(metrics: dict[str, Any]) -> float:
 def at_review(metrics: dict[str, Any]) -> str:
     """The review threshold's operating point on the holdout, for the run's line."""
     op = metrics["at_thresholds"]["review"]
-    return (
+    line = (
         f"at the review threshold {op['threshold']}: {op['flagged_per_day']:,.1f} flagged a day, precision"
         f" {op['precision']}, recall {op['recall']}"
     )
+    if (cap := metrics["at_thresholds"].get("capacity")) is not None:
+        line += (
+            f" (for {cap['capacity_per_day']:g} a day it would be {cap['threshold']}: recall {cap['recall']},"
+            f" precision {cap['precision']})"
+        )
+    return line
 
 
 def scheduled_train(

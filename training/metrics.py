@@ -51,15 +51,31 @@ def operating_point(test: pd.DataFrame, score: np.ndarray, threshold: float, day
     }
 
 
+def capacity_threshold(score: np.ndarray, per_day: float, days: float) -> float:
+    """The lowest threshold that flags at most ``per_day`` of the holdout's decisions a day (ties never
+    push it over): where the review threshold would sit for a team that reviews that many a day. Above
+    every score (1.0 or more) when the capacity is under one decision."""
+    allowed = int(per_day * days)
+    values, counts = np.unique(score, return_counts=True)  # ascending
+    flagged_from = counts[::-1].cumsum()[::-1]  # decisions at or above each value
+    fits = np.flatnonzero(flagged_from <= allowed)
+    if not len(fits):
+        return float(max(1.0, np.nextafter(values[-1], np.inf)))
+    return float(values[fits[0]])
+
+
 def evaluate(
     test: pd.DataFrame,
     score: np.ndarray,
     thresholds: dict[str, float] | None = None,
     days: float | None = None,
+    capacity_per_day: float = 0.0,
 ) -> dict[str, object]:
     """A model's scores on the holdout (both classes in it: ``one_class_splits``); with ``thresholds``
     (name -> score, the deployed review and decline ones) each one's ``operating_point`` over the
-    holdout's ``days`` (default: the span of its transactions, at least one)."""
+    holdout's ``days`` (default: the span of its transactions, at least one); with
+    ``capacity_per_day`` also the operating point of this model's own ``capacity_threshold`` (as
+    ``capacity``): two models compared at the same queue size, whatever their scores' scale."""
     y = test["label"].to_numpy()
     recall, threshold = recall_at_fpr(y, score)
     flagged = score >= threshold
@@ -67,6 +83,9 @@ def evaluate(
         name: round(float(flagged[(test["fraud_scenario"] == name).to_numpy() & (y == 1)].mean()), 4)
         for name in sorted(set(test.loc[test["label"] == 1, "fraud_scenario"]) - {LEGIT})
     }
+    operating = {}
+    if thresholds:
+        operating["at_thresholds"] = _operating(test, score, thresholds, days, capacity_per_day)
     return {
         "rows": len(test),
         "frauds": int(y.sum()),
@@ -75,17 +94,22 @@ def evaluate(
         "recall_at_1pct_fpr": round(recall, 4),
         "threshold_at_1pct_fpr": round(threshold, 6),
         "recall_by_scenario_at_1pct_fpr": scenarios,
-        **({"at_thresholds": _operating(test, score, thresholds, days)} if thresholds else {}),
+        **operating,
     }
 
 
 def _operating(
-    test: pd.DataFrame, score: np.ndarray, thresholds: dict[str, float], days: float | None
+    test: pd.DataFrame, score: np.ndarray, thresholds: dict[str, float], days: float | None, capacity: float
 ) -> dict[str, dict[str, Any]]:
     if days is None:
         span = test["event_time"].max() - test["event_time"].min()
         days = max(span.total_seconds() / 86400, 1.0)
-    return {name: operating_point(test, score, t, days) for name, t in thresholds.items()}
+    if capacity:
+        thresholds = {**thresholds, "capacity": round(capacity_threshold(score, capacity, days), 6)}
+    points = {name: operating_point(test, score, t, days) for name, t in thresholds.items()}
+    if capacity:
+        points["capacity"]["capacity_per_day"] = capacity
+    return points
 
 
 def _ranking(y: np.ndarray, score: np.ndarray) -> dict[str, float | None]:

@@ -96,7 +96,8 @@ Champion on the same holdout: {meta.get("champion_metrics_on_same_holdout") or "
 
 def operating_table(metrics: dict[str, Any], champion: dict[str, Any] | None) -> str:
     """The deployed thresholds on the holdout: the analysts' queue a day, precision, recall and the
-    fraud amount stopped, this model beside the champion (same holdout, same thresholds)."""
+    fraud amount stopped, this model beside the champion (same holdout, same thresholds); and each one's
+    threshold for the analysts' capacity, when set."""
     mine = metrics.get("at_thresholds")
     if not mine:
         return ""
@@ -111,5 +112,10 @@ def operating_table(metrics: dict[str, Any], champion: dict[str, Any] | None) ->
         for who, point in (("this model", op), ("champion", theirs.get(name))):
             if point:
                 cells = " | ".join("-" if point[key] is None else str(point[key]) for key, _ in columns)
-                lines.append(f"| {name} {point['threshold']} | {who} | {cells} |")
-    return "## At the deployed thresholds (test holdout)\n\n" + "\n".join(lines)
+                label = f"{point['capacity_per_day']:g} a day:" if "capacity_per_day" in point else name
+                lines.append(f"| {label} {point['threshold']} | {who} | {cells} |")
+    return (
+        "## At the deployed thresholds (test holdout)\n\n" + "\n".join(lines) + "\n\n"
+        "\"N a day\" is each model's own threshold for a queue of the analysts' capacity"
+        " (`FRAUDSTREAM_REVIEW_CAPACITY_PER_DAY`): the two compared at the same workload."
+    )

@@ -92,6 +92,10 @@ def test_train_registers_promotes_and_keeps_a_worse_candidate(isolated: Settings
         "the holdout's 7 days, a share of them flagged"
     )
     assert meta["metrics"]["at_thresholds"]["decline"]["flagged_per_day"] <= review["flagged_per_day"]
+    capacity = meta["metrics"]["at_thresholds"]["capacity"]
+    assert capacity["capacity_per_day"] == isolated.review_capacity_per_day
+    assert 0 < capacity["flagged_per_day"] <= isolated.review_capacity_per_day
+    assert f"(for {isolated.review_capacity_per_day:g} a day it would be {capacity['threshold']}: " in first
 
     second = train_job(isolated, history, seed=0)  # same data, same seed: the same AP, not better
     assert "kept as candidate" in second
@@ -100,6 +104,7 @@ def test_train_registers_promotes_and_keeps_a_worse_candidate(isolated: Settings
     assert f"| review {isolated.review_threshold} | champion | {review['flagged_per_day']} |" in table, (
         "the champion beside it, on the same holdout"
     )
+    assert f"| {isolated.review_capacity_per_day:g} a day: {capacity['threshold']} | champion |" in table
     versions = registry.list()
     assert [m.status for m in versions] == ["candidate", "champion"]
     assert versions[0].parent == champion.version

@@ -10,7 +10,7 @@ import xgboost as xgb
 from app.schema import LEGIT
 from training.dataset import LABEL, MODEL_FEATURES, Periods, known_labels, one_class_splits, splits
 from training.jobs import promotion_decision
-from training.metrics import card_precision_at_k, evaluate, operating_point, recall_at_fpr
+from training.metrics import capacity_threshold, card_precision_at_k, evaluate, operating_point, recall_at_fpr
 from training.train import INCREASING, fit, predict
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
@@ -151,6 +151,20 @@ def test_operating_points_count_the_queue_a_day_and_what_it_stops() -> None:
     test["card_id"] = ["a", "a", "b", "c", "d"]
     points = evaluate(test, score, {"review": 0.5, "decline": 0.9})["at_thresholds"]
     assert points["review"]["flagged_per_day"] == round(3 / (47 / 24), 1), "days: the holdout's span"
+    at = evaluate(test, score, {"review": 0.5}, days=2, capacity_per_day=1)["at_thresholds"]
+    assert at["capacity"] == {
+        "threshold": 0.7, "flagged_per_day": 1.0, "genuine_flagged_per_day": 0.5, "precision": 0.5,
+        "recall": 0.5, "fraud_amount_stopped": 0.25, "capacity_per_day": 1,
+    }, "the model's own threshold for two reviews in two days"  # fmt: skip
+    assert "capacity" not in evaluate(test, score, {"review": 0.5}, days=2)["at_thresholds"]
+
+
+def test_the_capacity_threshold_never_lets_ties_overfill_the_queue() -> None:
+    score = np.array([0.9, 0.8, 0.8, 0.8, 0.3, 0.1])
+    assert capacity_threshold(score, per_day=1, days=3) == 0.9, "0.8 would flag 4 of the 3 allowed"
+    assert capacity_threshold(score, per_day=2, days=2) == 0.8
+    assert capacity_threshold(score, per_day=5, days=2) == 0.1, "room for all"
+    assert capacity_threshold(score, per_day=0.2, days=2) >= 1.0, "room for none"
 
 
 def test_recall_at_fpr_and_card_precision() -> None:
