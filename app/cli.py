@@ -493,9 +493,13 @@ def ui(
         live_window=timedelta(seconds=settings.ui_live_window_s), live_at_most=settings.ui_live_max_decisions,
         archive_dir=settings.audit_archive_dir,
         login_lockout=(settings.ui_login_max_failures, timedelta(seconds=settings.ui_login_lockout_s)),
+        address_max_failures=settings.ui_login_max_failures_per_address,
     )  # fmt: skip
     typer.echo(f"ui: http://{host or settings.ui_host}:{port or settings.ui_port}/", err=True)
-    uvicorn.run(app, host=host or settings.ui_host, port=port or settings.ui_port, log_level="warning")
+    uvicorn.run(
+        app, host=host or settings.ui_host, port=port or settings.ui_port, log_level="warning",
+        proxy_headers=True, forwarded_allow_ips=settings.ui_forwarded_allow_ips,
+    )  # fmt: skip
 
 
 def _ui_store() -> UiStore:

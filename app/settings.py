@@ -160,6 +160,15 @@ class Settings(BaseSettings):
         5, ge=1, description="Failed logins for a name, within the lockout, before it must wait"
     )
     ui_login_lockout_s: float = Field(900.0, gt=0, description="The failed logins' window, and the wait")
+    ui_login_max_failures_per_address: int = Field(
+        20, ge=0, description="Failed logins from one client address, any names, within the lockout, before"
+        " it must wait; 0: no such limit",
+    )  # fmt: skip
+    ui_forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-For gives the client address (comma-separated, or *);"
+        " uvicorn's forwarded_allow_ips",
+    )
     ui_assignment_s: float = Field(
         1800.0, gt=0, description="An alert an analyst took is theirs this long (then free for the next)"
     )

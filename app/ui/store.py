@@ -55,6 +55,8 @@ create table if not exists action_log (
 alter table users add column if not exists disabled_at timestamptz;
 create index if not exists action_log_logins on action_log (actor, at)
     where action in ('login', 'login_failed');
+create index if not exists action_log_failed_address on action_log ((detail->>'address'), at)
+    where action = 'login_failed';
 """
 
 # Each labelled transaction's label: its latest not retracted (an analyst's undo retracts). One pass
@@ -181,6 +183,24 @@ class UiStore:
         if len(rows) < max_failures:
             return None
         until: datetime = rows[-1]["at"] + window  # the oldest of the last max_failures ages out
+        return until
+
+    def address_locked_until(self, address: str, max_failures: int, window: timedelta) -> datetime | None:
+        """When ``address`` may try again, after ``max_failures`` failed logins from it within ``window``,
+        whatever the names; None when it may now (or ``max_failures`` is 0). Against one client trying
+        a few passwords on many names, which the per-name wait does not slow; a success does not reset
+        it (anyone with an account could, for their guesser)."""
+        if not max_failures:
+            return None
+        with self._connect() as conn:
+            rows = conn.execute(
+                "select at from action_log where action = 'login_failed' and detail->>'address' = %s"
+                " and at > now() - %s order by at desc limit %s",
+                (address, window, max_failures),
+            ).fetchall()
+        if len(rows) < max_failures:
+            return None
+        until: datetime = rows[-1]["at"] + window
         return until
 
     def login(self, username: str, password: str) -> Session | None:

@@ -45,6 +45,7 @@ def create_app(  # noqa: PLR0915 - the route table
     store: UiStore, send_feedback: Feedback, reports_dir: Path, *, secure_cookies: bool = False,
     live_window: timedelta = timedelta(days=7), live_at_most: int | None = 200_000,
     archive_dir: Path | None = None, login_lockout: tuple[int, timedelta] = (5, timedelta(minutes=15)),
+    address_max_failures: int = 20,
 ) -> FastAPI:  # fmt: skip
     app = FastAPI(title="fraudstream analyst UI", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(TEMPLATES))
@@ -120,20 +121,24 @@ def create_app(  # noqa: PLR0915 - the route table
     ) -> Response:
         if not same(csrf, request.cookies.get(LOGIN_COOKIE)):
             raise HTTPException(403, "invalid or missing CSRF token; reload the page")
-        locked = store.locked_until(username, *login_lockout)
+        address = request.client.host if request.client else "unknown"  # the proxy's client, if trusted
+        where = {"address": address}
+        held = store.address_locked_until(address, address_max_failures, login_lockout[1])
+        locked = held or store.locked_until(username, *login_lockout)
         session = None if locked else store.login(username, password)
         if session is None:
             if locked:
-                store.log(username[:64], "login_locked")
-                error, status = f"Too many failed logins: try again after {locked:%H:%M} UTC.", 429
+                store.log(username[:64], "login_locked", detail=where)
+                source = " from your address" if held else ""
+                error, status = f"Too many failed logins{source}: try again after {locked:%H:%M} UTC.", 429
             else:
-                store.log(username[:64], "login_failed")
+                store.log(username[:64], "login_failed", detail=where)
                 error, status = "Wrong username or password.", 401
             nonce = token()
             failed = page(request, "login.html", None, status, login_csrf=nonce, error=error)
             failed.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", secure=secure_cookies)
             return failed
-        store.log(username, "login")
+        store.log(username, "login", detail=where)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
             COOKIE, session.id, httponly=True, samesite="strict", secure=secure_cookies, max_age=12 * 3600

@@ -597,6 +597,37 @@ def test_failed_logins_make_the_name_wait(ui: Ui) -> None:
     assert logged == ["login_failed"] * 3 + ["login_locked", "login"] + ["login_failed"] * 2 + ["login"]
 
 
+def test_failed_logins_from_one_address_make_the_address_wait_whatever_the_names(ui: Ui) -> None:
+    """Password spraying: one client, one guess on each of many names, never reaching a name's limit."""
+    ui.store.add_user("fay", PASSWORD, "analyst")
+    app = create_app(
+        ui.store, kafka_feedback(ui.settings), ui.reports, login_lockout=(3, timedelta(minutes=15)),
+        address_max_failures=4,
+    )  # fmt: skip
+    sprayer = TestClient(app, follow_redirects=False, client=("203.0.113.7", 40000))
+    names = ["fay", "ana", "frank", "grace"]
+    assert [attempt(sprayer, name, "Winter2026!").status_code for name in names] == [401] * 4
+    held = attempt(sprayer, "fay", PASSWORD)
+    assert held.status_code == 429, "the right password too, from that address"
+    assert re.search(r"Too many failed logins from your address: try again after \d\d:\d\d UTC\.", held.text)
+    office = TestClient(app, follow_redirects=False, client=("198.51.100.20", 40000))
+    assert attempt(office, "fay", PASSWORD).status_code == 303, "fay, elsewhere, is not held"
+    rows = ui.sql(
+        "select actor, action, detail->>'address' as address from action_log"
+        " where action like 'login%%' and actor in ('fay', 'frank') order by id"
+    )
+    assert [(r["actor"], r["action"], r["address"]) for r in rows] == [
+        ("fay", "login_failed", "203.0.113.7"), ("frank", "login_failed", "203.0.113.7"),
+        ("fay", "login_locked", "203.0.113.7"), ("fay", "login", "198.51.100.20"),
+    ]  # fmt: skip
+    ui.sql("update action_log set at = at - interval '16 minutes' where detail->>'address' = '203.0.113.7'"
+           " returning id")  # fmt: skip
+    assert attempt(sprayer, "fay", PASSWORD).status_code == 303, "the failures aged out of the window"
+    off = create_app(ui.store, kafka_feedback(ui.settings), ui.reports, address_max_failures=0)
+    quiet = TestClient(off, follow_redirects=False, client=("192.0.2.1", 40000))
+    assert [attempt(quiet, n, "guess").status_code for n in ["a", "b", "c", "d", "e", "f"]] == [401] * 6
+
+
 def test_times_are_shown_in_utc_whatever_the_servers_time_zone(ui: Ui) -> None:
     client = ui.client()
     login(client, "ana")
