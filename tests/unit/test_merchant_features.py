@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from app.schema import UNOBSERVED
 from features.merchant import merchant_daily_features
 
 DAY0 = pd.Timestamp("2026-01-01", tz="UTC")
@@ -82,3 +83,20 @@ def test_a_history_that_ends_a_label_delay_early_gives_the_same_features_for_tod
     assert merchant_daily_features(exported, delay).equals(
         merchant_daily_features(exported, delay, through=DAY0)
     ), "an earlier through changes nothing"
+
+
+def test_unobserved_declines_count_as_activity_but_not_in_the_fraud_rate() -> None:
+    """A decline nobody labelled is neither fraud nor genuine: counted as genuine, the more of a
+    merchant's frauds the system declined, the cleaner the merchant looked."""
+    rows = [tx(0, fraud=1, label_day=0.2), tx(0), tx(0), tx(0)]
+    scenarios = ["card_testing", "none", UNOBSERVED, UNOBSERVED]
+    history = pd.DataFrame(rows).assign(fraud_scenario=scenarios)
+    r = row(merchant_daily_features(history, label_delay_days=0), 1)
+    assert r["merchant_count_1d"] == 4, "activity: every transaction"
+    assert r["merchant_fraud_rate_1d"] == 1 / 2, "one fraud in the two observed"
+    without = merchant_daily_features(pd.DataFrame(rows), label_delay_days=0)
+    assert row(without, 1)["merchant_fraud_rate_1d"] == 1 / 4, "no fraud_scenario column: all observed"
+    only_unobserved = pd.DataFrame([tx(0)]).assign(fraud_scenario=[UNOBSERVED])
+    r = row(merchant_daily_features(only_unobserved, label_delay_days=0), 1)
+    assert r["merchant_count_1d"] == 1
+    assert math.isnan(r["merchant_fraud_rate_1d"]), "no observed transaction: no rate"
