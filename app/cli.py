@@ -494,6 +494,7 @@ def ui(
         archive_dir=settings.audit_archive_dir,
         login_lockout=(settings.ui_login_max_failures, timedelta(seconds=settings.ui_login_lockout_s)),
         address_max_failures=settings.ui_login_max_failures_per_address,
+        alert_target=timedelta(seconds=settings.ui_alert_target_s),
     )  # fmt: skip
     typer.echo(f"ui: http://{host or settings.ui_host}:{port or settings.ui_port}/", err=True)
     uvicorn.run(

@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     ui_assignment_s: float = Field(
         1800.0, gt=0, description="An alert an analyst took is theirs this long (then free for the next)"
     )
+    ui_alert_target_s: float = Field(
+        3600.0, gt=0, description="An alert should have its verdict within this long: the queue counts those"
+        " waiting longer, and those closed later",
+    )  # fmt: skip
     ui_live_window_s: float = Field(
         7 * 86400.0, gt=0, description="The models page's live performance: decisions of this last window"
     )

@@ -94,6 +94,7 @@ create table if not exists alerts (
     closed_by       text
 );
 create index if not exists alerts_open on alerts (status, score desc);
+create index if not exists alerts_closed on alerts (closed_at) where status <> 'open';  -- the queue's health
 alter table alerts add column if not exists assigned_to text;  -- the analyst working it (the UI's "take")
 alter table alerts add column if not exists assigned_at timestamptz;
 

@@ -332,6 +332,30 @@ class UiStore:
                 self._log(conn, actor, "take", row["txn_id"], {"next": True})
         return None if row is None else str(row["txn_id"])
 
+    def queue_health(self, target: timedelta, window: timedelta = timedelta(hours=24)) -> dict[str, Any]:
+        """What a fraud team's lead looks at: the open alerts (held, the oldest one's creation, how many
+        have waited longer than ``target``) and the alerts closed within ``window`` (how many, how many
+        fraud, the time from alert to verdict: median, 90th percentile, and how many beyond ``target``)."""
+        with self._connect() as conn:
+            queue = conn.execute(
+                "select count(*) as open, count(*) filter (where assigned_at > now() - %s) as held,"
+                " min(created_at) as oldest, count(*) filter (where created_at <= now() - %s) as late"
+                " from alerts where status = 'open'",
+                (self.hold, target),
+            ).fetchone()
+            closed = conn.execute(
+                "select count(*) as closed, count(*) filter (where status = 'fraud') as fraud,"
+                " percentile_cont(array[0.5, 0.9]) within group"
+                "   (order by extract(epoch from closed_at - created_at)) as to_verdict_s,"
+                " count(*) filter (where closed_at - created_at > %s) as closed_late"
+                " from alerts where status <> 'open' and closed_at > now() - %s",
+                (target, window),
+            ).fetchone()
+        assert queue is not None  # an aggregate always returns a row
+        assert closed is not None
+        median, p90 = closed.pop("to_verdict_s") or (None, None)
+        return {**queue, **closed, "median_to_verdict_s": median, "p90_to_verdict_s": p90}
+
     def alert(self, txn_id: str) -> dict[str, Any] | None:
         with self._connect() as conn:
             return conn.execute(

@@ -37,6 +37,18 @@ Feedback = Callable[[dict[str, Any]], None]
 CARD_PAGE = 50  # decisions on a page of a card's
 
 
+def duration(seconds: float) -> str:
+    """An age or a wait for people: "40 s", "12 min", "3 h 5 min", "4 days"."""
+    if seconds < 60:
+        return f"{int(seconds)} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min"
+    if seconds < 2 * 86400:
+        hours, minutes = divmod(int(seconds // 60), 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{int(seconds // 86400)} days"
+
+
 class NotLoggedIn(Exception):  # noqa: N818 - a redirect, not an error
     pass
 
@@ -45,11 +57,12 @@ def create_app(  # noqa: PLR0915 - the route table
     store: UiStore, send_feedback: Feedback, reports_dir: Path, *, secure_cookies: bool = False,
     live_window: timedelta = timedelta(days=7), live_at_most: int | None = 200_000,
     archive_dir: Path | None = None, login_lockout: tuple[int, timedelta] = (5, timedelta(minutes=15)),
-    address_max_failures: int = 20,
+    address_max_failures: int = 20, alert_target: timedelta = timedelta(hours=1),
 ) -> FastAPI:  # fmt: skip
     app = FastAPI(title="fraudstream analyst UI", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.globals["describe"] = describe
+    templates.env.globals["duration"] = duration
 
     def page(
         request: Request, name: str, session: Session | None, status_code: int = 200, **context: Any
@@ -172,7 +185,8 @@ def create_app(  # noqa: PLR0915 - the route table
         return page(
             request, "queue.html", session, rows=rows, total=total, page_no=page_no,
             pages=max(1, -(-total // 25)), filters=filters, now=datetime.now(UTC),
-            done=store.alert(done) if done else None, empty=empty,
+            done=store.alert(done) if done else None, empty=empty, health=store.queue_health(alert_target),
+            target_s=alert_target.total_seconds(),
         )  # fmt: skip
 
     @app.post("/alerts/next")

@@ -172,6 +172,43 @@ def test_queue_is_sorted_and_filtered(ui: Ui) -> None:
     assert client.get("/", params={"status": "'; drop table alerts; --"}).status_code == 400
 
 
+def test_the_queue_says_how_long_alerts_wait_and_how_fast_they_are_closed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with fresh_database(settings, "it_ui_health") as db:
+        s = settings.model_copy(update={"pg_db": db})
+        store = UiStore(s.pg_conninfo(reveal=True))
+        store.migrate()
+        store.add_user("ana", PASSWORD, "analyst")
+        ids = [d.txn.txn_id for d in populate(store.conninfo, tmp_path / "model", n=8)]
+        minutes_ago = [  # created, closed
+            (5, None, "open"), (50, None, "open"), (150, None, "open"), (200, None, "open"),
+            (100, 90, "fraud"), (100, 70, "legit"), (100, 20, "fraud"), (60 * 30, 60 * 26, "legit"),
+        ]  # fmt: skip
+        with psycopg.connect(store.conninfo) as conn:
+            for txn_id, (created_min, closed_min, status) in zip(ids, minutes_ago, strict=True):
+                conn.execute(
+                    "update alerts set created_at = now() - make_interval(mins => %s),"
+                    " closed_at = now() - make_interval(mins => %s), status = %s where txn_id = %s",
+                    (created_min, closed_min, status, txn_id),
+                )
+        store.take(ids[1], "ana")
+        health = store.queue_health(timedelta(hours=1))
+        counts = [health[k] for k in ("open", "held", "late", "closed", "fraud", "closed_late")]
+        assert counts == [4, 1, 2, 3, 2, 1], "closed 26 h ago: not counted; 80 min to its verdict: late"
+        assert round(health["median_to_verdict_s"]) == 30 * 60  # 10, 30 and 80 minutes
+        assert round(health["p90_to_verdict_s"]) == 70 * 60  # 30 + 0.8 * (80 - 30)
+        app = create_app(store, kafka_feedback(s), tmp_path, alert_target=timedelta(hours=1))
+        client = TestClient(app, follow_redirects=False)
+        login(client, "ana")
+        page = client.get("/").text
+        line = " ".join(re.search(r'id="queue-health">(.*?)</p>', page, re.S).group(1).split())  # type: ignore[union-attr]
+        assert re.sub(r"<[^>]+>", "", line) == (
+            "Queue: 4 open (1 held), the oldest 3 h 20 min, 2 waiting longer than 1 h. Last 24 h: 3 closed"
+            " (2 fraud), alert to verdict 30 min median, 1 h 10 min 90th percentile, 1 beyond 1 h."
+        )
+
+
 def test_alert_page_shows_the_audit_explanation(ui: Ui) -> None:
     client = ui.client()
     login(client, "ana")
