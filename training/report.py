@@ -117,5 +117,5 @@ def operating_table(metrics: dict[str, Any], champion: dict[str, Any] | None) ->
     return (
         "## At the deployed thresholds (test holdout)\n\n" + "\n".join(lines) + "\n\n"
         "\"N a day\" is each model's own threshold for a queue of the analysts' capacity"
-        " (`FRAUDSTREAM_REVIEW_CAPACITY_PER_DAY`): the two compared at the same workload."
+        " (`FRAUDSTREAM_REVIEW_CAPACITY_PER_DAY`): a model and the champion compared at the same workload."
     )
