@@ -446,6 +446,25 @@ def drift(
 
 
 @cli.command()
+def dlq(
+    since: str = typer.Option("24h", help="Dead letters written within this last window (s, m, h, d)."),
+    samples: int = typer.Option(1, min=0, help="Newest examples shown per kind."),
+) -> None:
+    """What went to the dead-letter topic: counts by kind (the reason up to its first colon), when,
+    from which topic, and the newest examples (card numbers masked)."""
+    from datetime import UTC, datetime
+
+    from app.dlq import describe, read_dead_letters, summarize
+    from app.drift import parse_window
+    from app.settings import get_settings
+
+    settings = get_settings()
+    start = datetime.now(UTC) - parse_window(since)
+    kinds = summarize(read_dead_letters(settings, start), samples)
+    typer.echo("\n".join(describe(kinds, settings.topic_dlq, start)))
+
+
+@cli.command()
 def quality(
     out: Path = typer.Option(Path("reports/quality"), help="Folder for the data docs and drift reports."),
 ) -> None:

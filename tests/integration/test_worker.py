@@ -11,6 +11,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
+from app.dlq import kind_of
 from app.history import read_history, write_history
 from app.schema import encode
 from app.settings import Settings
@@ -19,6 +20,7 @@ from app.simulator.model import SimConfig, simulate
 from app.worker.process import isolated_env, running_worker, settings_for
 from features.backfill import card_feature_frame
 from features.store import CARD_VIEW, feature_store
+from tests.e2e.cli import fraudstream
 from tests.integration.worker_features import Worker, assert_batch_features
 from tests.kafka_helpers import drain, produce_json
 from tests.services import free_port, scrape, unique
@@ -99,6 +101,18 @@ def test_bad_messages_go_to_the_dlq_and_the_worker_keeps_going(worker: Worker) -
 
     after = worker.wait_for_rows(before + 1, timeout_s=60)
     assert good["txn_id"] in set(after["txn_id"]), "the good message after the poison ones was processed"
+
+    # the operator's view of the same dead letters: per kind, with the newest example, PANs masked
+    listed = fraudstream("dlq", "--since", "1h", env={"FRAUDSTREAM_TOPIC_DLQ": s.topic_dlq})
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].startswith(f"dlq: 5 dead letters in {s.topic_dlq} since "), lines
+    counted = sorted(line.split("  (from ")[0].split(None, 1)[1] for line in lines[1::2])
+    assert counted == sorted(kind_of(r) for r in reasons), lines
+    assert all(line.lstrip().startswith("1  ") for line in lines[1::2]), "one of each kind"
+    assert all(f"(from {s.topic_transactions}; " in line for line in lines[1::2])
+    assert "4111111111111111" not in listed.stdout
+    assert "411111******1111" in listed.stdout
 
 
 def test_the_worker_counts_for_prometheus(worker: Worker) -> None:
