@@ -85,6 +85,7 @@ class Counters:
     states_reused: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # for /metrics
     lag: dict[int, int] = field(default_factory=dict)  # source partition -> unfinished messages, each second
+    stage_s: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage, summed (/metrics)
 
     def line(self) -> str:
         return (
@@ -208,7 +209,10 @@ class Pipeline:
             if release is not None:
                 release(False)
             return
+        t0 = time.perf_counter()
         result = process_batch(list(batch), self.states, self.settings.lateness_s, self.known)
+        stages = self.counters.stage_s
+        stages["features"] = stages.get("features", 0.0) + time.perf_counter() - t0
         mark(stamps, "features")
         for dead in result.dead:
             log.warning("worker: dead letter: %s", dead.reason)
@@ -263,7 +267,7 @@ class Pipeline:
         result = item.result
         mark(item.stamps, "scoring")
         messages = [self._dead_letter(dead) for dead in result.dead]
-        persisted: asyncio.Future[None] | None = None
+        persisted: asyncio.Future[float | None] | None = None
         if self.scorer is not None and result.features:
             batch = (item.features, result.transactions, result.produced_at)
             scored, persisted = await self._score(self.scorer, *batch)
@@ -286,7 +290,8 @@ class Pipeline:
 
     async def _release_when_delivered(
         self, sent: list[Sent], changelog: list[Message], before: asyncio.Future[bool] | None,
-        queued: asyncio.Future[bool], item: Processed, *, persisted: asyncio.Future[None] | None = None,
+        queued: asyncio.Future[bool], item: Processed, *,
+        persisted: asyncio.Future[float | None] | None = None,  # its result: the child's persist seconds
     ) -> None:  # fmt: skip
         """Acknowledge the batch once Kafka has every output: first its score events and dead
         letters (and PostgreSQL its decisions: ``persisted``), only then its card states. A state on
@@ -299,8 +304,8 @@ class Pipeline:
         t0 = time.perf_counter()
         try:
             await asyncio.wait_for(asyncio.gather(*(s.ack for s in sent)), DELIVERY_TIMEOUT_S)
-            if persisted is not None:
-                await persisted
+            if persisted is not None and (persist_s := await persisted) is not None:
+                self.counters.stage_s["persist"] = persist_s
             if before is not None and not await before:
                 raise FraudstreamError("an earlier batch's card states were not queued")
             states = await self.outbox.send(changelog)
@@ -319,6 +324,7 @@ class Pipeline:
             if not queued.done():
                 queued.set_result(False)
         self.deliver_s += time.perf_counter() - t0
+        self.counters.stage_s["deliver"] = self.deliver_s
         mark(item.stamps, "acked")
         item.settle(True)
 
@@ -347,9 +353,11 @@ class Pipeline:
         features: bytes,
         txns: Sequence[Transaction],
         produced_at: Sequence[float | None],
-    ) -> tuple[list[Message], asyncio.Future[None]]:
+    ) -> tuple[list[Message], asyncio.Future[float | None]]:
         """The batch's score events, and a future done once its decisions are persisted."""
         scored, persisted = await scorer.score(features, txns, produced_at)
+        if scored.stage_s:
+            self.counters.stage_s.update(scored.stage_s)
         self.counters.scored += len(scored.events)
         self.counters.flagged += scored.flagged
         now = time.time()

@@ -83,6 +83,16 @@ class WorkerCollector(Collector):
         for partition, behind in sorted(self.counters.lag.items()):
             lag.add_metric([str(partition)], behind)
         yield lag
+        stages = CounterMetricFamily(
+            "fraudstream_stage_seconds",
+            "Seconds spent per pipeline stage, summed: features (the card fold, event loop), merchant_read"
+            " and score_explain (predict + SHAP + decision) and persist (decisions and alerts to PostgreSQL)"
+            " in the scoring process, deliver (waiting for Kafka's acknowledgements)",
+            labels=["stage"],
+        )
+        for stage, seconds in sorted(self.counters.stage_s.items()):
+            stages.add_metric([stage], seconds)
+        yield stages
         latency = self.counters.latency
         yield HistogramMetricFamily(
             "fraudstream_event_to_score_seconds",

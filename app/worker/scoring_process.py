@@ -69,6 +69,7 @@ class Scored:
 
     events: list[tuple[bytes, bytes]]  # (key = card_id, value)
     flagged: int
+    stage_s: dict[str, float] | None = None  # the child's stage timers so far (seconds, summed), for /metrics
 
 
 class RemoteScorer:
@@ -103,7 +104,7 @@ class RemoteScorer:
 
     async def score(
         self, features: bytes, txns: Sequence[Transaction], produced_at: Sequence[float | None]
-    ) -> tuple[Scored, asyncio.Future[None]]:
+    ) -> tuple[Scored, asyncio.Future[float | None]]:
         """The batch's score events, and a future done once its decisions are persisted (the child
         records them after answering, so the events can go to Kafka meanwhile); ``features``: its
         ``Columns``, packed (app/worker/handoff.py). Answers are read on the event loop, once the
@@ -111,7 +112,7 @@ class RemoteScorer:
         the busy loop at each step (session 9: p99 at 500 txn/s paced 106 -> 75-87 ms)."""
         loop = asyncio.get_running_loop()
         scored: asyncio.Future[Any] = loop.create_future()
-        persisted: asyncio.Future[None] = loop.create_future()
+        persisted: asyncio.Future[float | None] = loop.create_future()  # the child's persist seconds so far
         if not self.waiting():  # nothing was expected: listen again
             loop.add_reader(self.conn.fileno(), self._answer)
         self.answers["scored"].append(scored)
@@ -229,7 +230,8 @@ def _serve(settings: Settings, conn: Connection, parent: int) -> None:
             features, txns, produced_at = payload
             decisions = scorer.decide(unpack(features), transactions(txns), produced_at)
             events = [(d.txn.card_id.encode(), orjson.dumps(d.event())) for d in decisions]
-            send("scored", Scored(events, sum(d.flagged for d in decisions)))
+            stage_s = {"merchant_read": scorer.times.merchant_read, "score_explain": scorer.times.predict}
+            send("scored", Scored(events, sum(d.flagged for d in decisions), stage_s))
             if not recorder.put(decisions):  # meanwhile the worker sends the events, the next batch comes
                 return  # the recorder ended: the worker is gone
         except Exception as exc:
@@ -271,9 +273,9 @@ class Recorder:
 
     def _run(self) -> None:
         while (decisions := self.batches.get()) is not None:
-            answer: tuple[str, Any] = ("persisted", None)
             try:
                 self.scorer.persist(decisions)  # retried for as long as PostgreSQL is down
+                answer: tuple[str, Any] = ("persisted", self.scorer.times.persist)
             except Exception as exc:
                 log.exception("scorer: a batch could not be recorded")
                 answer = ("failed", _line(exc))

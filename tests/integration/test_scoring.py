@@ -138,6 +138,10 @@ def test_every_transaction_gets_one_decision_event_and_audit_row(scoring: Scorin
     assert metrics["fraudstream_event_to_score_seconds_count"] == len(scoring.sent), "every one timed"
     assert metrics["fraudstream_event_to_score_seconds_bucket{+Inf}"] == len(scoring.sent)
     assert metrics["fraudstream_event_to_score_seconds_sum"] > 0
+    stages = {k: v for k, v in metrics.items() if k.startswith("fraudstream_stage_seconds_total{")}
+    assert set(stages) == {f"fraudstream_stage_seconds_total{{{stage}}}" for stage in
+                           ("features", "merchant_read", "score_explain", "persist", "deliver")}  # fmt: skip
+    assert all(v > 0 for v in stages.values()), stages
     deadline = time.monotonic() + 10  # every decision made: the lag, refreshed each second, goes to 0
     while (lags := lag_of(metrics)) and sum(lags.values()) > 0 and time.monotonic() < deadline:
         time.sleep(0.5)

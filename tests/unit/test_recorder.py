@@ -18,7 +18,8 @@ def recorder(persist: Any, depth: int = 4) -> tuple[Recorder, list[tuple[str, An
         with lock:
             answers.append((kind, detail))
 
-    return Recorder(SimpleNamespace(persist=persist), send, depth=depth), answers  # type: ignore[arg-type]
+    scorer = SimpleNamespace(persist=persist, times=SimpleNamespace(persist=0.25))  # its stage timer
+    return Recorder(scorer, send, depth=depth), answers  # type: ignore[arg-type]
 
 
 def test_batches_are_recorded_in_order_and_each_answered_once() -> None:
@@ -29,7 +30,7 @@ def test_batches_are_recorded_in_order_and_each_answered_once() -> None:
         rec.put(batch)
     rec.close()  # returns once every batch put before it is recorded
     assert recorded == batches
-    assert answers == [("persisted", None)] * 5
+    assert answers == [("persisted", 0.25)] * 5
     assert not rec.thread.is_alive()
 
 
@@ -56,7 +57,7 @@ def test_the_scoring_loop_does_not_wait_for_a_slow_write_until_depth_batches_wai
     third.join(5)
     rec.close()
     assert recorded == [["a"], ["b"], ["c"], ["d"]]
-    assert answers == [("persisted", None)] * 4
+    assert answers == [("persisted", 0.25)] * 4
 
 
 def test_a_batch_that_cannot_be_recorded_is_one_line_and_the_next_ones_still_are() -> None:
@@ -72,9 +73,9 @@ def test_a_batch_that_cannot_be_recorded_is_one_line_and_the_next_ones_still_are
         rec.put(batch)
     rec.close()
     assert answers == [
-        ("persisted", None),
+        ("persisted", 0.25),
         ("failed", "ValueError: a row the audit refuses"),
-        ("persisted", None),
+        ("persisted", 0.25),
     ]
     assert recorded == [["ok-1"], ["ok-2"]]
 

@@ -35,6 +35,7 @@ def test_a_scrape_reads_the_counters_as_they_are_then() -> None:
         assert line in text.splitlines(), line
     counters.processed += 5
     counters.lag = {3: 0, 1: 250}  # the worker replaces it each second
+    counters.stage_s.update(features=0.5, score_explain=1.25)
     text = generate_latest(registry).decode()
     assert "fraudstream_transactions_processed_total 12.0" in text
     lags = [line for line in text.splitlines() if line.startswith("fraudstream_consumer_lag_messages{")]
@@ -42,6 +43,8 @@ def test_a_scrape_reads_the_counters_as_they_are_then() -> None:
         'fraudstream_consumer_lag_messages{partition="1"} 250.0',
         'fraudstream_consumer_lag_messages{partition="3"} 0.0',
     ]
+    assert 'fraudstream_stage_seconds_total{stage="features"} 0.5' in text.splitlines()
+    assert 'fraudstream_stage_seconds_total{stage="score_explain"} 1.25' in text.splitlines()
 
 
 def test_a_port_in_use_leaves_the_worker_without_metrics_not_down() -> None:
