@@ -515,6 +515,12 @@ def ui(
         address_max_failures=settings.ui_login_max_failures_per_address,
         alert_target=timedelta(seconds=settings.ui_alert_target_s),
     )  # fmt: skip
+    if settings.ui_metrics_port:
+        from app.prometheus import serve
+        from app.ui.metrics import QueueCollector
+
+        target = timedelta(seconds=settings.ui_alert_target_s)
+        serve(QueueCollector(store, target), settings.metrics_host, settings.ui_metrics_port, "ui")
     typer.echo(f"ui: http://{host or settings.ui_host}:{port or settings.ui_port}/", err=True)
     uvicorn.run(
         app, host=host or settings.ui_host, port=port or settings.ui_port, log_level="warning",

@@ -176,6 +176,10 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="An alert should have its verdict within this long: the queue counts those"
         " waiting longer, and those closed later",
     )  # fmt: skip
+    ui_metrics_port: int = Field(
+        0, ge=0, le=65535, description="The UI's Prometheus /metrics port, the queue's health (0: none);"
+        " on FRAUDSTREAM_METRICS_HOST",
+    )  # fmt: skip
     ui_live_window_s: float = Field(
         7 * 86400.0, gt=0, description="The models page's live performance: decisions of this last window"
     )

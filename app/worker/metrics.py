@@ -8,17 +8,15 @@ score events are sent.
 
 from __future__ import annotations
 
-import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 
-log = logging.getLogger("fraudstream.worker")
+from app.prometheus import serve
 
 # seconds; the last bucket (+Inf) is implicit
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -102,13 +100,5 @@ class WorkerCollector(Collector):
 
 
 def serve_metrics(counters: Any, host: str, port: int, waiting: Callable[[], int]) -> bool:
-    """Serve ``/metrics`` on ``host:port`` from a daemon thread; False, with a warning, when the port
-    cannot be had (a second worker on the same host, say): the worker goes on without."""
-    registry = CollectorRegistry()
-    registry.register(WorkerCollector(counters, waiting))
-    try:
-        start_http_server(port, addr=host, registry=registry)
-    except OSError as exc:
-        log.warning("worker: no /metrics: %s:%d: %s", host, port, exc.strerror or exc)
-        return False
-    return True
+    """The worker's ``/metrics`` (``app.prometheus.serve``): False, with a warning, without its port."""
+    return serve(WorkerCollector(counters, waiting), host, port, "worker")

@@ -15,6 +15,9 @@ import orjson
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
 from psycopg.rows import dict_row
 
 from app.feedback import FeedbackService
@@ -23,6 +26,7 @@ from app.scoring.decide import Decision
 from app.scoring.store import DecisionStore
 from app.settings import Settings
 from app.ui.feedback import kafka_feedback
+from app.ui.metrics import QueueCollector
 from app.ui.store import UiStore
 from app.ui.web import create_app
 from tests.e2e.cli import fraudstream
@@ -198,6 +202,25 @@ def test_the_queue_says_how_long_alerts_wait_and_how_fast_they_are_closed(
         assert counts == [4, 1, 2, 3, 2, 1], "closed 26 h ago: not counted; 80 min to its verdict: late"
         assert round(health["median_to_verdict_s"]) == 30 * 60  # 10, 30 and 80 minutes
         assert round(health["p90_to_verdict_s"]) == 70 * 60  # 30 + 0.8 * (80 - 30)
+        registry = CollectorRegistry()  # the same figures for Prometheus, read when scraped
+        registry.register(QueueCollector(store, timedelta(hours=1)))
+        scraped = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for sample in family.samples
+        }
+        assert scraped["fraudstream_alerts_up"] == 1
+        assert [scraped[f"fraudstream_alerts_{name}"] for name in (
+            "open", "held", "waiting_beyond_target", "closed_24h", "closed_fraud_24h",
+            "closed_beyond_target_24h",
+        )] == [4, 1, 2, 3, 2, 1]  # fmt: skip
+        assert 200 * 60 <= scraped["fraudstream_alerts_oldest_open_age_seconds"] < 201 * 60
+        assert round(scraped["fraudstream_alerts_median_to_verdict_seconds"]) == 30 * 60
+        down = CollectorRegistry()
+        nowhere = UiStore(s.model_copy(update={"pg_db": "no_such_db"}).pg_conninfo(reveal=True))
+        down.register(QueueCollector(nowhere, timedelta(hours=1)))
+        assert "fraudstream_alerts_up 0.0" in generate_latest(down).decode().splitlines()
+
         app = create_app(store, kafka_feedback(s), tmp_path, alert_target=timedelta(hours=1))
         client = TestClient(app, follow_redirects=False)
         login(client, "ana")
