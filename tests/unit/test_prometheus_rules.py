@@ -49,3 +49,11 @@ def test_every_rule_is_complete_and_names_only_exported_metrics() -> None:
         assert used <= names, (rule["alert"], used - names)
         assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
     assert len({r["alert"] for r in rules}) == len(rules), "alert names are unique"
+
+
+def test_every_alert_has_its_runbook_section() -> None:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    alerts = [rule["alert"] for group in groups for rule in group["rules"]]
+    runbook = (RULES.parents[1] / "runbook.md").read_text()
+    sections = re.findall(r"^## (\S+)$", runbook, re.MULTILINE)
+    assert sections == alerts, "one section per alert, in the rules' order"
