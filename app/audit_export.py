@@ -15,7 +15,8 @@ confirmed fraud had requested trained on the same data as the champion it was to
   ``label_time`` the moment it settled; but a decline nobody labelled is ``unobserved``
   (``fraud_scenario``; ``is_fraud`` 0): no chargeback comes for money never paid, so training leaves
   it out of its sets (presumed genuine, every unreviewed decline would teach the next model that what
-  it declined was genuine). A fraud's ``fraud_scenario`` is ``reported``: live traffic
+  it declined was genuine). A fraud's ``fraud_scenario`` is its label's ``fraud_type`` (one of
+  ``SCENARIOS``: the analyst's verdict or the chargeback's reason), else ``reported``: live traffic
   does not say which pattern it was. ``label_time`` is never before ``event_time`` (in the
   accelerated demo the simulated clock runs ahead of the analysts' wall clock).
 - **Rewritten whole**: a day's file is a function of its decisions and their labels (and of the
@@ -45,11 +46,11 @@ from psycopg import sql
 
 from app.errors import FraudstreamError, first_line
 from app.history import write_parquet, write_whole
-from app.schema import HISTORY_SCHEMA, LEGIT, REPORTED, TRANSACTION_FIELDS, UNOBSERVED
+from app.schema import HISTORY_SCHEMA, LEGIT, REPORTED, SCENARIOS, TRANSACTION_FIELDS, UNOBSERVED
 
 PART = "part-audit.parquet"
 MANIFEST = "_audit_export.json"
-AUDIT_COLUMNS = [*TRANSACTION_FIELDS, "label_fraud", "label_time", "decision"]
+AUDIT_COLUMNS = [*TRANSACTION_FIELDS, "label_fraud", "label_time", "fraud_type", "decision"]
 LATE_MARGIN = timedelta(hours=1)
 # a decisions row ``d`` -> its transaction's fields, in TRANSACTION_FIELDS order
 TXN_SELECT = sql.SQL(
@@ -65,13 +66,15 @@ def history_rows(audit: pd.DataFrame, label_delay_days: int) -> pd.DataFrame:
     labelled = audit["label_fraud"].notna().to_numpy()
     fraud = labelled & (audit["label_fraud"].to_numpy() == True)  # noqa: E712 - an object column of bools and None
     unobserved = ~labelled & (audit["decision"].to_numpy() == "decline")
+    types = audit["fraud_type"].to_numpy(dtype=object)
+    typed = np.isin(types, SCENARIOS)
     settled = event_time + pd.Timedelta(days=label_delay_days)
     label_time = pd.to_datetime(audit["label_time"], utc=True).where(labelled, settled)
     out = audit[list(TRANSACTION_FIELDS)].assign(
         event_time=event_time,
         is_fraud=fraud.astype(np.int8),
         label_time=label_time.where(label_time >= event_time, event_time),
-        fraud_scenario=np.select([fraud, unobserved], [REPORTED, UNOBSERVED], LEGIT),
+        fraud_scenario=np.select([fraud & typed, fraud, unobserved], [types, REPORTED, UNOBSERVED], LEGIT),
     )
     return out.sort_values(["event_time", "txn_id"], kind="stable").reset_index(drop=True)[
         list(HISTORY_SCHEMA.names)
@@ -227,7 +230,8 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
         written, rows, frauds, duplicates = [], 0, 0, 0
         if wanted:
             query = sql.SQL(
-                "select {}, l.is_fraud, l.label_time, d.decision, (d.event_time at time zone 'UTC')::date"
+                "select {}, l.is_fraud, l.label_time, l.fraud_type, d.decision,"
+                " (d.event_time at time zone 'UTC')::date"
                 " from decisions d left join ({}) l using (txn_id)"
                 " where d.event_time >= %s and d.event_time < %s order by d.event_time, d.txn_id"
             ).format(TXN_SELECT, LATEST_LABELS)

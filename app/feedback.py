@@ -18,7 +18,7 @@ import psycopg
 from pydantic import ValidationError
 
 from app.pg import apply_schema
-from app.schema import Feedback
+from app.schema import SCENARIOS, Feedback
 
 log = logging.getLogger("fraudstream.feedback")
 
@@ -44,6 +44,14 @@ def parse(raw: bytes | None) -> Feedback | str:
         return f"invalid {'.'.join(str(p) for p in first['loc']) or 'message'}: {first['msg']}"
 
 
+def fraud_type(feedback: Feedback) -> str | None:
+    """A chargeback's fraud type: its ``fraud_scenario`` when it is one of ``SCENARIOS`` (a card
+    network's reason code mapped to one, or the simulator's truth), else not known."""
+    if feedback.is_fraud and feedback.fraud_scenario in SCENARIOS:
+        return feedback.fraud_scenario
+    return None
+
+
 class FeedbackService:
     def __init__(self, conninfo: str, threshold: int, request_retrain: Callable[[str], None]) -> None:
         self.conninfo, self.threshold, self.request_retrain = conninfo, threshold, request_retrain
@@ -61,12 +69,13 @@ class FeedbackService:
         chargebacks = [f for f in batch if f.source == "chargeback"]
         fire, confirmed = False, 0
         with psycopg.connect(self.conninfo, connect_timeout=10) as conn, conn.transaction():
+            rows = [(f.txn_id, f.card_id, bool(f.is_fraud), f.label_time, fraud_type(f)) for f in chargebacks]
             with conn.cursor() as cur:
                 cur.executemany(
-                    "insert into labels (txn_id, card_id, is_fraud, source, label_time) values"
-                    " (%s, %s, %s, 'chargeback', %s)"
+                    "insert into labels (txn_id, card_id, is_fraud, source, label_time, fraud_type) values"
+                    " (%s, %s, %s, 'chargeback', %s, %s)"
                     " on conflict (txn_id) where source = 'chargeback' do nothing",
-                    [(f.txn_id, f.card_id, bool(f.is_fraud), f.label_time) for f in chargebacks],
+                    rows,
                 )
             champion = conn.execute(
                 "select version, data_to from model_registry where status = 'champion'"

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from app.errors import FraudstreamError
 from app.pan import mask_pans
 from app.pg import apply_schema, connect
+from app.schema import SCENARIOS
 from app.ui.auth import ROLES, check_password, hash_password, token
 
 SCHEMA = """
@@ -53,6 +54,8 @@ create table if not exists action_log (
     detail  jsonb not null default '{}'
 );
 alter table users add column if not exists disabled_at timestamptz;
+-- a fraud's type (app.schema.SCENARIOS): the analyst's verdict or the chargeback's reason; null: not given
+alter table labels add column if not exists fraud_type text;
 create index if not exists action_log_logins on action_log (actor, at)
     where action in ('login', 'login_failed');
 create index if not exists action_log_failed_address on action_log ((detail->>'address'), at)
@@ -63,7 +66,8 @@ create index if not exists action_log_failed_address on action_log ((detail->>'a
 # over the labels, to hash-join with decisions (drift, live performance); a lookup per decision
 # took the server 2.6-2.8 s for a million decisions, this 0.8-1.0 s.
 LATEST_LABELS = sql.SQL(
-    "select distinct on (txn_id) txn_id, is_fraud, label_time from labels where retracted_at is null"
+    "select distinct on (txn_id) txn_id, is_fraud, label_time, fraud_type from labels"
+    " where retracted_at is null"
     " order by txn_id, id desc"
 )
 
@@ -419,23 +423,27 @@ class UiStore:
             return conn.execute("select * from labels where txn_id = %s order by id", (txn_id,)).fetchall()
 
     def verdict(
-        self, txn_id: str, actor: str, is_fraud: bool, note: str, *, block_card: bool = False
-    ) -> dict[str, Any]:
+        self, txn_id: str, actor: str, is_fraud: bool, note: str, *, block_card: bool = False,
+        fraud_type: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         """Close an open alert with the analyst's verdict; a label row and an action-log row; with
-        ``block_card`` (fraud only) the card joins the block list."""
+        ``block_card`` (fraud only) the card joins the block list; ``fraud_type`` (fraud only): one of
+        ``SCENARIOS``, or None for not known."""
         note = mask_pans(note[:2000])  # a card number typed into a note is never stored
+        fraud_type = _fraud_type(fraud_type, is_fraud)
         with self._connect() as conn, conn.transaction():
             alert = self._open_alert(conn, txn_id, actor, over=False, to="give a verdict")
             label = conn.execute(
-                "insert into labels (txn_id, card_id, is_fraud, source, actor, note) values"
-                " (%s, %s, %s, 'analyst', %s, %s) returning *",
-                (txn_id, alert["card_id"], is_fraud, actor, note),
+                "insert into labels (txn_id, card_id, is_fraud, source, actor, note, fraud_type) values"
+                " (%s, %s, %s, 'analyst', %s, %s, %s) returning *",
+                (txn_id, alert["card_id"], is_fraud, actor, note, fraud_type),
             ).fetchone()
             conn.execute(
                 "update alerts set status = %s, closed_at = now(), closed_by = %s where txn_id = %s",
                 ("fraud" if is_fraud else "legit", actor, txn_id),
             )
-            self._log(conn, actor, "verdict", txn_id, {"is_fraud": is_fraud, "note": note})
+            detail = {"is_fraud": is_fraud, "note": note, "fraud_type": fraud_type}
+            self._log(conn, actor, "verdict", txn_id, detail)
             if block_card and is_fraud:
                 self._block(
                     conn, "card", alert["card_id"], actor, f"fraud confirmed on {txn_id}", txn_id=txn_id
@@ -443,12 +451,15 @@ class UiStore:
         assert label is not None
         return label
 
-    def report_fraud(self, txn_id: str, actor: str, note: str, *, block_card: bool = False) -> dict[str, Any]:
+    def report_fraud(
+        self, txn_id: str, actor: str, note: str, *, block_card: bool = False, fraud_type: str | None = None
+    ) -> dict[str, Any]:
         """Label a decision as fraud after the fact (a card holder disputed it, say): one that raised no
         alert, or whose alert was closed as legitimate (it becomes fraud); a label row and an action-log
         row (and the card blocked with ``block_card``). Refused while its alert is open (the alert takes
         the verdict) and for one labelled fraud already."""
         note = mask_pans(note[:2000])
+        fraud_type = _fraud_type(fraud_type, is_fraud=True)
         with self._connect() as conn, conn.transaction():
             row = conn.execute(
                 "select d.card_id, a.status from decisions d left join alerts a using (txn_id)"
@@ -467,11 +478,12 @@ class UiStore:
             if fraud is not None:
                 raise FraudstreamError(f"{txn_id} is labelled fraud already (by {fraud['who']})")
             label = conn.execute(
-                "insert into labels (txn_id, card_id, is_fraud, source, actor, note) values"
-                " (%s, %s, true, 'analyst', %s, %s) returning *",
-                (txn_id, row["card_id"], actor, note),
+                "insert into labels (txn_id, card_id, is_fraud, source, actor, note, fraud_type) values"
+                " (%s, %s, true, 'analyst', %s, %s, %s) returning *",
+                (txn_id, row["card_id"], actor, note, fraud_type),
             ).fetchone()
-            self._log(conn, actor, "report_fraud", txn_id, {"note": note, "alert_was": row["status"]})
+            self._log(conn, actor, "report_fraud", txn_id,
+                      {"note": note, "alert_was": row["status"], "fraud_type": fraud_type})  # fmt: skip
             if row["status"] == "legit":
                 conn.execute(
                     "update alerts set status = 'fraud', closed_at = now(), closed_by = %s where txn_id = %s",
@@ -584,3 +596,14 @@ class UiStore:
     def actions(self, limit: int = 50) -> list[dict[str, Any]]:
         with self._connect() as conn:
             return conn.execute("select * from action_log order by id desc limit %s", (limit,)).fetchall()
+
+
+def _fraud_type(fraud_type: str | None, is_fraud: bool) -> str | None:
+    """A verdict's fraud type: one of ``SCENARIOS`` on a fraud verdict, None for none given."""
+    if not fraud_type:
+        return None
+    if not is_fraud:
+        raise FraudstreamError("a fraud type goes with a fraud verdict only")
+    if fraud_type not in SCENARIOS:
+        raise FraudstreamError(f"unknown fraud type {fraud_type!r}: one of {', '.join(SCENARIOS)}")
+    return fraud_type

@@ -37,6 +37,22 @@ Feedback = Callable[[dict[str, Any]], None]
 CARD_PAGE = 50  # decisions on a page of a card's
 
 
+# What an analyst picks a fraud verdict's type from: app.schema.SCENARIOS, in words
+FRAUD_TYPES = {
+    "compromised_card": "Card details stolen, used without the card (online)",
+    "compromised_terminal": "Card skimmed at a compromised terminal",
+    "card_testing": "Card testing (small probing payments)",
+    "account_takeover": "Account takeover",
+    "impossible_travel": "Cloned card (used far apart at once)",
+    "high_amount": "Large one-off fraudulent payment",
+}
+
+
+def known_type(fraud_type: str) -> None:
+    if fraud_type and fraud_type not in FRAUD_TYPES:
+        raise HTTPException(400, f"fraud_type: one of {', '.join(FRAUD_TYPES)}, or none")
+
+
 def duration(seconds: float) -> str:
     """An age or a wait for people: "40 s", "12 min", "3 h 5 min", "4 days"."""
     if seconds < 60:
@@ -63,6 +79,7 @@ def create_app(  # noqa: PLR0915 - the route table
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.globals["describe"] = describe
     templates.env.globals["duration"] = duration
+    templates.env.globals["fraud_types"] = FRAUD_TYPES
 
     def page(
         request: Request, name: str, session: Session | None, status_code: int = 200, **context: Any
@@ -323,16 +340,20 @@ def create_app(  # noqa: PLR0915 - the route table
         return RedirectResponse(f"/cards/{quote(value, safe='')}" if to_card else "/admin/block-list", 303)
 
     @app.post("/transactions/{txn_id}/report")
-    def report(
+    def report(  # noqa: PLR0917 - the form's fields
         txn_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()],
         note: Annotated[str, Form()] = "", block_card: Annotated[bool, Form()] = False,
+        fraud_type: Annotated[str, Form()] = "",
     ) -> Response:  # fmt: skip
         """Label a transaction that raised no alert as fraud (the card holder disputes it)."""
         checked(session, csrf)
+        known_type(fraud_type)
         if store.decision(txn_id) is None:
             raise HTTPException(404, f"no decision {txn_id} in the database")
         with refused_as(409):
-            label = store.report_fraud(txn_id, session.user.username, note, block_card=block_card)
+            label = store.report_fraud(
+                txn_id, session.user.username, note, block_card=block_card, fraud_type=fraud_type
+            )
         _deliver(send_feedback, _feedback(label, retracted=False))
         return RedirectResponse(f"/transactions/{quote(txn_id, safe='')}", status_code=303)
 
@@ -340,15 +361,17 @@ def create_app(  # noqa: PLR0915 - the route table
     def verdict(  # noqa: PLR0917 - the form's fields
         txn_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()],
         verdict: Annotated[str, Form()], note: Annotated[str, Form()] = "",
-        block_card: Annotated[bool, Form()] = False,
+        block_card: Annotated[bool, Form()] = False, fraud_type: Annotated[str, Form()] = "",
     ) -> Response:  # fmt: skip
         checked(session, csrf)
         if verdict not in {"fraud", "legit"}:
             raise HTTPException(400, "verdict: fraud or legit")
+        known_type(fraud_type)
         with refused_as(409):
             label = store.verdict(
-                txn_id, session.user.username, verdict == "fraud", note, block_card=block_card
-            )
+                txn_id, session.user.username, verdict == "fraud", note, block_card=block_card,
+                fraud_type=fraud_type if verdict == "fraud" else None,
+            )  # fmt: skip
         _deliver(send_feedback, _feedback(label, retracted=False))
         return RedirectResponse(f"/?done={txn_id}", status_code=303)
 
@@ -494,6 +517,7 @@ def _feedback(label: dict[str, Any], *, retracted: bool) -> dict[str, Any]:
         "txn_id": label["txn_id"], "card_id": label["card_id"], "is_fraud": int(label["is_fraud"]),
         "label_time": (label["retracted_at"] if retracted else label["label_time"]).isoformat(),
         "source": "analyst", "analyst": label["actor"], "retracted": retracted,
+        "fraud_scenario": label.get("fraud_type"),
     }  # fmt: skip
 
 

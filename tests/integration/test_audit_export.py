@@ -64,10 +64,11 @@ def test_export_writes_settled_days_with_their_labels_and_rewrites_relabelled_on
         ui, feedback = analyst_desk(conninfo)
         d = populate(conninfo, tmp_path / "model", n=12, adjust=spread)  # the audit's clock: 03-13 12:00
         since = datetime.now(UTC)
-        ui.verdict(d[0].txn.txn_id, "ana", True, "")  # 03-02: fraud, by an analyst
+        ui.verdict(d[0].txn.txn_id, "ana", True, "", fraud_type="card_testing")  # 03-02: fraud, by an analyst
         chargeback = T0 + timedelta(days=5)
         feedback.handle([Feedback(txn_id=d[2].txn.txn_id, card_id=d[2].txn.card_id, is_fraud=1,
-                                  label_time=chargeback, source="chargeback")])  # fmt: skip  # 03-04
+                                  label_time=chargeback, source="chargeback",
+                                  fraud_scenario="made-up reason")])  # fmt: skip  # 03-04: a type not known
         ui.verdict(d[3].txn.txn_id, "ana", True, "wrong button")  # 03-05: undone, so no label
         ui.undo(d[3].txn.txn_id, "ana", since)
 
@@ -85,8 +86,9 @@ def test_export_writes_settled_days_with_their_labels_and_rewrites_relabelled_on
         assert len(rows) == len(imported) + 3, "the transaction the history held is there once"
         exported = rows.loc[[d[0].txn.txn_id, d[2].txn.txn_id, d[3].txn.txn_id]]
         assert list(exported["is_fraud"]) == [1, 1, 0]
-        assert list(exported["fraud_scenario"]) == ["reported", "reported", "unobserved"], (
-            "d3, a decline whose verdict was undone: its label is not known (no chargeback comes for it)"
+        assert list(exported["fraud_scenario"]) == ["card_testing", "reported", "unobserved"], (
+            "d0: the analyst's type; d2: a chargeback whose reason is no known type; d3, a decline whose"
+            " verdict was undone: its label is not known (no chargeback comes for it)"
         )
         assert exported["label_time"].iloc[1] == pd.Timestamp(chargeback)
         assert exported["label_time"].iloc[2] == pd.Timestamp(d[3].txn.event_time + timedelta(days=7))

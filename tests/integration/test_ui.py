@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 
 from app.feedback import FeedbackService
 from app.kafka_admin import ensure_topics
+from app.schema import SCENARIOS, Feedback
 from app.scoring.decide import Decision
 from app.scoring.store import DecisionStore
 from app.settings import Settings
@@ -295,6 +296,49 @@ def test_verdict_becomes_a_label_and_a_feedback_event_and_can_be_undone(ui: Ui) 
     ]
     assert actions.count("verdict") == 2
     assert "undo" in actions
+
+
+def test_a_fraud_verdict_or_report_can_say_which_kind_of_fraud(settings: Settings, tmp_path: Path) -> None:
+    with fresh_database(settings, "it_ui_types") as db:
+        s = settings.model_copy(update={"pg_db": db, "topic_feedback": unique("it-ui-types")})
+        ensure_topics(s, [s.topic_feedback])
+        store, feedback = analyst_desk(s.pg_conninfo(reveal=True))
+        ids = [d.txn.txn_id for d in populate(store.conninfo, tmp_path / "model", n=4)]
+        client = TestClient(create_app(store, kafka_feedback(s), tmp_path), follow_redirects=False)
+        csrf = login(client, "ana")
+        form = client.get(f"/alerts/{ids[0]}").text
+        assert set(re.findall(r'<option value="([a-z_]+)">', form)) == set(SCENARIOS), "every type offered"
+        verdict = {"verdict": "fraud", "csrf": csrf}
+        made_up = client.post(f"/alerts/{ids[0]}/verdict", data={**verdict, "fraud_type": "aliens"})
+        assert made_up.status_code == 400
+        assert not db_rows(store, ids[0]), "refused whole"
+        done = client.post(f"/alerts/{ids[0]}/verdict", data={**verdict, "fraud_type": "card_testing"})
+        assert done.status_code == 303
+        legit = {"verdict": "legit", "csrf": csrf, "fraud_type": "card_testing"}
+        assert client.post(f"/alerts/{ids[1]}/verdict", data=legit).status_code == 303
+        assert client.post(f"/alerts/{ids[2]}/verdict", data={**verdict, "fraud_type": ""}).status_code == 303
+        assert [db_rows(store, i)[0]["fraud_type"] for i in ids[:3]] == ["card_testing", None, None], (
+            "a type only with a fraud verdict; none given: not known"
+        )
+        assert "Card testing (small probing payments)" in client.get(f"/transactions/{ids[0]}").text
+        report = {"csrf": csrf, "fraud_type": "account_takeover"}
+        assert client.post(f"/transactions/{ids[1]}/report", data=report).status_code == 303
+        assert db_rows(store, ids[1])[-1]["fraud_type"] == "account_takeover"
+        events = [orjson.loads(r.value) for r in drain(s.kafka_servers, s.topic_feedback, 4)]
+        assert [e.get("fraud_scenario") for e in events] == ["card_testing", None, None, "account_takeover"]
+        chargebacks = [Feedback(txn_id=ids[3], card_id="card-ui-1", is_fraud=1, label_time=datetime.now(UTC),
+                                source="chargeback", fraud_scenario="compromised_card")]  # fmt: skip
+        feedback.handle(chargebacks)
+        assert db_rows(store, ids[3])[0]["fraud_type"] == "compromised_card", "a chargeback's reason"
+        verdicts = "select detail from action_log where target = %s and action = 'verdict'"
+        action = db_rows(store, ids[0], verdicts)
+        assert action[0]["detail"]["fraud_type"] == "card_testing"
+
+
+def db_rows(store: UiStore, txn_id: str, query: str = "select * from labels where txn_id = %s order by id"
+              ) -> list[dict[str, Any]]:  # fmt: skip
+    with psycopg.connect(store.conninfo, row_factory=dict_row) as conn:
+        return conn.execute(query, (txn_id,)).fetchall()
 
 
 def test_an_analyst_cannot_act_as_admin(ui: Ui) -> None:

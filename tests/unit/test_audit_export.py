@@ -31,7 +31,7 @@ def _audit(
 ) -> pd.DataFrame:
     place = ("card-1", "merch-1", 12.5, "EUR", "5411", "ecommerce", 48.8, 2.3, "FR")
     return pd.DataFrame(
-        [(txn_id, at, *place, fraud, label_at, decision) for txn_id, at, fraud, label_at in rows],
+        [(txn_id, at, *place, fraud, label_at, None, decision) for txn_id, at, fraud, label_at in rows],
         columns=AUDIT_COLUMNS,
     )
 
@@ -70,6 +70,18 @@ def test_a_decline_nobody_labelled_is_unobserved_not_presumed_genuine() -> None:
         "no chargeback comes for a declined transaction: its label is unknown until someone gives one"
     )
     assert out.loc[["d1", "d2", "d3", "a1"], "is_fraud"].tolist() == [0, 1, 0, 0]
+
+
+def test_a_fraud_labelled_with_its_type_keeps_it_as_its_scenario() -> None:
+    later = T + timedelta(hours=1)
+    rows = [("f1", T, True, later), ("f2", T, True, later), ("f3", T, True, later), ("g1", T, False, later)]
+    audit = _audit(rows)
+    audit["fraud_type"] = ["card_testing", None, "not-a-known-type", "card_testing"]
+    out = history_rows(audit, label_delay_days=7).set_index("txn_id")
+    scenarios = out.loc[["f1", "f2", "f3", "g1"], "fraud_scenario"].tolist()
+    assert scenarios == ["card_testing", "reported", "reported", "none"], (
+        "an analyst's or a chargeback's type where it is one the history knows; a genuine one stays none"
+    )
 
 
 def test_a_day_is_settled_label_delay_days_after_it_ended() -> None:
