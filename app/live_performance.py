@@ -25,13 +25,15 @@ from psycopg import sql
 
 from app.audit_window import SLICES, decided_in_window
 from app.errors import FraudstreamError
-from training.metrics import live_metrics, shadow_comparison
+from training.metrics import live_metrics, recall_by_type, shadow_comparison
 
 COLUMNS = sql.SQL(
     "d.model_version, d.score, d.decision <> 'approve', (d.thresholds->>'review')::float8, d.shadow_version,"
-    " d.shadow_score, l.is_fraud::int"
+    " d.shadow_score, l.is_fraud::int, l.fraud_type"
 )
-NAMES = ["model_version", "score", "flagged", "review", "shadow_version", "shadow_score", "label"]
+NAMES = [
+    "model_version", "score", "flagged", "review", "shadow_version", "shadow_score", "label", "fraud_type",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,12 @@ def live_decisions(conninfo: str, since: datetime, until: datetime, at_most: int
 def live_report(frame: pd.DataFrame) -> dict[str, Any]:
     """Per champion version its live metrics; per champion and shadow pair the comparison."""
     models = {
-        version: live_metrics(g["label"].to_numpy(), g["score"].to_numpy(), g["flagged"].to_numpy())
+        version: {
+            **live_metrics(g["label"].to_numpy(), g["score"].to_numpy(), g["flagged"].to_numpy()),
+            "recall_by_type": recall_by_type(
+                g["label"].to_numpy(), g["flagged"].to_numpy(), g["fraud_type"].to_numpy()
+            ),
+        }
         for version, g in frame.groupby("model_version", sort=True)
     }
     shadowed = frame[frame["shadow_score"].notna()]
@@ -91,6 +98,11 @@ def one_lines(report: dict[str, Any]) -> list[str]:
         f"{m['flagged_settled']:,} flagged with a label"
         for version, m in report["models"].items()
     ]
+    for version, m in report["models"].items():
+        by_type = m.get("recall_by_type", {}).items()
+        kinds = [f"{name} {k['flagged']:,}/{k['frauds']:,}" for name, k in by_type]
+        if kinds:
+            lines.append(f"live: {version}: frauds flagged by type: {', '.join(kinds)}")
     for s in report["shadows"]:
         c, w, v = s["champion"], s["shadow"], s["equal_volume"]
         lines.append(

@@ -141,6 +141,26 @@ def wilson(part: int, whole: int, z: float = Z95) -> list[float] | None:
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
+NOT_KNOWN = "not known"  # a confirmed fraud whose label gave no type
+
+
+def recall_by_type(
+    label: np.ndarray, flagged: np.ndarray, fraud_type: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Per fraud type (the labels' ``fraud_type``; ``NOT_KNOWN`` for none), the confirmed frauds, how
+    many the model flagged, and its recall with a 95 % interval: which kinds of fraud it misses live."""
+    fraud = np.nan_to_num(label.astype(float)) == 1
+    types = np.where(pd.isna(fraud_type), NOT_KNOWN, fraud_type.astype(object))
+    out = {}
+    for name in sorted(set(types[fraud])):
+        mine = fraud & (types == name)
+        caught = int((flagged & mine).sum())
+        frauds = int(mine.sum())
+        out[str(name)] = {"frauds": frauds, "flagged": caught, "recall": _share(caught, frauds),
+                          "recall_95": wilson(caught, frauds)}  # fmt: skip
+    return out
+
+
 def live_metrics(label: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
     """How a model did on live decisions, from the labels that came back.
 

@@ -45,13 +45,13 @@ def test_live_report_from_verdicts_and_chargebacks(settings: Settings, tmp_path:
         ui, feedback = analyst_desk(conninfo)
         d = populate(conninfo, tmp_path / "model", n=len(SCORES), adjust=_outcomes)
         since = datetime.now(UTC)
-        ui.verdict(d[0].txn.txn_id, "ana", True, "")
+        ui.verdict(d[0].txn.txn_id, "ana", True, "", fraud_type="card_testing")
         ui.verdict(d[1].txn.txn_id, "ana", False, "")
         ui.verdict(d[2].txn.txn_id, "ana", True, "wrong button")
         ui.undo(d[2].txn.txn_id, "ana", since)  # retracted: no label
         feedback.handle([
             Feedback(txn_id=d[3].txn.txn_id, card_id=d[3].txn.card_id, is_fraud=1, label_time=since,
-                     source="chargeback"),
+                     source="chargeback", fraud_scenario="compromised_card"),
         ])  # fmt: skip
 
         out = tmp_path / "live.json"
@@ -78,8 +78,13 @@ def test_live_report_from_verdicts_and_chargebacks(settings: Settings, tmp_path:
         )
         assert lines[0].endswith("precision 0.500 (95 % 0.095-0.905) over the 2 flagged with a label")
         assert (model["recall_95"], model["precision_95"]) == ([0.0945, 0.9055], [0.0615, 0.7923])
-        assert lines[1].startswith("shadow: v-challenger beside v-ui-test on 8 decisions")
-        assert "the shadow would catch 2, the champion caught 1" in lines[1]
+        by_type = "live: v-ui-test: frauds flagged by type: card_testing 1/1, compromised_card 0/1"
+        assert lines[1] == by_type, "which kinds of fraud the model misses"
+        assert model["recall_by_type"]["compromised_card"] == {
+            "frauds": 1, "flagged": 0, "recall": 0.0, "recall_95": [0.0, 0.7935],
+        }  # fmt: skip
+        assert lines[2].startswith("shadow: v-challenger beside v-ui-test on 8 decisions")
+        assert "the shadow would catch 2, the champion caught 1" in lines[2]
 
         settled = fraudstream(
             "models", "live", "--window", "1d", "--settle", "2d", env={"FRAUDSTREAM_PG_DB": db}
@@ -94,6 +99,10 @@ def test_live_report_from_verdicts_and_chargebacks(settings: Settings, tmp_path:
         assert 'href="/models/live"' in registry_page
         assert "<title>Models · fraudstream</title>" in registry_page
         page = client.get("/models/live").text
+        assert (
+            "v-ui-test, confirmed frauds flagged by type: Card testing (small probing payments) 1 of 1; "
+            "Card details stolen, used without the card (online) 0 of 1."
+        ) in page
         table = page[page.index('<table id="live">') :]
         cells = re.findall(
             r'<td class="num"[^>]*>([^<]*)</td>', table[: table.index("</tr>", table.index("<tbody>"))]

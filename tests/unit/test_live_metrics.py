@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.audit_window import SLICES, stretches
-from training.metrics import live_metrics, shadow_comparison, wilson
+from training.metrics import NOT_KNOWN, live_metrics, recall_by_type, shadow_comparison, wilson
 
 NAN = np.nan
 # 8 decisions: two confirmed frauds (one flagged, one found by a chargeback), one flagged decision
@@ -98,3 +98,16 @@ def test_stretches_do_not_fall_in_step_with_regular_traffic() -> None:
             for lo, hi in stretches(since, until, fraction)
         )
         assert read == pytest.approx(fraction * len(times), rel=0.35, abs=15), fraction
+
+
+def test_recall_by_type_counts_confirmed_frauds_of_each_kind() -> None:
+    label = np.array([1, 1, 1, 0, np.nan, 1, 1])
+    flagged = np.array([True, False, True, True, True, False, True])
+    types = np.array(["card_testing", "card_testing", None, "card_testing", None, "account_takeover", None],
+                     dtype=object)  # fmt: skip
+    by_type = recall_by_type(label, flagged, types)
+    assert {k: (v["flagged"], v["frauds"], v["recall"]) for k, v in by_type.items()} == {
+        "account_takeover": (0, 1, 0.0), "card_testing": (1, 2, 0.5), NOT_KNOWN: (2, 2, 1.0),
+    }, "a genuine or unlabelled decision counts in no type"  # fmt: skip
+    assert by_type["card_testing"]["recall_95"] == wilson(1, 2)
+    assert recall_by_type(np.array([0.0, np.nan]), np.array([True, False]), np.array([None, None])) == {}
