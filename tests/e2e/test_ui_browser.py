@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app.kafka_admin import ensure_topics
 from app.settings import Settings
@@ -92,6 +92,8 @@ def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
 
     browser.find_element(By.ID, "note").send_keys("card holder denies; travel impossible")
     browser.find_element(By.ID, "block-card").click()
+    kinds = Select(browser.find_element(By.ID, "fraud-type"))
+    kinds.select_by_visible_text("Cloned card (used far apart at once)")
     browser.find_element(By.ID, "confirm-fraud").click()
     banner = wait.until(ec.presence_of_element_located((By.ID, "done")))
     assert txn_id in banner.text
@@ -100,10 +102,11 @@ def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
 
     with psycopg.connect(s.pg_conninfo(reveal=True), row_factory=dict_row) as conn:
         (label,) = conn.execute("select * from labels where txn_id = %s", (txn_id,)).fetchall()
-    assert (label["is_fraud"], label["actor"], label["note"]) == (
+    assert (label["is_fraud"], label["actor"], label["note"], label["fraud_type"]) == (
         True,
         "ana",
         "card holder denies; travel impossible",
+        "impossible_travel",
     )
     (event,) = [orjson.loads(r.value) for r in drain(s.kafka_servers, s.topic_feedback, expected=1)]
     assert (event["txn_id"], event["is_fraud"], event["source"], event["analyst"]) == (
