@@ -1,9 +1,12 @@
 """The worker's Prometheus metrics (``FRAUDSTREAM_METRICS_PORT``): its counters, read when scraped.
 
-Nothing is added to the hot path: a scrape reads the ``Counters`` the worker keeps for its log line
-(plain ints, set on the event loop; read from the HTTP server's thread). The worker's two children
-(scoring, feature writer) report through these counters: a decision is counted when its batch's
-score events are sent.
+A scrape reads the ``Counters`` the worker keeps for its log line (plain ints, set on the event loop;
+read from the HTTP server's thread). The worker's two children (scoring, feature writer) report
+through these counters: a decision is counted when its batch's score events are sent. What the hot
+path does for them alone: the latency histogram's buckets (~0.2 µs a transaction), two clock reads
+around each batch's card fold, the scoring process's three stage timers riding on the answers it
+sends anyway, and once a second the lag per partition (replaced whole, so a scrape never sees it
+half-written).
 """
 
 from __future__ import annotations
