@@ -360,6 +360,25 @@ class UiStore:
         median, p90 = closed.pop("to_verdict_s") or (None, None)
         return {**queue, **closed, "median_to_verdict_s": median, "p90_to_verdict_s": p90}
 
+    def fraud_losses(self, since: datetime) -> list[dict[str, Any]]:
+        """Confirmed frauds (each transaction's latest label not retracted) of transactions since
+        ``since``, per UTC week of the transaction, fraud type (None: not known) and currency: how many,
+        their amount, and what the decisions did with them (declined: money stopped; review: flagged
+        for an analyst; approved: missed)."""
+        query = sql.SQL(
+            "select date_trunc('week', d.event_time at time zone 'UTC')::date as week, l.fraud_type,"
+            " d.txn->>'currency' as currency, count(*) as frauds, sum(d.amount) as amount,"
+            " count(*) filter (where d.decision = 'decline') as declined,"
+            " coalesce(sum(d.amount) filter (where d.decision = 'decline'), 0) as declined_amount,"
+            " count(*) filter (where d.decision = 'review') as reviewed,"
+            " count(*) filter (where d.decision = 'approve') as approved,"
+            " coalesce(sum(d.amount) filter (where d.decision = 'approve'), 0) as approved_amount"
+            " from ({}) l join decisions d using (txn_id) where l.is_fraud and d.event_time >= %s"
+            " group by 1, 2, 3 order by 1 desc, 4 desc"
+        ).format(LATEST_LABELS)
+        with self._connect() as conn:
+            return conn.execute(query, (since,)).fetchall()
+
     def alert(self, txn_id: str) -> dict[str, Any] | None:
         with self._connect() as conn:
             return conn.execute(

@@ -48,6 +48,21 @@ FRAUD_TYPES = {
 }
 
 
+FRAUD_SUMS = ("frauds", "amount", "declined", "declined_amount", "reviewed", "approved", "approved_amount")
+
+
+def fraud_by_type(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``UiStore.fraud_losses`` rows summed over the weeks, per fraud type and currency, the largest
+    amount first."""
+    totals: dict[tuple[str | None, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["fraud_type"], r["currency"])
+        t = totals.setdefault(key, {"fraud_type": key[0], "currency": key[1]})
+        for field in FRAUD_SUMS:
+            t[field] = t.get(field, 0) + r[field]
+    return sorted(totals.values(), key=lambda t: (-t["amount"], t["currency"], t["fraud_type"] or ""))
+
+
 def known_type(fraud_type: str) -> None:
     if fraud_type and fraud_type not in FRAUD_TYPES:
         raise HTTPException(400, f"fraud_type: one of {', '.join(FRAUD_TYPES)}, or none")
@@ -419,6 +434,19 @@ def create_app(  # noqa: PLR0915 - the route table
     @app.get("/reports", response_class=HTMLResponse)
     def reports(request: Request, session: Annotated[Session, Depends(current)]) -> Response:
         return page(request, "reports.html", session, reports=_reports(reports_dir))
+
+    @app.get("/reports/fraud", response_class=HTMLResponse)
+    def fraud_report(
+        request: Request, session: Annotated[Session, Depends(current)], weeks: int = 12
+    ) -> Response:
+        """Confirmed fraud by type, currency and week: what the decisions stopped and what they missed."""
+        if not 1 <= weeks <= 104:
+            raise HTTPException(400, "weeks: 1 to 104")
+        today = datetime.now(UTC).date()
+        since = today - timedelta(days=today.weekday() + 7 * (weeks - 1))  # a Monday: whole weeks
+        rows = store.fraud_losses(datetime.combine(since, datetime.min.time(), UTC))
+        return page(request, "fraud.html", session, rows=rows, by_type=fraud_by_type(rows), since=since,
+                    weeks=weeks)  # fmt: skip
 
     @app.get("/reports/file/{path:path}")
     def report_file(path: str, _session: Annotated[Session, Depends(current)]) -> Response:

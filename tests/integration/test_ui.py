@@ -33,7 +33,7 @@ from app.ui.web import create_app
 from tests.e2e.cli import fraudstream
 from tests.kafka_helpers import drain
 from tests.services import fresh_database, unique
-from tests.ui_data import populate
+from tests.ui_data import T0, populate
 
 PASSWORD = "correct horse battery"
 HOSTILE = "<script>alert(1)</script>'; drop table labels; -- \" ) or 1=1 -- %s {0}"
@@ -303,7 +303,8 @@ def test_a_fraud_verdict_or_report_can_say_which_kind_of_fraud(settings: Setting
         s = settings.model_copy(update={"pg_db": db, "topic_feedback": unique("it-ui-types")})
         ensure_topics(s, [s.topic_feedback])
         store, feedback = analyst_desk(s.pg_conninfo(reveal=True))
-        ids = [d.txn.txn_id for d in populate(store.conninfo, tmp_path / "model", n=4)]
+        decisions = populate(store.conninfo, tmp_path / "model", n=4)
+        ids = [d.txn.txn_id for d in decisions]
         client = TestClient(create_app(store, kafka_feedback(s), tmp_path), follow_redirects=False)
         csrf = login(client, "ana")
         form = client.get(f"/alerts/{ids[0]}").text
@@ -333,6 +334,23 @@ def test_a_fraud_verdict_or_report_can_say_which_kind_of_fraud(settings: Setting
         verdicts = "select detail from action_log where target = %s and action = 'verdict'"
         action = db_rows(store, ids[0], verdicts)
         assert action[0]["detail"]["fraud_type"] == "card_testing"
+
+        # the fraud team's report: confirmed fraud by type, what the decisions stopped and missed
+        losses = store.fraud_losses(T0 - timedelta(days=1))
+        decided = {d.txn.txn_id: d for d in decisions}
+        assert sorted((r["fraud_type"] or "", r["frauds"], r["amount"]) for r in losses) == sorted(
+            (kind, 1, decided[i].txn.amount)
+            for kind, i in zip(["card_testing", "account_takeover", "", "compromised_card"], ids, strict=True)
+        ), "one row each: all four in the week of 2026-03-02, in EUR"
+        assert {r["week"] for r in losses} == {T0.date()}, "T0 is a Monday"
+        assert sum(r["declined"] + r["reviewed"] + r["approved"] for r in losses) == 4
+        stopped = sum(d.txn.amount for d in decisions if d.decision == "decline")
+        assert sum(r["declined_amount"] for r in losses) == stopped
+        assert store.fraud_losses(T0 + timedelta(days=7)) == [], "none since the next week"
+        report = client.get("/reports/fraud", params={"weeks": 52}).text
+        assert report.count("<tr><td>") == 8, "four types, four week rows"
+        assert '<td>Account takeover</td><td>EUR</td><td class="num">1</td>' in report
+        assert client.get("/reports/fraud", params={"weeks": 0}).status_code == 400
 
 
 def db_rows(store: UiStore, txn_id: str, query: str = "select * from labels where txn_id = %s order by id"
