@@ -28,7 +28,7 @@ from app.settings import Settings
 from app.ui.store import UiStore
 from app.worker.process import running_ui
 from tests.kafka_helpers import drain
-from tests.services import ROOT, free_port, fresh_database, unique
+from tests.services import ROOT, free_port, fresh_database, scrape, unique
 from tests.ui_data import populate
 
 ARTEFACTS = ROOT / "reports" / "test-artifacts" / "ui"
@@ -36,7 +36,7 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def ui_server(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Settings]]:
+def ui_server(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Settings, int]]:
     with fresh_database(settings, "e2e_ui") as db:
         s = settings.model_copy(update={"pg_db": db, "topic_feedback": unique("e2e-ui-fb")})
         ensure_topics(s, [s.topic_feedback])
@@ -44,10 +44,12 @@ def ui_server(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Setting
         store.migrate()
         store.add_user("ana", PASSWORD, "analyst")
         populate(store.conninfo, tmp_path / "model")
+        metrics = free_port()
         env = {"FRAUDSTREAM_PG_DB": db, "FRAUDSTREAM_TOPIC_FEEDBACK": s.topic_feedback,
-               "FRAUDSTREAM_REPORTS_DIR": str(tmp_path / "reports")}  # fmt: skip
+               "FRAUDSTREAM_REPORTS_DIR": str(tmp_path / "reports"),
+               "FRAUDSTREAM_UI_METRICS_PORT": str(metrics)}  # fmt: skip
         with running_ui(tmp_path / "ui.log", free_port(), env) as url:
-            yield url, s
+            yield url, s, metrics
 
 
 @pytest.fixture
@@ -69,9 +71,9 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 
 def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
-    ui_server: tuple[str, Settings], browser: webdriver.Chrome
+    ui_server: tuple[str, Settings, int], browser: webdriver.Chrome
 ) -> None:
-    url, s = ui_server
+    url, s, metrics_port = ui_server
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     wait = WebDriverWait(browser, 20)
     browser.get(url + "/")
@@ -115,6 +117,10 @@ def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
         "analyst",
         "ana",
     )
+
+    # and in the queue's health that Prometheus scrapes from `fraudstream ui`
+    health = scrape(metrics_port)
+    assert (health["fraudstream_alerts_up"], health["fraudstream_alerts_closed_fraud_24h"]) == (1, 1)
 
     # the verdict counts at once in the models' live performance
     browser.get(url + "/models")
