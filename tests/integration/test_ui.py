@@ -226,6 +226,7 @@ def test_the_queue_says_how_long_alerts_wait_and_how_fast_they_are_closed(
         client = TestClient(app, follow_redirects=False)
         login(client, "ana")
         page = client.get("/").text
+        assert page.count('class="late"') == 3, "the two alerts waiting beyond the target, and their count"
         line = " ".join(re.search(r'id="queue-health">(.*?)</p>', page, re.S).group(1).split())  # type: ignore[union-attr]
         assert re.sub(r"<[^>]+>", "", line) == (
             "Queue: 4 open (1 held), the oldest 3 h 20 min, 2 waiting longer than 1 h. Last 24 h: 3 closed"
