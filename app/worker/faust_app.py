@@ -41,7 +41,7 @@ import ssl
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -490,9 +490,17 @@ def create_app(settings: Settings) -> faust.App:  # noqa: PLR0915 - the app's wi
 
     @app.timer(interval=1.0)
     async def reseek() -> None:
-        pipeline.counters.lag = offsets.lag(app.consumer.highwater)  # for /metrics: replaced, not changed
         await offsets.reseek_stalled()
         await offsets.seek_stalled(lambda tps: app.consumer.highwaters(*tps))
+
+    if settings.metrics_port:  # a timer of its own: a slow answer from Kafka never holds the reseeks
+
+        @app.timer(interval=1.0)
+        async def measure_lag() -> None:
+            async def ends(tps: list[Any]) -> Mapping[Any, int]:
+                return await asyncio.wait_for(app.consumer.highwaters(*tps), 5.0)
+
+            pipeline.counters.lag = await offsets.lag(app.consumer.highwater, ends)  # replaced whole
 
     @app.on_before_shutdown.connect
     async def flush_on_stop(_sender: Any, /, *_args: Any, **_kwargs: Any) -> None:

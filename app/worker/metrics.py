@@ -6,7 +6,8 @@ through these counters: a decision is counted when its batch's score events are 
 path does for them alone: the latency histogram's buckets (~0.2 µs a transaction), two clock reads
 around each batch's card fold, the scoring process's three stage timers riding on the answers it
 sends anyway, and once a second the lag per partition (replaced whole, so a scrape never sees it
-half-written).
+half-written; a timer of its own, only with a metrics port: while partitions recover it asks Kafka
+for their end offsets).
 """
 
 from __future__ import annotations

@@ -360,11 +360,27 @@ class SourceOffsets:
                 break
         self.done[tp] = done
 
-    def lag(self, highwater: Callable[[Any], int | None]) -> dict[int, int]:
-        """Partition -> messages in Kafka this worker has not finished (``highwater(tp)``, the offset the
-        next message will get, minus ``done``), for the partitions it has started and whose highwater
-        the fetcher knows. Read on the event loop (``done`` changes there)."""
+    async def lag(
+        self, highwater: Callable[[Any], int | None],
+        end_offsets: Callable[[list[Any]], Awaitable[Mapping[Any, int]]],
+    ) -> dict[int, int]:  # fmt: skip
+        """Partition -> messages in Kafka this worker has not finished: the partition's end (the offset
+        the next message will get) minus ``done``. For the partitions it has started, the end is the
+        fetcher's ``highwater(tp)`` (no request; none before a fetch answered); a partition assigned but
+        not started yet (recovering its card states, when a backlog matters most) counts from the
+        group's committed offset, once Faust has it, to an end asked of Kafka (``end_offsets``, one
+        request for all of them). Run on the event loop (``done`` changes there)."""
         out = {}
+        committed = self.consumer._committed_offset
+        waiting = {tp: committed[tp] for tp in self.silent if committed.get(tp) is not None}
+        if waiting:
+            try:
+                ends = await end_offsets(list(waiting))
+            except Exception:  # no figure for them this time; the next look asks again
+                ends = {}
+            for tp, at in waiting.items():
+                if (end := ends.get(tp)) is not None:
+                    out[tp.partition] = max(0, end - at)
         for tp, done in list(self.done.items()):
             try:
                 end = highwater(tp)

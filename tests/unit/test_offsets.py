@@ -384,21 +384,39 @@ def test_lag_is_what_kafka_holds_beyond_the_finished_prefix() -> None:
     assert admit(offsets, *m) == [True] * 4
     offsets.finish(P0, 10)
     offsets.finish(P0, 12)  # 11 not finished: the prefix ends at 11
-    ends = {P0: 30}
+    ends: dict[TP, int | None] = {P0: 30}
+    asked: list[list[TP]] = []
 
     def highwater(tp: TP) -> int | None:
-        if tp == P1:
-            raise AssertionError("not started: not asked")
+        if tp != P0:
+            raise AssertionError("only started partitions: their fetcher's highwater")
         return ends.get(tp)
 
-    assert offsets.lag(highwater) == {0: 19}
+    async def end_offsets(tps: list[TP]) -> dict[TP, int]:
+        asked.append(tps)
+        return {tp: end for tp in tps if (end := ends.get(tp)) is not None}
+
+    def lag() -> dict[int, int]:
+        return asyncio.run(offsets.lag(highwater, end_offsets))
+
+    assert lag() == {0: 19}
+    assert asked == [], "nothing asked of Kafka while every partition has started"
     offsets.finish(P0, 11)
     offsets.finish(P0, 13)
-    assert offsets.lag(highwater) == {0: 16}
-    ends[P0] = None  # type: ignore[assignment]  # no fetch answer yet
-    assert offsets.lag(highwater) == {}
+    assert lag() == {0: 16}
+    p2 = TP(SOURCE, 2)
+    consumer.committed[p2] = 40
+    offsets.assigned([p2])  # recovering its card states: no message admitted yet
+    ends[p2] = 100
+    assert lag() == {0: 16, 2: 60}, "from the committed offset until it starts"
+    assert asked[-1] == [p2]
+    ends[P0] = None  # no fetch answer yet
+    assert lag() == {2: 60}
+
+    async def down(tps: list[TP]) -> dict[TP, int]:
+        raise RuntimeError("Kafka is away")
 
     def revoked(tp: TP) -> int:
         raise RuntimeError("no longer assigned")
 
-    assert offsets.lag(revoked) == {}
+    assert asyncio.run(offsets.lag(revoked, down)) == {}
