@@ -352,6 +352,15 @@ def test_a_fraud_verdict_or_report_can_say_which_kind_of_fraud(settings: Setting
         assert report.count("<tr><td>") == 8, "four types, four week rows"
         assert '<td>Account takeover</td><td>EUR</td><td class="num">1</td>' in report
         assert client.get("/reports/fraud", params={"weeks": 0}).status_code == 400
+        sheet = client.get("/reports/fraud.csv", params={"weeks": 52})
+        assert sheet.headers["content-type"].startswith("text/csv")
+        assert 'filename="fraud-' in sheet.headers["content-disposition"]
+        lines = sheet.text.splitlines()
+        header = ["week", "fraud_type", "currency", "frauds", "amount", "declined", "declined_amount",
+                  "reviewed", "approved", "approved_amount"]  # fmt: skip
+        assert lines[0].split(",") == header
+        assert len(lines) == 5, "a header and the four rows"
+        assert any(line.startswith("2026-03-02,account_takeover,EUR,1,") for line in lines)
 
 
 def db_rows(store: UiStore, txn_id: str, query: str = "select * from labels where txn_id = %s order by id"
