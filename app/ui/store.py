@@ -410,10 +410,10 @@ class UiStore:
                 "select d.txn_id, d.event_time, d.amount, d.score, d.decision, d.model_version,"
                 " d.merchant_id, d.txn->>'currency' as currency, d.txn->>'country' as country,"
                 " d.txn->>'channel' as channel, d.reasons->0->>'text' as top_reason, a.status,"
-                " l.is_fraud, l.source as label_source"
+                " l.is_fraud, l.source as label_source, l.fraud_type"
                 " from decisions d left join alerts a using (txn_id)"
-                " left join lateral (select is_fraud, source from labels where labels.txn_id = d.txn_id"
-                " and retracted_at is null order by id desc limit 1) l on true"
+                " left join lateral (select is_fraud, source, fraud_type from labels"
+                " where labels.txn_id = d.txn_id and retracted_at is null order by id desc limit 1) l on true"
                 " where d.card_id = %s order by d.event_time desc, d.txn_id limit %s offset %s",
                 (card_id, per_page, (max(page, 1) - 1) * per_page),
             ).fetchall()

@@ -323,6 +323,8 @@ def test_a_fraud_verdict_or_report_can_say_which_kind_of_fraud(settings: Setting
             "a type only with a fraud verdict; none given: not known"
         )
         assert "Card testing (small probing payments)" in client.get(f"/transactions/{ids[0]}").text
+        card_page = client.get("/cards/card-ui-0").text  # ids[0] and ids[2] are this card's
+        assert "fraud: Card testing (small probing payments) <span" in card_page
         report = {"csrf": csrf, "fraud_type": "account_takeover"}
         assert client.post(f"/transactions/{ids[1]}/report", data=report).status_code == 303
         assert db_rows(store, ids[1])[-1]["fraud_type"] == "account_takeover"
