@@ -460,8 +460,8 @@ def dlq(
 
     settings = get_settings()
     start = datetime.now(UTC) - parse_window(since)
-    kinds = summarize(read_dead_letters(settings, start), samples)
-    typer.echo("\n".join(describe(kinds, settings.topic_dlq, start)))
+    summary = summarize(read_dead_letters(settings, start), samples)
+    typer.echo("\n".join(describe(summary, settings.topic_dlq, start)))
 
 
 @cli.command()

@@ -38,16 +38,32 @@ def kind_of(reason: str) -> str:
     return reason.split(":", 1)[0].strip() or UNREADABLE
 
 
-def summarize(letters: Iterable[tuple[datetime, bytes]], samples: int = 1) -> list[Kind]:
+@dataclass
+class Summary:
+    kinds: list[Kind]
+    repeats: int  # dead letters of a source message counted already (a worker replayed it after a crash)
+
+
+def summarize(letters: Iterable[tuple[datetime, bytes]], samples: int = 1) -> Summary:
     """(written at, value) of each dead letter -> its kinds, the most frequent first; each with its
-    first and last time, the source topics, and its ``samples`` newest records."""
+    first and last time, the source topics, and its ``samples`` newest records. A source message is
+    counted once: after a crash a worker replays its last batches, and their dead letters repeat
+    (docs/guarantees.md), with the same source topic, partition and offset."""
     kinds: dict[str, Kind] = {}
+    seen: set[tuple[Any, Any, Any]] = set()
+    repeats = 0
     for at, value in letters:
         try:
             record = orjson.loads(value)
             reason = str(record["reason"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             record, reason = {"value": value[:SAMPLE_CHARS].decode("utf-8", "replace")}, UNREADABLE
+        source = (record.get("topic"), record.get("partition"), record.get("offset"))
+        if source[2] is not None:
+            if source in seen:
+                repeats += 1
+                continue
+            seen.add(source)
         kind = kinds.setdefault(kind_of(reason), Kind(kind_of(reason)))
         kind.count += 1
         kind.first = at if kind.first is None else min(kind.first, at)
@@ -56,14 +72,15 @@ def summarize(letters: Iterable[tuple[datetime, bytes]], samples: int = 1) -> li
             kind.sources.add(str(source))
         newest = [*kind.newest, {**record, "_at": at}]
         kind.newest = sorted(newest, key=lambda r: r["_at"], reverse=True)[:samples]
-    return sorted(kinds.values(), key=lambda k: (-k.count, k.name))
+    return Summary(sorted(kinds.values(), key=lambda k: (-k.count, k.name)), repeats)
 
 
-def describe(kinds: list[Kind], topic: str, since: datetime) -> list[str]:
+def describe(summary: Summary, topic: str, since: datetime) -> list[str]:
     """The command's output: a head line, then per kind its count and times, and its samples."""
-    total = sum(k.count for k in kinds)
-    lines = [f"dlq: {total:,} dead letters in {topic} since {since:%Y-%m-%d %H:%M:%S} UTC"]
-    for k in kinds:
+    total = sum(k.count for k in summary.kinds)
+    again = f" ({summary.repeats:,} more repeated after a restart, counted once)" if summary.repeats else ""
+    lines = [f"dlq: {total:,} dead letters in {topic} since {since:%Y-%m-%d %H:%M:%S} UTC{again}"]
+    for k in summary.kinds:
         assert k.first is not None  # a kind exists once it has a record
         assert k.last is not None
         sources = ", ".join(sorted(k.sources)) or "-"
