@@ -507,19 +507,19 @@ def ui(
     ensure_topics(settings, [settings.topic_feedback])
     store = UiStore(settings.pg_conninfo(reveal=True), assignment_s=settings.ui_assignment_s)
     store.migrate()
+    target = timedelta(seconds=settings.ui_alert_target_s)  # the alerts' verdict target: queue and /metrics
     app = create_app(
         store, kafka_feedback(settings), settings.reports_dir, secure_cookies=settings.ui_secure_cookies,
         live_window=timedelta(seconds=settings.ui_live_window_s), live_at_most=settings.ui_live_max_decisions,
         archive_dir=settings.audit_archive_dir,
         login_lockout=(settings.ui_login_max_failures, timedelta(seconds=settings.ui_login_lockout_s)),
         address_max_failures=settings.ui_login_max_failures_per_address,
-        alert_target=timedelta(seconds=settings.ui_alert_target_s),
+        alert_target=target,
     )  # fmt: skip
     if settings.ui_metrics_port:
         from app.prometheus import serve
         from app.ui.metrics import QueueCollector
 
-        target = timedelta(seconds=settings.ui_alert_target_s)
         serve(QueueCollector(store, target), settings.metrics_host, settings.ui_metrics_port, "ui")
     typer.echo(f"ui: http://{host or settings.ui_host}:{port or settings.ui_port}/", err=True)
     uvicorn.run(

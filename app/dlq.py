@@ -64,12 +64,13 @@ def summarize(letters: Iterable[tuple[datetime, bytes]], samples: int = 1) -> Su
                 repeats += 1
                 continue
             seen.add(source)
-        kind = kinds.setdefault(kind_of(reason), Kind(kind_of(reason)))
+        name = kind_of(reason)
+        kind = kinds.setdefault(name, Kind(name))
         kind.count += 1
         kind.first = at if kind.first is None else min(kind.first, at)
         kind.last = at if kind.last is None else max(kind.last, at)
-        if source := record.get("topic"):
-            kind.sources.add(str(source))
+        if source[0]:
+            kind.sources.add(str(source[0]))
         newest = [*kind.newest, {**record, "_at": at}]
         kind.newest = sorted(newest, key=lambda r: r["_at"], reverse=True)[:samples]
     return Summary(sorted(kinds.values(), key=lambda k: (-k.count, k.name)), repeats)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -177,17 +177,11 @@ class UiStore:
         """When ``username`` may try again, after ``max_failures`` failed logins within ``window`` (none
         since a successful one); None when they may now. Per name, so an attacker guessing passwords
         gets ``max_failures`` tries a window, whoever the name belongs to."""
-        with self._connect() as conn:
-            rows = conn.execute(
-                "select at from action_log where actor = %s and action = 'login_failed' and at > now() - %s"
-                " and at > coalesce((select max(at) from action_log where actor = %s and action = 'login'),"
-                " '-infinity') order by at desc limit %s",
-                (username[:64], window, username[:64], max_failures),
-            ).fetchall()
-        if len(rows) < max_failures:
-            return None
-        until: datetime = rows[-1]["at"] + window  # the oldest of the last max_failures ages out
-        return until
+        return self._failed_until(
+            "actor = %s and at > coalesce((select max(at) from action_log where actor = %s"
+            " and action = 'login'), '-infinity')",
+            (username[:64], username[:64]), max_failures, window,
+        )  # fmt: skip
 
     def address_locked_until(self, address: str, max_failures: int, window: timedelta) -> datetime | None:
         """When ``address`` may try again, after ``max_failures`` failed logins from it within ``window``,
@@ -196,11 +190,21 @@ class UiStore:
         it (anyone with an account could, for their guesser)."""
         if not max_failures:
             return None
+        return self._failed_until("detail->>'address' = %s", (address,), max_failures, window)
+
+    def _failed_until(
+        self, which: LiteralString, params: tuple[Any, ...], max_failures: int, window: timedelta
+    ) -> datetime | None:
+        """The end of the wait after ``max_failures`` failed logins within ``window`` among those
+        ``which`` selects (a condition on ``action_log``): the oldest of the last ``max_failures`` ages
+        out; None when there were fewer."""
         with self._connect() as conn:
             rows = conn.execute(
-                "select at from action_log where action = 'login_failed' and detail->>'address' = %s"
-                " and at > now() - %s order by at desc limit %s",
-                (address, window, max_failures),
+                sql.SQL(
+                    "select at from action_log where action = 'login_failed' and at > now() - %s and {}"
+                    " order by at desc limit %s"
+                ).format(sql.SQL(which)),
+                (window, *params, max_failures),
             ).fetchall()
         if len(rows) < max_failures:
             return None
@@ -449,7 +453,7 @@ class UiStore:
         ``block_card`` (fraud only) the card joins the block list; ``fraud_type`` (fraud only): one of
         ``SCENARIOS``, or None for not known."""
         note = mask_pans(note[:2000])  # a card number typed into a note is never stored
-        fraud_type = _fraud_type(fraud_type, is_fraud)
+        fraud_type = fraud_type_of(fraud_type, is_fraud)
         with self._connect() as conn, conn.transaction():
             alert = self._open_alert(conn, txn_id, actor, over=False, to="give a verdict")
             label = conn.execute(
@@ -478,7 +482,7 @@ class UiStore:
         row (and the card blocked with ``block_card``). Refused while its alert is open (the alert takes
         the verdict) and for one labelled fraud already."""
         note = mask_pans(note[:2000])
-        fraud_type = _fraud_type(fraud_type, is_fraud=True)
+        fraud_type = fraud_type_of(fraud_type, is_fraud=True)
         with self._connect() as conn, conn.transaction():
             row = conn.execute(
                 "select d.card_id, a.status from decisions d left join alerts a using (txn_id)"
@@ -617,8 +621,9 @@ class UiStore:
             return conn.execute("select * from action_log order by id desc limit %s", (limit,)).fetchall()
 
 
-def _fraud_type(fraud_type: str | None, is_fraud: bool) -> str | None:
-    """A verdict's fraud type: one of ``SCENARIOS`` on a fraud verdict, None for none given."""
+def fraud_type_of(fraud_type: str | None, is_fraud: bool) -> str | None:
+    """A verdict's fraud type: one of ``SCENARIOS`` on a fraud verdict, None for none given; refused
+    otherwise (the UI checks a form's type with it before anything is written)."""
     if not fraud_type:
         return None
     if not is_fraud:

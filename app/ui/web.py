@@ -29,7 +29,7 @@ from app.errors import FraudstreamError
 from app.pan import mask_pans
 from app.scoring.reasons import describe
 from app.ui.auth import same, token
-from app.ui.store import Session, UiStore
+from app.ui.store import Session, UiStore, fraud_type_of
 from app.ui.waterfall import sigmoid, waterfall_svg
 
 log = logging.getLogger("fraudstream.ui")
@@ -63,11 +63,6 @@ def fraud_by_type(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for field in FRAUD_SUMS:
             t[field] = t.get(field, 0) + r[field]
     return sorted(totals.values(), key=lambda t: (-t["amount"], t["currency"], t["fraud_type"] or ""))
-
-
-def known_type(fraud_type: str) -> None:
-    if fraud_type and fraud_type not in FRAUD_TYPES:
-        raise HTTPException(400, f"fraud_type: one of {', '.join(FRAUD_TYPES)}, or none")
 
 
 def duration(seconds: float) -> str:
@@ -364,7 +359,8 @@ def create_app(  # noqa: PLR0915 - the route table
     ) -> Response:  # fmt: skip
         """Label a transaction that raised no alert as fraud (the card holder disputes it)."""
         checked(session, csrf)
-        known_type(fraud_type)
+        with refused_as(400):  # an unknown type is bad input, not a conflict
+            fraud_type_of(fraud_type, is_fraud=True)
         if store.decision(txn_id) is None:
             raise HTTPException(404, f"no decision {txn_id} in the database")
         with refused_as(409):
@@ -383,7 +379,8 @@ def create_app(  # noqa: PLR0915 - the route table
         checked(session, csrf)
         if verdict not in {"fraud", "legit"}:
             raise HTTPException(400, "verdict: fraud or legit")
-        known_type(fraud_type)
+        with refused_as(400):  # an unknown type is bad input; a legit verdict ignores a known one
+            fraud_type_of(fraud_type, is_fraud=True)
         with refused_as(409):
             label = store.verdict(
                 txn_id, session.user.username, verdict == "fraud", note, block_card=block_card,

@@ -149,7 +149,6 @@ class Pipeline:
     topics: Sequence[Any] = ()  # the output topics, declared (created if missing) when the sinks open
     counters: Counters = field(default_factory=Counters)
     scorer: RemoteScorer | None = None  # the scoring process
-    deliver_s: float = 0.0  # waiting for Kafka's acknowledgements, summed (a stage timer)
     feedback: FeedbackService | None = None
     features: FeatureWriter | None = None  # the online store and the offline log
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -323,8 +322,8 @@ class Pipeline:
         finally:  # failed or cancelled before its states were queued: later batches must not queue theirs
             if not queued.done():
                 queued.set_result(False)
-        self.deliver_s += time.perf_counter() - t0
-        self.counters.stage_s["deliver"] = self.deliver_s
+        stages = self.counters.stage_s  # waiting for Kafka's acknowledgements, summed
+        stages["deliver"] = stages.get("deliver", 0.0) + time.perf_counter() - t0
         mark(item.stamps, "acked")
         item.settle(True)
 
@@ -387,7 +386,7 @@ class Pipeline:
             log.info("worker: feature writer: %d rows logged, %d online writes (%d failed)",
                      f.logged, f.written, f.errors)  # fmt: skip
         if self.scorer is not None:
-            times = {**self.scorer.close(), "deliver": round(self.deliver_s, 4)}
+            times = {**self.scorer.close(), "deliver": round(self.counters.stage_s.get("deliver", 0.0), 4)}
             log.info("worker: stage times %s", json.dumps(times))
 
 

@@ -79,7 +79,7 @@ class WorkerCollector(Collector):
         lag = GaugeMetricFamily(
             "fraudstream_consumer_lag_messages",
             "Messages in a source partition this worker has not finished (its highwater minus the offset "
-            "it would commit), each second; only partitions it has started",
+            "it would commit), each second; a partition still recovering counts from the committed offset",
             labels=["partition"],
         )
         for partition, behind in sorted(self.counters.lag.items()):
