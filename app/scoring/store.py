@@ -97,6 +97,7 @@ create index if not exists alerts_open on alerts (status, score desc);
 create index if not exists alerts_closed on alerts (closed_at) where status <> 'open';  -- the queue's health
 alter table alerts add column if not exists assigned_to text;  -- the analyst working it (the UI's "take")
 alter table alerts add column if not exists assigned_at timestamptz;
+create index if not exists alerts_open_card on alerts (card_id) where status = 'open';  -- the card's others
 
 create table if not exists block_list (
     kind        text not null check (kind in ('card', 'merchant')),

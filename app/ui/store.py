@@ -5,6 +5,7 @@ Every statement is parameterised; sort columns come from a fixed allow-list.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
@@ -56,6 +57,8 @@ create table if not exists action_log (
 alter table users add column if not exists disabled_at timestamptz;
 -- a fraud's type (app.schema.SCENARIOS): the analyst's verdict or the chargeback's reason; null: not given
 alter table labels add column if not exists fraud_type text;
+-- the alert whose page the verdict was given on, when not its own (``UiStore.verdict``'s ``also``)
+alter table labels add column if not exists given_on text;
 create index if not exists action_log_logins on action_log (actor, at)
     where action in ('login', 'login_failed');
 create index if not exists action_log_failed_address on action_log ((detail->>'address'), at)
@@ -274,7 +277,8 @@ class UiStore:
             "select a.txn_id, a.card_id, a.event_time, a.amount, a.score, a.decision, a.model_version,"
             " a.status, a.created_at, d.txn->>'currency' as currency, d.txn->>'country' as country,"
             " d.txn->>'channel' as channel, d.reasons->0->>'text' as top_reason,"
-            " case when a.assigned_at > now() - %s then a.assigned_to end as holder"
+            " case when a.assigned_at > now() - %s then a.assigned_to end as holder,"
+            " (select count(*) from alerts o where o.card_id = a.card_id and o.status = 'open') as card_open"
             " from alerts a join decisions d using (txn_id) where {} order by {}, a.txn_id limit %s offset %s"
         ).format(clause, order)
         with self._connect() as conn:
@@ -290,29 +294,34 @@ class UiStore:
         """Assign an open alert to ``actor``; refused while another analyst holds it, unless ``over``
         (taking it over; logged with whom from)."""
         with self._connect() as conn, conn.transaction():
-            holder = self._open_alert(conn, txn_id, actor, over=over, to="work it")["holder"]
+            holder = self._open_alerts(conn, [txn_id], actor, over=over, to="work it")[0]["holder"]
             conn.execute(
                 "update alerts set assigned_to = %s, assigned_at = now() where txn_id = %s", (actor, txn_id)
             )
             self._log(conn, actor, "take", txn_id, {"from": holder} if holder not in {None, actor} else {})
 
-    def _open_alert(
-        self, conn: psycopg.Connection[Any], txn_id: str, actor: str, *, over: bool, to: str
-    ) -> dict[str, Any]:
-        """The open alert's card and holder, locked for the transaction; refused when there is none,
-        when it is closed, and while another analyst holds it, unless taking it ``over``."""
-        alert = conn.execute(
-            "select card_id, status, case when assigned_at > now() - %s then assigned_to end as holder"
-            " from alerts where txn_id = %s for update",
-            (self.hold, txn_id),
-        ).fetchone()
-        if alert is None:
-            raise FraudstreamError(f"no alert {txn_id!r}")
-        if alert["status"] != "open":
-            raise FraudstreamError(f"alert {txn_id} is closed already ({alert['status']})")
-        if alert["holder"] not in {None, actor} and not over:
-            raise FraudstreamError(f"alert {txn_id} is {alert['holder']}'s: take it over to {to}")
-        return dict(alert)
+    def _open_alerts(
+        self, conn: psycopg.Connection[Any], txn_ids: Sequence[str], actor: str, *, over: bool, to: str
+    ) -> list[dict[str, Any]]:
+        """The open alerts' cards and holders, in ``txn_ids``' order, locked for the transaction (in
+        txn_id order, so that two analysts closing overlapping sets wait rather than deadlock); refused
+        when one is missing or closed, and while another analyst holds one, unless taking it ``over``."""
+        rows = conn.execute(
+            "select txn_id, card_id, status,"
+            " case when assigned_at > now() - %s then assigned_to end as holder"
+            " from alerts where txn_id = any(%s) order by txn_id for update",
+            (self.hold, list(txn_ids)),
+        ).fetchall()
+        found = {r["txn_id"]: r for r in rows}
+        for txn_id in txn_ids:
+            alert = found.get(txn_id)
+            if alert is None:
+                raise FraudstreamError(f"no alert {txn_id!r}")
+            if alert["status"] != "open":
+                raise FraudstreamError(f"alert {txn_id} is closed already ({alert['status']})")
+            if alert["holder"] not in {None, actor} and not over:
+                raise FraudstreamError(f"alert {txn_id} is {alert['holder']}'s: take it over to {to}")
+        return [dict(found[t]) for t in txn_ids]
 
     def release(self, txn_id: str, actor: str) -> None:
         with self._connect() as conn, conn.transaction():
@@ -326,15 +335,20 @@ class UiStore:
             self._log(conn, actor, "release", txn_id, {})
 
     def next_alert(self, actor: str) -> str | None:
-        """Assign the open alert with the highest score that nobody holds to ``actor``; its txn_id, or
-        None when there is none. Two analysts asking at once get two alerts (SKIP LOCKED)."""
+        """Assign the open alert with the highest score that nobody holds, on a card no other analyst is
+        working, to ``actor``; its txn_id, or None when there is none. Two analysts never get one card's
+        alerts from here (they would both call its holder): the picks are serialised by an advisory
+        lock (a pick is one short statement)."""
         with self._connect() as conn, conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(hashtext('fraudstream.next_alert'))")
             row = conn.execute(
                 "update alerts set assigned_to = %s, assigned_at = now() where txn_id = ("
-                " select txn_id from alerts where status = 'open'"
+                " select txn_id from alerts a where status = 'open'"
                 " and (assigned_to is null or assigned_at <= now() - %s)"
+                " and not exists (select 1 from alerts h where h.card_id = a.card_id and h.status = 'open'"
+                " and h.assigned_to <> %s and h.assigned_at > now() - %s)"
                 " order by score desc, txn_id limit 1 for update skip locked) returning txn_id",
-                (actor, self.hold),
+                (actor, self.hold, actor, self.hold),
             ).fetchone()
             if row is not None:
                 self._log(conn, actor, "take", row["txn_id"], {"next": True})
@@ -441,38 +455,61 @@ class UiStore:
                 (card_id, before, limit),
             ).fetchall()
 
+    def open_on_card(self, card_id: str, other_than: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The card's other open alerts, oldest first, each with its holder: a card under attack raises
+        many (the demo's 263 open alerts were on 77 cards), and one look at the card settles most."""
+        with self._connect() as conn:
+            return conn.execute(
+                "select a.txn_id, a.event_time, a.amount, a.score, a.decision, d.merchant_id,"
+                " d.txn->>'currency' as currency, d.txn->>'country' as country, d.txn->>'channel' as channel,"
+                " d.reasons->0->>'text' as top_reason,"
+                " case when a.assigned_at > now() - %s then a.assigned_to end as holder"
+                " from alerts a join decisions d using (txn_id)"
+                " where a.card_id = %s and a.status = 'open' and a.txn_id <> %s"
+                " order by a.event_time, a.txn_id limit %s",
+                (self.hold, card_id, other_than, limit),
+            ).fetchall()
+
     def labels_for(self, txn_id: str) -> list[dict[str, Any]]:
         with self._connect() as conn:
             return conn.execute("select * from labels where txn_id = %s order by id", (txn_id,)).fetchall()
 
     def verdict(
         self, txn_id: str, actor: str, is_fraud: bool, note: str, *, block_card: bool = False,
-        fraud_type: str | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+        fraud_type: str | None = None, also: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:  # fmt: skip
         """Close an open alert with the analyst's verdict; a label row and an action-log row; with
         ``block_card`` (fraud only) the card joins the block list; ``fraud_type`` (fraud only): one of
-        ``SCENARIOS``, or None for not known."""
+        ``SCENARIOS``, or None for not known. ``also``: other open alerts of the same card the same
+        verdict is true of (a card under attack raises many); each gets its own label and log row,
+        which say which alert the verdict was given on; all or none are closed. Returns the labels,
+        ``txn_id``'s first."""
         note = mask_pans(note[:2000])  # a card number typed into a note is never stored
         fraud_type = fraud_type_of(fraud_type, is_fraud)
+        txn_ids = [txn_id, *sorted(set(also) - {txn_id})]
         with self._connect() as conn, conn.transaction():
-            alert = self._open_alert(conn, txn_id, actor, over=False, to="give a verdict")
-            label = conn.execute(
-                "insert into labels (txn_id, card_id, is_fraud, source, actor, note, fraud_type) values"
-                " (%s, %s, %s, 'analyst', %s, %s, %s) returning *",
-                (txn_id, alert["card_id"], is_fraud, actor, note, fraud_type),
-            ).fetchone()
-            conn.execute(
-                "update alerts set status = %s, closed_at = now(), closed_by = %s where txn_id = %s",
-                ("fraud" if is_fraud else "legit", actor, txn_id),
-            )
-            detail = {"is_fraud": is_fraud, "note": note, "fraud_type": fraud_type}
-            self._log(conn, actor, "verdict", txn_id, detail)
-            if block_card and is_fraud:
-                self._block(
-                    conn, "card", alert["card_id"], actor, f"fraud confirmed on {txn_id}", txn_id=txn_id
+            alerts = self._open_alerts(conn, txn_ids, actor, over=False, to="give a verdict")
+            card_id = alerts[0]["card_id"]
+            if other := next((a["txn_id"] for a in alerts if a["card_id"] != card_id), None):
+                raise FraudstreamError(f"alert {other} is on another card than {txn_id}'s")
+            labels = []
+            for t in txn_ids:
+                labels.append(
+                    conn.execute(
+                        "insert into labels (txn_id, card_id, is_fraud, source, actor, note, fraud_type,"
+                        " given_on) values (%s, %s, %s, 'analyst', %s, %s, %s, %s) returning *",
+                        (t, card_id, is_fraud, actor, note, fraud_type, None if t == txn_id else txn_id),
+                    ).fetchone()
                 )
-        assert label is not None
-        return label
+                conn.execute(
+                    "update alerts set status = %s, closed_at = now(), closed_by = %s where txn_id = %s",
+                    ("fraud" if is_fraud else "legit", actor, t),
+                )
+                detail = {"is_fraud": is_fraud, "note": note, "fraud_type": fraud_type}
+                self._log(conn, actor, "verdict", t, detail if t == txn_id else {**detail, "with": txn_id})
+            if block_card and is_fraud:
+                self._block(conn, "card", card_id, actor, f"fraud confirmed on {txn_id}", txn_id=txn_id)
+        return [label for label in labels if label is not None]
 
     def report_fraud(
         self, txn_id: str, actor: str, note: str, *, block_card: bool = False, fraud_type: str | None = None
@@ -517,11 +554,12 @@ class UiStore:
         assert label is not None
         return label
 
-    def undo(self, txn_id: str, actor: str, since: datetime) -> dict[str, Any]:
+    def undo(self, txn_id: str, actor: str, since: datetime) -> list[dict[str, Any]]:
         """Retract the actor's latest verdict (or fraud report) on ``txn_id`` given since ``since`` (this
-        login).
+        login), with the verdicts it gave on the card's other alerts at once (``verdict``'s ``also``).
 
-        The alert, if any, opens again; the label row stays, marked retracted (labels are never deleted).
+        The alerts, if any, open again; the label rows stay, marked retracted (labels are never
+        deleted). Returns the retracted labels, ``txn_id``'s first.
         """
         with self._connect() as conn, conn.transaction():
             label = conn.execute(
@@ -534,11 +572,18 @@ class UiStore:
             ).fetchone()
             if label is None:
                 raise FraudstreamError(f"no verdict of yours on {txn_id} in this session to undo")
-            conn.execute(
-                "update alerts set status = 'open', closed_at = null, closed_by = null where txn_id = %s",
-                (txn_id,),
-            )
-            self._log(conn, actor, "undo", txn_id, {"label_id": label["id"]})
+            with_it = conn.execute(  # given in the same transaction: the same label_time
+                "update labels set retracted_at = clock_timestamp() where given_on = %s and actor = %s"
+                " and source = 'analyst' and retracted_at is null and label_time = %s returning *",
+                (txn_id, actor, label["label_time"]),
+            ).fetchall()
+            labels = [label, *with_it]
+            for retracted in labels:
+                conn.execute(
+                    "update alerts set status = 'open', closed_at = null, closed_by = null where txn_id = %s",
+                    (retracted["txn_id"],),
+                )
+                self._log(conn, actor, "undo", retracted["txn_id"], {"label_id": retracted["id"]})
             unblocked = conn.execute(
                 "delete from block_list where kind = 'card' and txn_id = %s and created_by = %s"
                 " returning value",
@@ -546,7 +591,7 @@ class UiStore:
             ).fetchone()
             if unblocked is not None:
                 self._log(conn, actor, "unblock", f"card:{unblocked['value']}", {"undo": txn_id})
-        return label
+        return sorted(labels, key=lambda lb: lb["txn_id"] != txn_id)
 
     # the block list (``app.scoring.rules``): the workers read it every FRAUDSTREAM_MODEL_POLL_S
     def block(self, kind: str, value: str, actor: str, reason: str) -> bool:

@@ -201,7 +201,7 @@ def create_app(  # noqa: PLR0915 - the route table
     def queue(  # noqa: PLR0917 - the queue's filters are query parameters
         request: Request, session: Annotated[Session, Depends(current)], status: str = "open",
         decision: str | None = None, min_score: float | None = None, sort: str = "score", page_no: int = 1,
-        done: str | None = None, assigned: str = "", empty: bool = False,
+        done: str | None = None, more: int = 0, assigned: str = "", empty: bool = False,
     ) -> Response:  # fmt: skip
         if status not in {"open", "fraud", "legit"}:
             raise HTTPException(400, "status: open, fraud or legit")
@@ -214,8 +214,8 @@ def create_app(  # noqa: PLR0915 - the route table
         return page(
             request, "queue.html", session, rows=rows, total=total, page_no=page_no,
             pages=max(1, -(-total // 25)), filters=filters, now=datetime.now(UTC),
-            done=store.alert(done) if done else None, empty=empty, health=store.queue_health(alert_target),
-            target_s=alert_target.total_seconds(),
+            done=store.alert(done) if done else None, more=more, empty=empty,
+            health=store.queue_health(alert_target), target_s=alert_target.total_seconds(),
         )  # fmt: skip
 
     @app.post("/alerts/next")
@@ -271,6 +271,7 @@ def create_app(  # noqa: PLR0915 - the route table
             request, "decision.html", session, a=row, chart=chart, history=history, countries=countries,
             labels=labels, margin_score=score, archived=source, reported=fraud[-1] if fraud else None,
             card_blocked=store.blocked("card", row["card_id"]),
+            siblings=store.open_on_card(row["card_id"], txn_id) if row["status"] == "open" else [],
         )  # fmt: skip
 
     @app.get("/search", response_class=HTMLResponse)
@@ -375,19 +376,23 @@ def create_app(  # noqa: PLR0915 - the route table
         txn_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()],
         verdict: Annotated[str, Form()], note: Annotated[str, Form()] = "",
         block_card: Annotated[bool, Form()] = False, fraud_type: Annotated[str, Form()] = "",
+        also: Annotated[list[str] | None, Form()] = None,
     ) -> Response:  # fmt: skip
+        """The analyst's verdict on an alert, and on the card's other open alerts ticked (``also``)."""
         checked(session, csrf)
         if verdict not in {"fraud", "legit"}:
             raise HTTPException(400, "verdict: fraud or legit")
         with refused_as(400):  # an unknown type is bad input; a legit verdict ignores a known one
             fraud_type_of(fraud_type, is_fraud=True)
         with refused_as(409):
-            label = store.verdict(
+            labels = store.verdict(
                 txn_id, session.user.username, verdict == "fraud", note, block_card=block_card,
-                fraud_type=fraud_type if verdict == "fraud" else None,
+                fraud_type=fraud_type if verdict == "fraud" else None, also=also or (),
             )  # fmt: skip
-        _deliver(send_feedback, _feedback(label, retracted=False))
-        return RedirectResponse(f"/?done={txn_id}", status_code=303)
+        for label in labels:
+            _deliver(send_feedback, _feedback(label, retracted=False))
+        more = f"&more={len(labels) - 1}" if len(labels) > 1 else ""
+        return RedirectResponse(f"/?done={quote(txn_id, safe='')}{more}", status_code=303)
 
     @app.post("/alerts/{txn_id}/undo")
     def undo(
@@ -395,8 +400,9 @@ def create_app(  # noqa: PLR0915 - the route table
     ) -> Response:
         checked(session, csrf)
         with refused_as(409):
-            label = store.undo(txn_id, session.user.username, since=session.created_at)
-        _deliver(send_feedback, _feedback(label, retracted=True))
+            labels = store.undo(txn_id, session.user.username, since=session.created_at)
+        for label in labels:
+            _deliver(send_feedback, _feedback(label, retracted=True))
         return RedirectResponse(f"/transactions/{quote(txn_id, safe='')}", status_code=303)
 
     @app.get("/models", response_class=HTMLResponse)

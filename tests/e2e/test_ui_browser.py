@@ -144,3 +144,27 @@ def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
     heading = wait.until(ec.presence_of_element_located((By.TAG_NAME, "h1")))
     assert oldest in heading.text
     assert browser.find_element(By.ID, "card-link").text == label["card_id"]
+
+    # the next alert: its card's other open alerts settled with one verdict, two of them ticked
+    browser.get(url + "/")
+    top = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "a.alert-link")))
+    top_id = top.text
+    top.click()
+    boxes = wait.until(ec.presence_of_all_elements_located((By.CSS_SELECTOR, "#siblings input.also")))
+    assert len(boxes) >= 2
+    ticked = [box.get_attribute("value") for box in boxes[:2]]
+    for box in boxes[:2]:
+        box.click()
+    browser.save_screenshot(str(ARTEFACTS / "6-card-alerts.png"))
+    browser.find_element(By.ID, "mark-legit").click()
+    more = wait.until(ec.presence_of_element_located((By.ID, "done-more")))
+    assert more.text == ", with 2 more on its card"
+    with psycopg.connect(s.pg_conninfo(reveal=True), row_factory=dict_row) as conn:
+        settled = conn.execute(
+            "select l.txn_id, l.is_fraud, l.given_on, a.status from labels l join alerts a using (txn_id)"
+            " where l.txn_id = any(%s) order by l.txn_id",
+            ([top_id, *ticked],),
+        ).fetchall()
+    assert sorted((r["txn_id"], r["is_fraud"], r["given_on"], r["status"]) for r in settled) == sorted(
+        [(top_id, False, None, "legit")] + [(t, False, top_id, "legit") for t in ticked]
+    )

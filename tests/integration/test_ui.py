@@ -782,14 +782,18 @@ def test_analysts_take_alerts_so_that_nobody_works_one_twice(ui: Ui) -> None:
     ui.store.add_user("erin", PASSWORD, "analyst")
     ana, erin = ui.client(), ui.client()
     ana_csrf, erin_csrf = login(ana, "ana"), login(erin, "erin")
-    free = [
-        r["txn_id"]
-        for r in ui.sql("select txn_id from alerts where status = 'open' order by score desc, txn_id")
-    ]
+    card_of = {
+        r["txn_id"]: r["card_id"]
+        for r in ui.sql(
+            "select txn_id, card_id from alerts where status = 'open' order by score desc, txn_id"
+        )
+    }
+    free = list(card_of)
+    x = free[0]
+    y = next(t for t in free if card_of[t] != card_of[x])  # ana works x's card: erin gets another one's
     first = ana.post("/alerts/next", data={"csrf": ana_csrf}).headers["location"]
     second = erin.post("/alerts/next", data={"csrf": erin_csrf}).headers["location"]
-    assert (first, second) == (f"/alerts/{free[0]}", f"/alerts/{free[1]}"), "the highest scores nobody holds"
-    x, y = free[0], free[1]
+    assert (first, second) == (f"/alerts/{x}", f"/alerts/{y}"), "the highest scores nobody holds"
 
     held = erin.get(f"/alerts/{x}").text
     assert 'id="held"' in held
@@ -816,12 +820,12 @@ def test_analysts_take_alerts_so_that_nobody_works_one_twice(ui: Ui) -> None:
     )
     assert [(t["actor"], t["detail"]) for t in taken] == [("ana", {"next": True}), ("erin", {"from": "ana"})]
 
-    # two analysts asking at the same moment never get the same alert
+    # analysts asking at the same moment never get the same alert, nor two alerts of one card
     ui.sql("update alerts set assigned_to = null, assigned_at = null returning 1")
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(ui.store.next_alert, [f"racer-{i}" for i in range(8)]))
     handed = [g for g in got if g is not None]
-    assert len(handed) == len(set(handed)) == min(8, len(free) - 1)
+    assert sorted(card_of[g] for g in handed) == sorted(set(card_of.values()))
     ui.sql("update alerts set assigned_to = null, assigned_at = null returning 1")
 
 
@@ -850,3 +854,97 @@ def test_an_alert_closed_as_legitimate_can_be_reported_as_fraud_later(ui: Ui) ->
     )
     again = other.post(f"/transactions/{txn_id}/report", data={"csrf": other_csrf})
     assert (again.status_code, again.text) == (409, f"{txn_id} is labelled fraud already (by root-admin)")
+
+
+def test_a_verdict_settles_the_cards_other_alerts_ticked_and_its_undo_reopens_them(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A card under attack raises many alerts (the demo's 263 open alerts were on 77 cards): the alert
+    page lists the card's other open alerts, the analyst ticks those the verdict is true of, and each
+    gets its own label and feedback event; one undo takes them all back."""
+    with fresh_database(settings, "it_ui_card_case") as db:
+        s = settings.model_copy(update={"pg_db": db, "topic_feedback": unique("it-ui-case")})
+        ensure_topics(s, [s.topic_feedback])
+        store, _ = analyst_desk(s.pg_conninfo(reveal=True))
+        store.add_user("erin", PASSWORD, "analyst")
+        decisions = populate(store.conninfo, tmp_path / "model", n=10)  # card-ui-0: even i, card-ui-1: odd
+        ids = [d.txn.txn_id for d in decisions]
+        client = TestClient(create_app(store, kafka_feedback(s), tmp_path), follow_redirects=False)
+        erin = TestClient(create_app(store, kafka_feedback(s), tmp_path), follow_redirects=False)
+        csrf, erin_csrf = login(client, "ana"), login(erin, "erin")
+        assert erin.post(f"/alerts/{ids[8]}/take", data={"csrf": erin_csrf}).status_code == 303
+
+        page = client.get(f"/alerts/{ids[0]}").text
+        offered = re.findall(r'name="also" value="([^"]+)"', page)
+        assert offered == [ids[2], ids[4], ids[6]], "the card's other open alerts, oldest first, not erin's"
+        assert "erin's</span>" in page, "the one erin holds is shown, not offered"
+        queue = client.get("/").text
+        assert re.search(rf'{ids[1]}</a></td>\s*<td>card-ui-1 <span class="muted card-open"[^>]*>\+4<', queue)
+
+        fraud = {"verdict": "fraud", "csrf": csrf, "fraud_type": "card_testing", "note": "burst"}
+        foreign = client.post(f"/alerts/{ids[0]}/verdict", data={**fraud, "also": [ids[2], ids[1]]})
+        assert foreign.status_code == 409
+        assert foreign.text == f"alert {ids[1]} is on another card than {ids[0]}'s"
+        held = client.post(f"/alerts/{ids[0]}/verdict", data={**fraud, "also": [ids[2], ids[8]]})
+        assert held.status_code == 409
+        assert held.text == f"alert {ids[8]} is erin's: take it over to give a verdict"
+        assert store.labels_for(ids[0]) == store.labels_for(ids[2]) == [], "refused whole"
+
+        done = client.post(f"/alerts/{ids[0]}/verdict", data={**fraud, "also": [ids[2], ids[4]]})
+        assert (done.status_code, done.headers["location"]) == (303, f"/?done={ids[0]}&more=2")
+        assert 'id="done-more">, with 2 more on its card<' in client.get(done.headers["location"]).text
+        closed = {r["txn_id"]: r for r in db_status(store, ids)}
+        assert [closed[i]["status"] for i in ids[:9:2]] == ["fraud", "fraud", "fraud", "open", "open"]
+        labels = {i: store.labels_for(i) for i in ids[:5:2]}
+        assert [(lb[0]["fraud_type"], lb[0]["note"], lb[0]["given_on"]) for lb in labels.values()] == [
+            ("card_testing", "burst", None),
+            ("card_testing", "burst", ids[0]),
+            ("card_testing", "burst", ids[0]),
+        ]  # fmt: skip
+        assert re.findall(r'name="also" value="([^"]+)"', client.get(f"/alerts/{ids[6]}").text) == [], (
+            "nothing left to tick: erin holds the last other one"
+        )
+
+        assert client.post(f"/alerts/{ids[0]}/undo", data={"csrf": csrf}).status_code == 303
+        reopened = {r["txn_id"]: r["status"] for r in db_status(store, ids)}
+        assert [reopened[i] for i in ids[:5:2]] == ["open", "open", "open"], "one undo reopens all three"
+        assert all(lb["retracted_at"] is not None for i in ids[:5:2] for lb in store.labels_for(i))
+
+        events = [orjson.loads(r.value) for r in drain(s.kafka_servers, s.topic_feedback, 6)]
+        assert sorted((e["txn_id"], e["retracted"], e["fraud_scenario"]) for e in events) == sorted(
+            (i, retracted, "card_testing") for i in ids[:5:2] for retracted in (False, True)
+        )
+        logged = [(a["action"], a["target"], a["detail"].get("with")) for a in store.actions(20)]
+        assert ("verdict", ids[2], ids[0]) in logged
+        assert ("verdict", ids[0], None) in logged
+
+
+def test_next_alert_never_hands_two_analysts_one_card(settings: Settings, tmp_path: Path) -> None:
+    """Two analysts working one card would both call its holder: "Next alert" skips a card someone else
+    holds an alert of, even when they ask at the same moment."""
+    with fresh_database(settings, "it_ui_next_card") as db:
+        store, _ = analyst_desk(settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True))
+        store.add_user("erin", PASSWORD, "analyst")
+        decisions = populate(store.conninfo, tmp_path / "model", n=8)
+        card_of = {d.txn.txn_id: d.txn.card_id for d in decisions}
+        for _ in range(3):
+            with ThreadPoolExecutor(6) as pool:
+                got = list(pool.map(store.next_alert, [f"racer-{i}" for i in range(6)]))
+            handed = [g for g in got if g is not None]
+            assert sorted(card_of[g] for g in handed) == ["card-ui-0", "card-ui-1"], got
+            with psycopg.connect(store.conninfo) as conn:
+                conn.execute("update alerts set assigned_to = null, assigned_at = null")
+        erins = store.next_alert("erin")
+        assert erins is not None
+        mine = [store.next_alert("ana") for _ in range(5)]
+        assert mine[4] is None, "nothing left but erin's card"
+        assert all(m is not None and card_of[m] != card_of[erins] for m in mine[:4]), "erin's card is skipped"
+        store.release(erins, "erin")
+        last = store.next_alert("ana")
+        assert last is not None
+        assert card_of[last] == card_of[erins], "released: the card is free again"
+
+
+def db_status(store: UiStore, txn_ids: list[str]) -> list[dict[str, Any]]:
+    with psycopg.connect(store.conninfo, row_factory=dict_row) as conn:
+        return conn.execute("select txn_id, status from alerts where txn_id = any(%s)", (txn_ids,)).fetchall()
