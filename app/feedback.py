@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from app.pg import apply_schema
 from app.schema import SCENARIOS, Feedback
+from app.ui.store import UiStore, settle_by_chargebacks
 
 log = logging.getLogger("fraudstream.feedback")
 
@@ -59,9 +60,7 @@ class FeedbackService:
         self.triggered: list[str] = []
 
     def migrate(self) -> None:
-        from app.ui.store import UiStore  # noqa: PLC0415 - labels live with the UI tables
-
-        UiStore(self.conninfo).migrate()
+        UiStore(self.conninfo).migrate()  # labels and alerts live with the UI tables
         with psycopg.connect(self.conninfo, connect_timeout=10) as conn:
             apply_schema(conn, SCHEMA)
 
@@ -77,6 +76,7 @@ class FeedbackService:
                     " on conflict (txn_id) where source = 'chargeback' do nothing",
                     rows,
                 )
+            settled = settle_by_chargebacks(conn, [f.txn_id for f in chargebacks])
             champion = conn.execute(
                 "select version, data_to from model_registry where status = 'champion'"
             ).fetchone()
@@ -103,4 +103,9 @@ class FeedbackService:
                 self.triggered.append(reason)
                 log.info("feedback: %s -> retrain requested", reason)
         self.labels += len(chargebacks)
-        return {"chargebacks": len(chargebacks), "confirmed": confirmed, "retrain": fire}
+        return {
+            "chargebacks": len(chargebacks),
+            "settled": len(settled),
+            "confirmed": confirmed,
+            "retrain": fire,
+        }

@@ -12,6 +12,7 @@ from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from app.errors import FraudstreamError
@@ -583,6 +584,7 @@ class UiStore:
                     "update alerts set status = 'open', closed_at = null, closed_by = null where txn_id = %s",
                     (retracted["txn_id"],),
                 )
+                settle_by_chargebacks(conn, [retracted["txn_id"]])  # a chargeback since has the last word
                 self._log(conn, actor, "undo", retracted["txn_id"], {"label_id": retracted["id"]})
             unblocked = conn.execute(
                 "delete from block_list where kind = 'card' and txn_id = %s and created_by = %s"
@@ -664,6 +666,39 @@ class UiStore:
     def actions(self, limit: int = 50) -> list[dict[str, Any]]:
         with self._connect() as conn:
             return conn.execute("select * from action_log order by id desc limit %s", (limit,)).fetchall()
+
+
+def settle_by_chargebacks(
+    conn: psycopg.Connection[Any], txn_ids: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """Close the alerts that the stored chargebacks of ``txn_ids`` settle: an open alert takes the
+    chargeback's verdict (nobody works a case the card holder has settled), and one an analyst
+    cleared becomes fraud when the card holder disputed it (the analyst's label stays: the team's
+    figures count it). ``closed_by`` is ``chargeback``; an action-log row each. A redelivered
+    chargeback changes nothing. In the caller's transaction; returns (txn_id, was, now) of each."""
+    if not txn_ids:
+        return []
+    cur = conn.cursor(row_factory=tuple_row)
+    rows = cur.execute(
+        "select a.txn_id, a.status, l.is_fraud from alerts a"
+        " join labels l on l.txn_id = a.txn_id and l.source = 'chargeback'"
+        " where a.txn_id = any(%s) order by a.txn_id for update of a",
+        (list(txn_ids),),
+    ).fetchall()
+    changed = [
+        (txn_id, was, "fraud" if is_fraud else "legit")
+        for txn_id, was, is_fraud in rows
+        if was == "open" or (was == "legit" and is_fraud)
+    ]
+    cur.executemany(
+        "update alerts set status = %s, closed_at = now(), closed_by = 'chargeback' where txn_id = %s",
+        [(now, txn_id) for txn_id, _, now in changed],
+    )
+    cur.executemany(
+        "insert into action_log (actor, action, target, detail) values ('chargeback', 'settle', %s, %s)",
+        [(txn_id, Jsonb({"alert_was": was, "status": now})) for txn_id, was, now in changed],
+    )
+    return changed
 
 
 def fraud_type_of(fraud_type: str | None, is_fraud: bool) -> str | None:

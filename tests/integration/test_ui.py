@@ -947,4 +947,59 @@ def test_next_alert_never_hands_two_analysts_one_card(settings: Settings, tmp_pa
 
 def db_status(store: UiStore, txn_ids: list[str]) -> list[dict[str, Any]]:
     with psycopg.connect(store.conninfo, row_factory=dict_row) as conn:
-        return conn.execute("select txn_id, status from alerts where txn_id = any(%s)", (txn_ids,)).fetchall()
+        return conn.execute(
+            "select txn_id, status, closed_by from alerts where txn_id = any(%s)", (txn_ids,)
+        ).fetchall()
+
+
+def test_a_chargeback_settles_its_alert_and_overturns_a_clearance(settings: Settings, tmp_path: Path) -> None:
+    """Nobody should work a case the card holder has settled: a chargeback closes its open alert with its
+    verdict, and turns an alert an analyst cleared into fraud (the analyst's label stays); an undo
+    after it leaves the chargeback's verdict; a redelivered chargeback changes nothing."""
+    with fresh_database(settings, "it_ui_chargeback") as db:
+        s = settings.model_copy(update={"pg_db": db, "topic_feedback": unique("it-ui-cb")})
+        ensure_topics(s, [s.topic_feedback])
+        store, feedback = analyst_desk(s.pg_conninfo(reveal=True))
+        decisions = populate(store.conninfo, tmp_path / "model", n=6)
+        ids = [d.txn.txn_id for d in decisions]
+        client = TestClient(create_app(store, kafka_feedback(s), tmp_path), follow_redirects=False)
+        csrf = login(client, "ana")
+        for txn_id, verdict in ((ids[1], "legit"), (ids[2], "fraud"), (ids[4], "legit")):
+            done = client.post(f"/alerts/{txn_id}/verdict", data={"verdict": verdict, "csrf": csrf})
+            assert done.status_code == 303
+
+        def chargeback(i: int, is_fraud: int) -> Feedback:
+            return Feedback(txn_id=ids[i], card_id=decisions[i].txn.card_id, is_fraud=is_fraud,
+                            label_time=datetime.now(UTC), source="chargeback")  # fmt: skip
+
+        batch = [chargeback(0, 1), chargeback(1, 1), chargeback(2, 0), chargeback(3, 0), chargeback(4, 1)]
+        assert feedback.handle(batch)["settled"] == 4
+        status = {r["txn_id"]: r for r in db_status(store, ids)}
+        # open ones take the chargeback's verdict; a clearance disputed becomes fraud; a fraud verdict stays
+        assert [status[i]["status"] for i in ids] == ["fraud", "fraud", "fraud", "legit", "fraud", "open"]
+        assert [status[i]["closed_by"] for i in ids] == [
+            "chargeback",
+            "chargeback",
+            "ana",
+            "chargeback",
+            "chargeback",
+            None,
+        ]
+        assert [lb["is_fraud"] for lb in db_rows(store, ids[1])] == [False, True], "ana's label stays"
+        settled = [
+            (a["target"], a["detail"]["alert_was"]) for a in store.actions(50) if a["action"] == "settle"
+        ]
+        assert sorted(settled) == [(ids[0], "open"), (ids[1], "legit"), (ids[3], "open"), (ids[4], "legit")]
+        assert feedback.handle(batch)["settled"] == 0, "redelivered: nothing changes"
+
+        page = client.get(f"/alerts/{ids[0]}").text
+        assert "Closed by the card holder's chargeback at " in page
+        assert 'id="undo"' not in page, "not ana's verdict to undo"
+        refused = client.post(f"/alerts/{ids[0]}/verdict", data={"verdict": "legit", "csrf": csrf})
+        assert (refused.status_code, refused.text) == (409, f"alert {ids[0]} is closed already (fraud)")
+
+        assert client.post(f"/alerts/{ids[4]}/undo", data={"csrf": csrf}).status_code == 303
+        after = {r["txn_id"]: r for r in db_status(store, ids)}
+        assert after[ids[4]]["status"] == "fraud", (
+            "the undo leaves the chargeback's verdict, not an open alert"
+        )
