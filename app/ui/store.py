@@ -398,6 +398,26 @@ class UiStore:
         with self._connect() as conn:
             return conn.execute(query, (since,)).fetchall()
 
+    def analyst_figures(self, since: datetime) -> list[dict[str, Any]]:
+        """The team lead's check, per analyst, of their labels on alerts given since ``since`` (not
+        retracted): how many, how many fraud, how many with another alert's (the card's others ticked),
+        the median and 90th percentile time from alert to label, and the clearances a chargeback
+        overturned (a card holder disputed a transaction the analyst called legitimate)."""
+        with self._connect() as conn:
+            return conn.execute(
+                "select l.actor, count(*) as labels, count(*) filter (where l.is_fraud) as fraud,"
+                " count(*) filter (where l.given_on is not null) as with_card,"
+                " percentile_cont(0.5) within group (order by l.to_label_s) as median_s,"
+                " percentile_cont(0.9) within group (order by l.to_label_s) as p90_s,"
+                " count(*) filter (where not l.is_fraud and exists (select 1 from labels c"
+                " where c.txn_id = l.txn_id and c.source = 'chargeback' and c.is_fraud)) as overturned"
+                " from (select labels.*, extract(epoch from label_time - a.created_at) as to_label_s"
+                " from labels join alerts a using (txn_id)) l"
+                " where l.source = 'analyst' and l.retracted_at is null and l.label_time >= %s"
+                " group by l.actor order by labels desc, l.actor",
+                (since,),
+            ).fetchall()
+
     def alert(self, txn_id: str) -> dict[str, Any] | None:
         with self._connect() as conn:
             return conn.execute(

@@ -449,6 +449,17 @@ def create_app(  # noqa: PLR0915 - the route table
         return page(request, "fraud.html", session, rows=rows, by_type=fraud_by_type(rows), since=since,
                     weeks=weeks)  # fmt: skip
 
+    @app.get("/reports/analysts", response_class=HTMLResponse)
+    def analysts_report(
+        request: Request, session: Annotated[Session, Depends(admin)], days: int = 30
+    ) -> Response:
+        """Each analyst's labels on alerts, their speed, and the clearances chargebacks overturned
+        (admins only: the team lead's page)."""
+        if not 1 <= days <= 366:
+            raise HTTPException(400, "days: 1 to 366")
+        rows = store.analyst_figures(datetime.now(UTC) - timedelta(days=days))
+        return page(request, "analysts.html", session, rows=rows, days=days)
+
     @app.get("/reports/fraud.csv")
     def fraud_report_csv(_session: Annotated[Session, Depends(current)], weeks: int = 12) -> Response:
         """The same weeks' rows as CSV, for the monthly report's spreadsheet."""

@@ -1003,3 +1003,23 @@ def test_a_chargeback_settles_its_alert_and_overturns_a_clearance(settings: Sett
         assert after[ids[4]]["status"] == "fraud", (
             "the undo leaves the chargeback's verdict, not an open alert"
         )
+
+        # the team lead's page: ana's labels (ids[4]'s undone), and the clearance a chargeback overturned
+        (figures,) = store.analyst_figures(datetime.now(UTC) - timedelta(days=1))
+        assert (figures["actor"], figures["labels"], figures["fraud"], figures["overturned"]) == (
+            "ana",
+            2,
+            1,
+            1,
+        )
+        assert client.get("/reports/analysts").status_code == 403, "admins only"
+        store.add_user("lead", PASSWORD, "admin")
+        lead = TestClient(create_app(store, kafka_feedback(s), tmp_path), follow_redirects=False)
+        login(lead, "lead")
+        row = re.search(
+            r'<table id="analysts">.*?<tbody><tr>(.*?)</tr>', lead.get("/reports/analysts").text, re.S
+        )
+        assert row is not None
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))
+        assert [cells[i] for i in (0, 1, 2, 3, 6)] == ["ana", "2", "1", "0", "1"]
+        assert lead.get("/reports/analysts", params={"days": 0}).status_code == 400
