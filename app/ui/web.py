@@ -13,7 +13,7 @@ roles are checked on every route (analyst < admin); all SQL is parameterised; te
 import csv
 import io
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -63,6 +63,22 @@ def fraud_by_type(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for field in FRAUD_SUMS:
             t[field] = t.get(field, 0) + r[field]
     return sorted(totals.values(), key=lambda t: (-t["amount"], t["currency"], t["fraud_type"] or ""))
+
+
+# Every response: never framed (a verdict or block button under a decoy is clickjacking), never
+# cached (customer data), no referrer (URLs name transactions and cards), no content sniffing.
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+# The app's pages: no script, styles inline, forms post here only. Report files (GX data docs,
+# Evidently) are the project's own jobs' HTML, which needs its scripts: they get the headers above.
+PAGE_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self';"
+    " frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def duration(seconds: float) -> str:
@@ -120,6 +136,16 @@ def create_app(  # noqa: PLR0915 - the route table
     def checked(session: Session, csrf: str) -> None:
         if not same(csrf, session.csrf):
             raise HTTPException(403, "invalid or missing CSRF token; reload the page")
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if not request.url.path.startswith("/reports/file/"):  # the app's own pages run no script at all
+            response.headers["Content-Security-Policy"] = PAGE_POLICY
+        return response
 
     @app.exception_handler(NotLoggedIn)
     async def to_login(_request: Request, _exc: NotLoggedIn) -> Response:
@@ -376,9 +402,11 @@ def create_app(  # noqa: PLR0915 - the route table
         txn_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()],
         verdict: Annotated[str, Form()], note: Annotated[str, Form()] = "",
         block_card: Annotated[bool, Form()] = False, fraud_type: Annotated[str, Form()] = "",
-        also: Annotated[list[str] | None, Form()] = None,
+        also: Annotated[list[str] | None, Form()] = None, also_all: Annotated[bool, Form()] = False,
+        offered: Annotated[list[str] | None, Form()] = None,
     ) -> Response:  # fmt: skip
-        """The analyst's verdict on an alert, and on the card's other open alerts ticked (``also``)."""
+        """The analyst's verdict on an alert, and on the card's other open alerts ticked (``also``), or
+        on every one the page offered (``also_all``: those in ``offered``, none that came in since)."""
         checked(session, csrf)
         if verdict not in {"fraud", "legit"}:
             raise HTTPException(400, "verdict: fraud or legit")
@@ -387,7 +415,8 @@ def create_app(  # noqa: PLR0915 - the route table
         with refused_as(409):
             labels = store.verdict(
                 txn_id, session.user.username, verdict == "fraud", note, block_card=block_card,
-                fraud_type=fraud_type if verdict == "fraud" else None, also=also or (),
+                fraud_type=fraud_type if verdict == "fraud" else None,
+                also=[*(also or ()), *((offered or ()) if also_all else ())],
             )  # fmt: skip
         for label in labels:
             _deliver(send_feedback, _feedback(label, retracted=False))

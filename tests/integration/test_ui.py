@@ -402,6 +402,29 @@ def test_reports_are_served_only_from_the_reports_folder(ui: Ui) -> None:
     assert client.get("/reports/file/%2e%2e/secret.txt").status_code == 404
 
 
+def test_pages_are_never_framed_cached_or_scripted(ui: Ui) -> None:
+    """A verdict or block button under a decoy page is clickjacking; customer data must not stay in a
+    shared machine's cache; the app's pages run no script, so none injected could run either."""
+    client = ui.client()
+    anonymous = client.get("/login")
+    login(client, "ana")
+    report = client.get("/reports/file/gx/uncommitted/data_docs/local_site/index.html")
+    for response in (anonymous, client.get("/"), client.get(f"/alerts/{ui.decisions[0].txn.txn_id}"), report):
+        assert response.status_code == 200
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    for response in (anonymous, client.get("/")):
+        policy = dict(p.strip().split(" ", 1) for p in response.headers["content-security-policy"].split(";"))
+        assert (policy["default-src"], policy["frame-ancestors"], policy["form-action"]) == (
+            "'none'",
+            "'none'",
+            "'self'",
+        )
+    assert "content-security-policy" not in report.headers, "the reports' own scripts run (GX, Evidently)"
+
+
 def test_hostile_strings_in_every_text_input_are_data_never_sql_or_html(ui: Ui) -> None:
     """Every query parameter, path segment and form field of the UI with SQL/HTML/format payloads:
     a clear 4xx or a page that shows them escaped, never a 500, and the tables stay intact."""
@@ -917,6 +940,16 @@ def test_a_verdict_settles_the_cards_other_alerts_ticked_and_its_undo_reopens_th
         logged = [(a["action"], a["target"], a["detail"].get("with")) for a in store.actions(20)]
         assert ("verdict", ids[2], ids[0]) in logged
         assert ("verdict", ids[0], None) in logged
+
+        # "all": every alert the page offered (its hidden list), not one that came in since
+        page = client.get(f"/alerts/{ids[0]}").text
+        offered = re.findall(r'name="offered" value="([^"]+)"', page)
+        assert offered == [ids[2], ids[4], ids[6]]
+        legit = {"verdict": "legit", "csrf": csrf, "also_all": "true", "offered": offered}
+        done = client.post(f"/alerts/{ids[0]}/verdict", data=legit)
+        assert (done.status_code, done.headers["location"]) == (303, f"/?done={ids[0]}&more=3")
+        after = {r["txn_id"]: r["status"] for r in db_status(store, ids)}
+        assert [after[i] for i in ids[:9:2]] == ["legit", "legit", "legit", "legit", "open"], "erin's stays"
 
 
 def test_next_alert_never_hands_two_analysts_one_card(settings: Settings, tmp_path: Path) -> None:
