@@ -25,14 +25,16 @@ from psycopg import sql
 
 from app.audit_window import SLICES, decided_in_window
 from app.errors import FraudstreamError
-from training.metrics import live_metrics, recall_by_type, shadow_comparison
+from training.metrics import live_metrics, measured_declines, recall_by_type, shadow_comparison
 
 COLUMNS = sql.SQL(
     "d.model_version, d.score, d.decision <> 'approve', (d.thresholds->>'review')::float8, d.shadow_version,"
-    " d.shadow_score, l.is_fraud::int, l.fraud_type"
+    " d.shadow_score, l.is_fraud::int, l.fraud_type, (d.reasons::text like '%%policy:explore%%' and exists"
+    " (select 1 from json_array_elements(d.reasons) r where r->>'feature' = 'policy:explore'))"
 )
 NAMES = [
     "model_version", "score", "flagged", "review", "shadow_version", "shadow_score", "label", "fraud_type",
+    "explored",
 ]  # fmt: skip
 
 
@@ -46,9 +48,9 @@ def live_decisions(conninfo: str, since: datetime, until: datetime, at_most: int
     """Decisions scored in [since, until), or about ``at_most`` of them spread over it where it holds more:
     model, scores, flagged, review threshold, label (NaN if none)."""
     window = decided_in_window(conninfo, COLUMNS, since, until, at_most)
-    frame = pd.DataFrame(window.rows, columns=NAMES).astype({"score": "float64", "flagged": "bool",
-                                                             "review": "float64", "shadow_score": "float64",
-                                                             "label": "float64"})  # fmt: skip
+    types = {"score": "float64", "flagged": "bool", "review": "float64", "shadow_score": "float64",
+             "label": "float64", "explored": "bool"}  # fmt: skip
+    frame = pd.DataFrame(window.rows, columns=NAMES).astype(types)
     return Live(frame, window.sample())
 
 
@@ -60,6 +62,7 @@ def live_report(frame: pd.DataFrame) -> dict[str, Any]:
             "recall_by_type": recall_by_type(
                 g["label"].to_numpy(), g["flagged"].to_numpy(), g["fraud_type"].to_numpy()
             ),
+            "declines_measured": measured_declines(g["label"].to_numpy(), g["explored"].to_numpy()),
         }
         for version, g in frame.groupby("model_version", sort=True)
     }
@@ -103,6 +106,14 @@ def one_lines(report: dict[str, Any]) -> list[str]:
         kinds = [f"{name} {k['flagged']:,}/{k['frauds']:,}" for name, k in by_type]
         if kinds:
             lines.append(f"live: {version}: frauds flagged by type: {', '.join(kinds)}")
+        measured = m.get("declines_measured", {})
+        if measured.get("explored"):
+            lines.append(
+                f"live: {version}: {measured['explored']:,} would-be declines let through to measure them, "
+                f"{measured['frauds']:,} fraud: the declines' precision {_num(measured['decline_precision'])}"
+                f"{_interval(measured['decline_precision_95'])}; the rest were good customers' payments the "
+                f"model would have refused (unlabelled presumed genuine)"
+            )
     for s in report["shadows"]:
         c, w, v = s["champion"], s["shadow"], s["equal_volume"]
         lines.append(

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     explain_all: bool = Field(False, description="Explain approved decisions too (flagged ones always are)")
     reason_count: int = Field(5, ge=1, description="Reason codes per decision (top-k by |SHAP|)")
     amount_limit: float | None = Field(10_000.0, gt=0, description="Hard limit: above it, decline")
+    explore_rate: float = Field(
+        0.0, ge=0, le=0.2,
+        description="Share of the model's would-be declines let through (as review) to measure them; 0: none",
+    )  # fmt: skip
+    explore_max_amount: float | None = Field(
+        500.0, gt=0, description="No would-be decline above this amount is let through"
+    )
     model_poll_s: float = Field(5.0, gt=0, description="How often workers look for a new champion")
     shadow_model: str | None = Field(None, description="Registry version scored beside the champion")
     merchant_cache_s: float = Field(300.0, ge=0, description="Merchant feature cache in the worker")

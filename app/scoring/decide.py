@@ -7,6 +7,7 @@ every rule hit) is explained synchronously with exact TreeSHAP; approved ones to
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from app.scoring.rules import Rules
 from features.card import FEATURE_NAMES
 from features.model_input import channel_features
 
+EXPLORE = "policy:explore"  # the reason of a would-be decline let through to be measured
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -29,11 +32,34 @@ class Policy:
     decline: float
     explain_all: bool = False
     top_k: int = 5
+    explore_rate: float = 0.0  # the share of the model's would-be declines let through (as review)
+    explore_max_amount: float | None = None  # none above this amount is
 
     def decision(self, score: float, rule_hits: int) -> str:
         if rule_hits or score >= self.decline:
             return "decline"
         return "review" if score >= self.review else "approve"
+
+    def explores(self, txn_id: str, amount: float) -> bool:
+        """Whether the model's would-be decline of this transaction is let through, to be measured.
+
+        A declined payment never brings a chargeback: without this, nobody learns how many of the
+        model's declines were good customers', and the next model learns nothing from them. A fixed
+        share, ``explore_rate``, chosen by a hash of the transaction id (random to the model and to
+        fraudsters, and the same choice when a batch is replayed), up to ``explore_max_amount``."""
+        capped = self.explore_max_amount is not None and amount > self.explore_max_amount
+        if self.explore_rate <= 0 or capped:
+            return False
+        digest = hashlib.blake2b(txn_id.encode(), digest_size=8, person=b"fs-explore").digest()
+        return int.from_bytes(digest) < self.explore_rate * 2**64
+
+    def explore_reason(self) -> dict[str, Any]:
+        share = f"1 in {round(1 / self.explore_rate):,}" if self.explore_rate else "none"
+        text = (
+            f"Let through to measure the model's declines: {share} of the payments it would decline"
+            f" (score ≥ {self.decline}), chosen at random"
+        )
+        return {"feature": EXPLORE, "value": self.explore_rate, "shap": None, "text": text}
 
     def thresholds(self) -> dict[str, float]:
         return {"review": self.review, "decline": self.decline}
@@ -62,6 +88,11 @@ class Decision:
     @property
     def flagged(self) -> bool:
         return self.decision != "approve"
+
+    @property
+    def explored(self) -> bool:
+        """A would-be decline let through to be measured (``Policy.explores``)."""
+        return any(r["feature"] == EXPLORE for r in self.reasons)
 
     @property
     def needs_review(self) -> bool:
@@ -133,6 +164,12 @@ def score_batch(  # noqa: PLR0917 - the batch and the context it is scored in
     shadow_scores = shadow.predict(x) if shadow is not None and len(txns) else None
     hits = [rules.hits(t.card_id, t.merchant_id, t.amount) for t in txns]
     decisions = [policy.decision(float(s), len(h)) for s, h in zip(scores, hits, strict=True)]
+    explored = {  # never one a rule declined: only the model's own declines are measured
+        i for i, (d, h, t) in enumerate(zip(decisions, hits, txns, strict=True))
+        if d == "decline" and not h and policy.explores(t.txn_id, t.amount)
+    }  # fmt: skip
+    for i in explored:
+        decisions[i] = "review"
     explain = [i for i, d in enumerate(decisions) if policy.explain_all or d != "approve"]
     shap_rows: dict[int, tuple[np.ndarray, float]] = {}
     if explain:
@@ -156,7 +193,7 @@ def score_batch(  # noqa: PLR0917 - the batch and the context it is scored in
                 features=as_mapping(names, row),
                 shap=None if explained is None else dict(zip(names, explained[0].tolist(), strict=True)),
                 expected_value=None if explained is None else explained[1],
-                reasons=hits[i] + reasons,
+                reasons=hits[i] + ([policy.explore_reason()] if i in explored else []) + reasons,
                 rules=hits[i],
                 thresholds=thresholds,
                 scored_at=scored_at,

@@ -307,8 +307,9 @@ def build_scorer(settings: Settings, worker: str) -> Scorer:
         on_refused=lambda version, reason: registry.refuse(version, worker, reason),
     )  # fmt: skip
     policy = Policy(
-        settings.review_threshold, settings.decline_threshold, settings.explain_all, settings.reason_count
-    )
+        settings.review_threshold, settings.decline_threshold, settings.explain_all, settings.reason_count,
+        settings.explore_rate, settings.explore_max_amount,
+    )  # fmt: skip
     # the scoring process's own Feast store, for merchant reads
     merchants = MerchantCache(feast_lookup(feature_store(settings, apply=False)), settings.merchant_cache_s)
     daily = settings.feast_dir / "merchant_features.parquet"

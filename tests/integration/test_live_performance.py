@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.live_performance import live_job
 from app.schema import Feedback
-from app.scoring.decide import Decision
+from app.scoring.decide import Decision, Policy
 from app.scoring.store import migrate as migrate_audit
 from app.settings import Settings
 from app.ui.store import UiStore
@@ -189,3 +189,54 @@ def test_a_window_holding_more_than_at_most_is_sampled_evenly_over_its_time(
                             follow_redirects=False)  # fmt: skip
         login(client, "ana")
         assert 'id="sampled"' not in client.get("/models/live").text, "a window within at_most is read whole"
+
+
+def test_would_be_declines_let_through_measure_the_declines_precision(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A declined payment brings no chargeback: only the would-be declines let through
+    (``FRAUDSTREAM_EXPLORE_RATE``) say how many of the model's declines were good customers'."""
+    policy = Policy(0.5, 0.9, explore_rate=0.05)
+
+    def declines(decisions: list[Decision]) -> list[Decision]:  # 6 declines, the first 4 let through
+        return [
+            replace(d, score=0.95, decision="review" if i < 4 else "decline",
+                    reasons=[policy.explore_reason(), *d.reasons] if i < 4 else d.reasons,
+                    thresholds={"review": 0.5, "decline": 0.9})
+            for i, d in enumerate(decisions)
+        ]  # fmt: skip
+
+    with fresh_database(settings, "it_live_explore") as db:
+        conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+        ui, feedback = analyst_desk(conninfo)
+        d = populate(conninfo, tmp_path / "model", n=6, adjust=declines)
+        now = datetime.now(UTC)
+        feedback.handle([  # 3 of the 4 let through were charged back; the 4th is presumed genuine
+            Feedback(txn_id=x.txn.txn_id, card_id=x.txn.card_id, is_fraud=1, label_time=now,
+                     source="chargeback")
+            for x in d[:3]
+        ])  # fmt: skip
+        feedback.handle([  # a decline labelled (an analyst's call, say) is not a measurement
+            Feedback(txn_id=d[4].txn.txn_id, card_id=d[4].txn.card_id, is_fraud=1, label_time=now,
+                     source="chargeback")
+        ])  # fmt: skip
+        out = tmp_path / "live.json"
+        run = fraudstream(
+            "models", "live", "--window", "1d", "--out", str(out), env={"FRAUDSTREAM_PG_DB": db}
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        measured = json.loads(out.read_text())["models"]["v-ui-test"]["declines_measured"]
+        assert measured == {"explored": 4, "frauds": 3, "decline_precision": 0.75,
+                            "decline_precision_95": [0.3006, 0.9544]}  # fmt: skip
+        assert (
+            "live: v-ui-test: 4 would-be declines let through to measure them, 3 fraud: the declines'"
+            " precision 0.750 (95 % 0.301-0.954)"
+        ) in run.stdout
+        client = TestClient(create_app(ui, lambda _: None, tmp_path / "reports"), follow_redirects=False)
+        login(client, "ana")
+        page = client.get("/models/live").text
+        assert (
+            "were let through to measure its declines; 3 turned out fraud: its declines' precision is 0.750"
+            in page
+        )
+        assert "about 25 % of what it declines are good customers' payments" in page

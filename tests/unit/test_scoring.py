@@ -169,6 +169,40 @@ def test_a_decline_the_block_list_alone_forced_is_no_case_for_an_analyst(model: 
     )
 
 
+def test_a_fixed_share_of_would_be_declines_is_let_through_the_same_on_every_replay() -> None:
+    policy = Policy(0.5, 0.9, explore_rate=0.05, explore_max_amount=500.0)
+    ids = [f"tx-{i:07d}" for i in range(100_000)]
+    chosen = [t for t in ids if policy.explores(t, 20.0)]
+    assert 4_800 < len(chosen) < 5_200, "5 % of them (binomial sd ~69)"
+    assert chosen == [t for t in ids if policy.explores(t, 20.0)], "the same choice every time"
+    assert not any(policy.explores(t, 500.01) for t in chosen), "none above the amount cap"
+    assert not any(Policy(0.5, 0.9).explores(t, 20.0) for t in ids[:1000]), "off by default"
+    assert "1 in 20 of the payments it would decline" in policy.explore_reason()["text"]
+
+
+def test_a_would_be_decline_let_through_is_reviewed_and_says_why_and_a_rule_decline_never_is(
+    model: Model,
+) -> None:
+    rules = Rules(frozenset({"card-2"}))
+    txns = [txn(0), txn(1, amount=900.0), txn(2), txn(3)]
+    card = [{**dict.fromkeys(FEATURE_NAMES), "kmh_from_prev": k, "amount_to_mean_30d": k / 100}
+            for k in (900.0, 900.0, 900.0, 1.0)]  # fmt: skip
+    x = vectors(model.features, feature_matrix(card), [dict.fromkeys(MERCHANT_FEATURES)] * 4, txns)
+    everything = Policy(0.2, 0.35, explore_rate=1.0, explore_max_amount=500.0)
+    decisions = score_batch(model, x, txns, [None] * 4, everything, rules)
+    assert all(d.score >= 0.35 for d in decisions[:3]), "the synthetic model would decline the first three"
+    assert [d.decision for d in decisions] == ["review", "decline", "decline", "approve"], (
+        "let through; above the amount cap; the block list's; the model's approval"
+    )
+    assert [d.explored for d in decisions] == [True, False, False, False]
+    first = decisions[0]
+    assert first.reasons[0]["feature"] == "policy:explore"
+    assert first.shap is not None, "explained"
+    assert first.needs_review, "an analyst sees it"
+    assert first.event()["decision"] == "review"
+    assert first.event()["rules"] == []
+
+
 def test_policy_thresholds() -> None:
     policy = Policy(review=0.5, decline=0.9)
     assert [policy.decision(s, 0) for s in (0.49, 0.5, 0.89, 0.9)] == [
