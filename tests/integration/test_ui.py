@@ -6,6 +6,7 @@ import getpass
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -90,6 +91,35 @@ def analyst_desk(conninfo: str) -> tuple[UiStore, FeedbackService]:
     feedback = FeedbackService(conninfo, threshold=1_000, request_retrain=lambda _: None)
     feedback.migrate()
     return ui, feedback
+
+
+@dataclass
+class Desk:
+    """A fresh database with ana's desk and ``populate``'s decisions, a feedback topic of its own."""
+
+    settings: Settings
+    store: UiStore
+    feedback: FeedbackService
+    decisions: list[Decision]
+    reports: Path
+
+    @property
+    def ids(self) -> list[str]:
+        return [d.txn.txn_id for d in self.decisions]
+
+    def client(self) -> TestClient:
+        return TestClient(
+            create_app(self.store, kafka_feedback(self.settings), self.reports), follow_redirects=False
+        )
+
+
+@contextmanager
+def desk(settings: Settings, tmp_path: Path, name: str, n: int) -> Iterator[Desk]:
+    with fresh_database(settings, f"it_ui_{name}") as db:
+        s = settings.model_copy(update={"pg_db": db, "topic_feedback": unique(f"it-ui-{name}")})
+        ensure_topics(s, [s.topic_feedback])
+        store, feedback = analyst_desk(s.pg_conninfo(reveal=True))
+        yield Desk(s, store, feedback, populate(store.conninfo, tmp_path / "model", n=n), tmp_path)
 
 
 def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
@@ -300,13 +330,8 @@ def test_verdict_becomes_a_label_and_a_feedback_event_and_can_be_undone(ui: Ui) 
 
 
 def test_a_fraud_verdict_or_report_can_say_which_kind_of_fraud(settings: Settings, tmp_path: Path) -> None:
-    with fresh_database(settings, "it_ui_types") as db:
-        s = settings.model_copy(update={"pg_db": db, "topic_feedback": unique("it-ui-types")})
-        ensure_topics(s, [s.topic_feedback])
-        store, feedback = analyst_desk(s.pg_conninfo(reveal=True))
-        decisions = populate(store.conninfo, tmp_path / "model", n=4)
-        ids = [d.txn.txn_id for d in decisions]
-        client = TestClient(create_app(store, kafka_feedback(s), tmp_path), follow_redirects=False)
+    with desk(settings, tmp_path, "types", n=4) as d:
+        store, feedback, decisions, ids, client = d.store, d.feedback, d.decisions, d.ids, d.client()
         csrf = login(client, "ana")
         form = client.get(f"/alerts/{ids[0]}").text
         assert set(re.findall(r'<option value="([a-z_]+)">', form)) == set(SCENARIOS), "every type offered"
@@ -328,7 +353,9 @@ def test_a_fraud_verdict_or_report_can_say_which_kind_of_fraud(settings: Setting
         report = {"csrf": csrf, "fraud_type": "account_takeover"}
         assert client.post(f"/transactions/{ids[1]}/report", data=report).status_code == 303
         assert db_rows(store, ids[1])[-1]["fraud_type"] == "account_takeover"
-        events = [orjson.loads(r.value) for r in drain(s.kafka_servers, s.topic_feedback, 4)]
+        events = [
+            orjson.loads(r.value) for r in drain(d.settings.kafka_servers, d.settings.topic_feedback, 4)
+        ]
         assert [e.get("fraud_scenario") for e in events] == ["card_testing", None, None, "account_takeover"]
         chargebacks = [Feedback(txn_id=ids[3], card_id="card-ui-1", is_fraud=1, label_time=datetime.now(UTC),
                                 source="chargeback", fraud_scenario="compromised_card")]  # fmt: skip
@@ -885,15 +912,9 @@ def test_a_verdict_settles_the_cards_other_alerts_ticked_and_its_undo_reopens_th
     """A card under attack raises many alerts (the demo's 263 open alerts were on 77 cards): the alert
     page lists the card's other open alerts, the analyst ticks those the verdict is true of, and each
     gets its own label and feedback event; one undo takes them all back."""
-    with fresh_database(settings, "it_ui_card_case") as db:
-        s = settings.model_copy(update={"pg_db": db, "topic_feedback": unique("it-ui-case")})
-        ensure_topics(s, [s.topic_feedback])
-        store, _ = analyst_desk(s.pg_conninfo(reveal=True))
+    with desk(settings, tmp_path, "card_case", n=10) as d:  # card-ui-0: even i, card-ui-1: odd
+        s, store, ids, client, erin = d.settings, d.store, d.ids, d.client(), d.client()
         store.add_user("erin", PASSWORD, "analyst")
-        decisions = populate(store.conninfo, tmp_path / "model", n=10)  # card-ui-0: even i, card-ui-1: odd
-        ids = [d.txn.txn_id for d in decisions]
-        client = TestClient(create_app(store, kafka_feedback(s), tmp_path), follow_redirects=False)
-        erin = TestClient(create_app(store, kafka_feedback(s), tmp_path), follow_redirects=False)
         csrf, erin_csrf = login(client, "ana"), login(erin, "erin")
         assert erin.post(f"/alerts/{ids[8]}/take", data={"csrf": erin_csrf}).status_code == 303
 
@@ -989,13 +1010,8 @@ def test_a_chargeback_settles_its_alert_and_overturns_a_clearance(settings: Sett
     """Nobody should work a case the card holder has settled: a chargeback closes its open alert with its
     verdict, and turns an alert an analyst cleared into fraud (the analyst's label stays); an undo
     after it leaves the chargeback's verdict; a redelivered chargeback changes nothing."""
-    with fresh_database(settings, "it_ui_chargeback") as db:
-        s = settings.model_copy(update={"pg_db": db, "topic_feedback": unique("it-ui-cb")})
-        ensure_topics(s, [s.topic_feedback])
-        store, feedback = analyst_desk(s.pg_conninfo(reveal=True))
-        decisions = populate(store.conninfo, tmp_path / "model", n=6)
-        ids = [d.txn.txn_id for d in decisions]
-        client = TestClient(create_app(store, kafka_feedback(s), tmp_path), follow_redirects=False)
+    with desk(settings, tmp_path, "chargeback", n=6) as d:
+        store, feedback, decisions, ids, client = d.store, d.feedback, d.decisions, d.ids, d.client()
         csrf = login(client, "ana")
         for txn_id, verdict in ((ids[1], "legit"), (ids[2], "fraud"), (ids[4], "legit")):
             done = client.post(f"/alerts/{txn_id}/verdict", data={"verdict": verdict, "csrf": csrf})
@@ -1047,7 +1063,7 @@ def test_a_chargeback_settles_its_alert_and_overturns_a_clearance(settings: Sett
         )
         assert client.get("/reports/analysts").status_code == 403, "admins only"
         store.add_user("lead", PASSWORD, "admin")
-        lead = TestClient(create_app(store, kafka_feedback(s), tmp_path), follow_redirects=False)
+        lead = d.client()
         login(lead, "lead")
         row = re.search(
             r'<table id="analysts">.*?<tbody><tr>(.*?)</tr>', lead.get("/reports/analysts").text, re.S
