@@ -255,9 +255,11 @@ class UiStore:
     def alerts(
         self, *, status: str = "open", decision: str | None = None, min_score: float | None = None,
         sort: str = "score", page: int = 1, per_page: int = 25, assigned: str = "", user: str = "",
+        by_card: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
         """A page of alerts and their total; ``assigned``: ``me`` (``user``'s), ``none`` (nobody's, or
-        held longer than the hold), anything else: all."""
+        held longer than the hold), anything else: all; ``by_card``: one row per card, its alert with
+        the highest score among those the filters keep (the total counts cards)."""
         where = ["a.status = %s"]
         params: list[Any] = [status]
         if decision in DECISIONS:
@@ -280,11 +282,14 @@ class UiStore:
             " d.txn->>'channel' as channel, d.reasons->0->>'text' as top_reason,"
             " case when a.assigned_at > now() - %s then a.assigned_to end as holder,"
             " (select count(*) from alerts o where o.card_id = a.card_id and o.status = 'open') as card_open"
-            " from alerts a join decisions d using (txn_id) where {} order by {}, a.txn_id limit %s offset %s"
-        ).format(clause, order)
+            " from (select a.*, row_number() over cards = 1 as top_of_card from alerts a where {}"
+            " window cards as (partition by a.card_id order by a.score desc, a.txn_id)) a"
+            " join decisions d using (txn_id){} order by {}, a.txn_id limit %s offset %s"
+        ).format(clause, sql.SQL(" where a.top_of_card" if by_card else ""), order)
+        counted = sql.SQL("count(distinct a.card_id)" if by_card else "count(*)")
         with self._connect() as conn:
             total = conn.execute(
-                sql.SQL("select count(*) as n from alerts a where {}").format(clause), params
+                sql.SQL("select {} as n from alerts a where {}").format(counted, clause), params
             ).fetchone()
             offset = (max(page, 1) - 1) * per_page
             rows = conn.execute(query, [self.hold, *params, per_page, offset]).fetchall()

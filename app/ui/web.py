@@ -226,17 +226,23 @@ def create_app(  # noqa: PLR0915 - the route table
     @app.get("/", response_class=HTMLResponse)
     def queue(  # noqa: PLR0917 - the queue's filters are query parameters
         request: Request, session: Annotated[Session, Depends(current)], status: str = "open",
-        decision: str | None = None, min_score: float | None = None, sort: str = "score", page_no: int = 1,
-        done: str | None = None, more: int = 0, assigned: str = "", empty: bool = False,
+        decision: str | None = None, min_score: str = "", sort: str = "score", page_no: int = 1,
+        done: str | None = None, more: int = 0, assigned: str = "", empty: bool = False, by_card: str = "",
     ) -> Response:  # fmt: skip
+        """The queue; the filter form and the page links send an unset filter as an empty value."""
         if status not in {"open", "fraud", "legit"}:
             raise HTTPException(400, "status: open, fraud or legit")
+        try:
+            least = float(min_score) if min_score.strip() else None
+        except ValueError:
+            raise HTTPException(400, "min score: a number from 0 to 1") from None
         rows, total = store.alerts(
-            status=status, decision=decision, min_score=min_score, sort=sort, page=page_no, assigned=assigned,
-            user=session.user.username,
+            status=status, decision=decision, min_score=least, sort=sort, page=page_no, assigned=assigned,
+            user=session.user.username, by_card=by_card == "true",
         )  # fmt: skip
         filters = {"status": status, "decision": decision or "", "sort": sort, "assigned": assigned,
-                   "min_score": "" if min_score is None else min_score}  # fmt: skip
+                   "min_score": "" if least is None else least,
+                   "by_card": "true" if by_card == "true" else ""}  # fmt: skip
         return page(
             request, "queue.html", session, rows=rows, total=total, page_no=page_no,
             pages=max(1, -(-total // 25)), filters=filters, now=datetime.now(UTC),

@@ -206,6 +206,26 @@ def test_queue_is_sorted_and_filtered(ui: Ui) -> None:
     assert sorted(declines) == sorted(d.txn.txn_id for d in ui.decisions if d.decision == "decline")
     assert client.get("/", params={"status": "'; drop table alerts; --"}).status_code == 400
 
+    # one row per card: each card's highest score among the alerts the filters keep
+    cards = client.get("/", params={"by_card": "true", "sort": "amount"}).text
+    top = {}
+    for d in sorted(ui.decisions, key=lambda d: (-d.score, d.txn.txn_id)):
+        top.setdefault(d.txn.card_id, d)
+    expected = [d.txn.txn_id for d in sorted(top.values(), key=lambda d: -d.txn.amount)]
+    assert re.findall(r'class="alert-link">([^<]+)<', cards) == expected
+    assert '<span class="muted">(2 cards)</span>' in cards
+    assert 'id="by-card" checked' in cards
+    declines_by_card = client.get("/", params={"by_card": "true", "decision": "decline"}).text
+    shown = re.findall(r'class="alert-link">([^<]+)<', declines_by_card)
+    best_decline = {}
+    for d in sorted(ui.decisions, key=lambda d: (-d.score, d.txn.txn_id)):
+        if d.decision == "decline":
+            best_decline.setdefault(d.txn.card_id, d.txn.txn_id)
+    assert sorted(shown) == sorted(best_decline.values()), "the best of the alerts the filters keep"
+    empties = {"by_card": "", "min_score": "", "decision": "", "assigned": ""}  # the form's, the page links'
+    assert client.get("/", params=empties).status_code == 200
+    assert client.get("/", params={"min_score": "lots"}).status_code == 400
+
 
 def test_the_queue_says_how_long_alerts_wait_and_how_fast_they_are_closed(
     settings: Settings, tmp_path: Path
