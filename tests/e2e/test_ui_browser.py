@@ -168,3 +168,14 @@ def test_analyst_logs_in_reads_the_explanation_and_confirms_fraud(
     assert sorted((r["txn_id"], r["is_fraud"], r["given_on"], r["status"]) for r in settled) == sorted(
         [(top_id, False, None, "legit")] + [(t, False, top_id, "legit") for t in ticked]
     )
+
+    # the queue's filter form as a browser sends it (an empty minimum score), one row per card
+    browser.get(url + "/")
+    Select(wait.until(ec.presence_of_element_located((By.NAME, "decision")))).select_by_visible_text("review")
+    browser.find_element(By.ID, "by-card").click()
+    browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    wait.until(ec.url_contains("by_card=true"))
+    assert "min_score=&" in browser.current_url, "the browser sends the empty field"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#alerts a.alert-link")
+    assert 1 <= len(rows) <= 2, "at most one row for each of the two cards"
+    assert "cards)" in browser.find_element(By.TAG_NAME, "h1").text
