@@ -173,6 +173,11 @@ def create_app(  # noqa: PLR0915 - the route table
     def healthz() -> str:
         return "ok"
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        """No icon (browsers ask on every page; a 404 there is noise in their consoles)."""
+        return Response(status_code=204)
+
     @app.get("/login", response_class=HTMLResponse)
     def login_form(request: Request) -> Response:
         nonce = token()

@@ -134,6 +134,7 @@ def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
 def test_everything_but_login_and_health_needs_a_session(ui: Ui) -> None:
     client = ui.client()
     assert client.get("/healthz").text == "ok"
+    assert client.get("/favicon.ico").status_code == 204
     for path in (
         "/",
         "/alerts/ui-001",
@@ -143,6 +144,9 @@ def test_everything_but_login_and_health_needs_a_session(ui: Ui) -> None:
         "/models",
         "/models/live",
         "/reports",
+        "/reports/fraud",
+        "/reports/fraud.csv",
+        "/reports/analysts",
         "/admin/users",
         "/admin/block-list",
         "/reports/file/gx/x.html",
