@@ -25,6 +25,7 @@ On one month (1,000 cards) its test holdout gave ROC AUC 0.65 and recall 0.16 at
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from app.simulator.producer import ProduceSummary
 from app.worker.process import running_trainer, running_ui, running_worker
 
 STEPS = 6
+DEMO_EXPLORE_RATE = "0.05"
 
 
 def run_demo(
@@ -94,12 +96,18 @@ def run_demo(
     )
     echo(seed_card_states(settings, history))
     trainer_log = workdir / "trainer.log"
+    # the demo measures its declines (README, "Measuring the declines"); production's default is 0
+    explore = os.environ.get("FRAUDSTREAM_EXPLORE_RATE", DEMO_EXPLORE_RATE)
     with (
-        running_worker(log),
+        running_worker(log, {"FRAUDSTREAM_EXPLORE_RATE": explore}),
         running_ui(workdir / "ui.log", settings.ui_port) as url,
         running_trainer(trainer_log, history),
     ):
         echo(f"demo: stream worker running (log: {log}); analyst UI at {url}/ ({login})")
+        echo(
+            f"demo: a share of {explore} of the model's would-be declines is let through to measure them"
+            " (FRAUDSTREAM_EXPLORE_RATE; the UI's Models > Live performance shows what they say)"
+        )
         echo(
             f"demo: trainer running (log: {trainer_log}): when {settings.retrain_fraud_count} confirmed"
             " frauds have come back it retrains on the history plus the settled live days and their labels"
