@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -58,3 +60,22 @@ def test_every_alert_has_its_runbook_section() -> None:
     runbook = (RULES.parents[1] / "runbook.md").read_text()
     sections = re.findall(r"^## (\S+)$", runbook, re.MULTILINE)
     assert sections == alerts, "one section per alert, in the rules' order"
+
+
+def test_every_alert_fires_after_its_for_with_its_labels_and_summary_and_not_on_healthy_series() -> None:
+    """docs/prometheus/alerts_test.yml, run by Prometheus's own promtool: each alert's threshold,
+    ``for:`` and rendered summary on synthetic series, and quiet on healthy ones."""
+    promtool = Path(sys.prefix) / "bin" / "promtool"
+    assert promtool.exists(), "no promtool in the virtualenv: run scripts/install"
+    run = subprocess.run(
+        [str(promtool), "test", "rules", "alerts_test.yml"], cwd=RULES.parent, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "SUCCESS" in run.stdout
+    cases = yaml.safe_load((RULES.parent / "alerts_test.yml").read_text())["tests"]
+    tested = {
+        check["alertname"] for case in cases for check in case["alert_rule_test"] if check["exp_alerts"]
+    }
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    assert tested == {rule["alert"] for group in groups for rule in group["rules"]}, "each alert seen firing"
