@@ -60,6 +60,16 @@ alter table users add column if not exists disabled_at timestamptz;
 alter table labels add column if not exists fraud_type text;
 -- the alert whose page the verdict was given on, when not its own (``UiStore.verdict``'s ``also``)
 alter table labels add column if not exists given_on text;
+-- what the team knows about a card beyond its verdicts ("the holder travels in Spain until 12-10")
+create table if not exists card_notes (
+    id       bigserial primary key,
+    card_id  text not null,
+    actor    text not null,
+    note     text not null,
+    at       timestamptz not null default now()
+);
+create index if not exists card_notes_card on card_notes (card_id, at);
+create index if not exists labels_card on labels (card_id) where note <> '';
 create index if not exists action_log_logins on action_log (actor, at)
     where action in ('login', 'login_failed');
 create index if not exists action_log_failed_address on action_log ((detail->>'address'), at)
@@ -495,6 +505,29 @@ class UiStore:
                 " order by a.event_time, a.txn_id limit %s",
                 (self.hold, card_id, other_than, limit),
             ).fetchall()
+
+    def card_notes(self, card_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        """What the team knows about a card, newest first: its notes, and the notes of the verdicts on
+        its transactions (retracted ones left out); ``kind``: note, fraud or legitimate."""
+        with self._connect() as conn:
+            return conn.execute(
+                "(select at, actor, 'note' as kind, null as txn_id, note from card_notes where card_id = %s"
+                " union all select label_time, coalesce(actor, source),"
+                " case when is_fraud then 'fraud' else 'legitimate' end, txn_id, note from labels"
+                " where card_id = %s and note <> '' and retracted_at is null)"
+                " order by at desc limit %s",
+                (card_id, card_id, limit),
+            ).fetchall()
+
+    def add_card_note(self, card_id: str, actor: str, note: str) -> None:
+        note = mask_pans(note.strip()[:2000])  # a card number typed into a note is never stored
+        if not note:
+            raise FraudstreamError("an empty note")
+        with self._connect() as conn, conn.transaction():
+            conn.execute(
+                "insert into card_notes (card_id, actor, note) values (%s, %s, %s)", (card_id, actor, note)
+            )
+            self._log(conn, actor, "card_note", card_id, {"note": note})
 
     def labels_for(self, txn_id: str) -> list[dict[str, Any]]:
         with self._connect() as conn:

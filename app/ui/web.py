@@ -309,6 +309,7 @@ def create_app(  # noqa: PLR0915 - the route table
             labels=labels, margin_score=score, archived=source, reported=fraud[-1] if fraud else None,
             card_blocked=store.blocked("card", row["card_id"]),
             siblings=store.open_on_card(row["card_id"], txn_id) if row["status"] == "open" else [],
+            notes=store.card_notes(row["card_id"]),
         )  # fmt: skip
 
     @app.get("/search", response_class=HTMLResponse)
@@ -346,7 +347,24 @@ def create_app(  # noqa: PLR0915 - the route table
             raise HTTPException(404, f"no decision for card {card_id} in the database")
         store.log(session.user.username, "view_card", card_id)
         return page(request, "card.html", session, card_id=card_id, rows=rows, page_no=max(page_no, 1),
-                    more=len(rows) == CARD_PAGE, blocked=store.blocked("card", card_id))  # fmt: skip
+                    more=len(rows) == CARD_PAGE, blocked=store.blocked("card", card_id),
+                    notes=store.card_notes(card_id))  # fmt: skip
+
+    @app.post("/cards/{card_id}/notes")
+    def card_note(
+        card_id: str, session: Annotated[Session, Depends(current)], csrf: Annotated[str, Form()],
+        note: Annotated[str, Form()], back: Annotated[str, Form()] = "",
+    ) -> Response:  # fmt: skip
+        """A note on the card for the whole team (a call with the holder, a trip abroad); ``back``: the
+        alert whose page it was written on, to return to."""
+        checked(session, csrf)
+        if not store.card_known(card_id):
+            raise HTTPException(404, f"no decision for card {card_id} in the database")
+        with refused_as(400):
+            store.add_card_note(card_id, session.user.username, note)
+        if back and (alert := store.decision(back)) is not None and alert["card_id"] == card_id:
+            return RedirectResponse(f"/transactions/{quote(back, safe='')}", status_code=303)
+        return RedirectResponse(f"/cards/{quote(card_id, safe='')}", status_code=303)
 
     @app.post("/cards/{card_id}/block")
     def block_card(

@@ -500,6 +500,14 @@ def test_hostile_strings_in_every_text_input_are_data_never_sql_or_html(ui: Ui) 
     )
     assert client.post(f"/alerts/{HOSTILE}/undo", data={"csrf": csrf}).status_code in {404, 409}
     assert client.post(f"/models/{HOSTILE}/promote", data={"csrf": csrf}).status_code in {404, 409}
+    assert client.post(f"/cards/{HOSTILE}/notes", data={"csrf": csrf, "note": "x"}).status_code == 404
+    noted = client.post("/cards/card-ui-1/notes", data={"csrf": csrf, "note": HOSTILE, "back": HOSTILE})
+    assert (noted.status_code, noted.headers["location"]) == (303, "/cards/card-ui-1"), (
+        "back: only its alerts"
+    )
+    card_page = client.get("/cards/card-ui-1").text
+    assert "<script>alert(1)</script>" not in card_page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in card_page
     verdict = ui.decisions[5].txn.txn_id
     assert (
         client.post(f"/alerts/{verdict}/verdict", data={"verdict": HOSTILE, "csrf": csrf}).status_code == 400
@@ -1096,3 +1104,42 @@ def test_a_chargeback_settles_its_alert_and_overturns_a_clearance(settings: Sett
         cells = re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))
         assert [cells[i] for i in (0, 1, 2, 3, 6)] == ["ana", "2", "1", "0", "1"]
         assert lead.get("/reports/analysts", params={"days": 0}).status_code == 400
+
+
+def test_notes_on_a_card_reach_every_alert_of_it_with_its_verdicts_notes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The holder called yesterday, or travels: whoever opens the card's next alert reads it, beside
+    the notes of the verdicts on its other transactions."""
+    with desk(settings, tmp_path, "card_notes", n=4) as d:  # card-ui-0: ids 0 and 2; card-ui-1: 1 and 3
+        ids, client = d.ids, d.client()
+        csrf = login(client, "ana")
+        refused = client.post("/cards/card-ui-0/notes", data={"csrf": "forged", "note": "x"})
+        assert refused.status_code == 403
+        assert client.post("/cards/card-ui-0/notes", data={"csrf": csrf, "note": "  "}).status_code == 400
+        note = f"Holder travels in Spain until 12-10; called from {CARD}"
+        added = client.post("/cards/card-ui-0/notes", data={"csrf": csrf, "note": note, "back": ids[0]})
+        assert (added.status_code, added.headers["location"]) == (303, f"/transactions/{ids[0]}")
+        verdict = {"verdict": "legit", "csrf": csrf, "note": "confirmed by the holder"}
+        assert client.post(f"/alerts/{ids[0]}/verdict", data=verdict).status_code == 303
+        assert (
+            client.post(f"/alerts/{ids[1]}/verdict", data={**verdict, "note": "other card"}).status_code
+            == 303
+        )
+
+        page = client.get(f"/alerts/{ids[2]}").text
+        panel = page[page.index('id="card-notes"') : page.index("</div>", page.index('id="card-notes"'))]
+        items = [re.sub(r"<[^>]+>", "", li).strip() for li in re.findall(r"<li>(.*?)</li>", panel, re.S)]
+        assert len(items) == 2, items
+        assert items[0].endswith(f"ana, verdict legitimate on {ids[0]}: confirmed by the holder"), (
+            "newest first"
+        )
+        assert items[1].endswith("ana: Holder travels in Spain until 12-10; called from 411111******1111")
+        assert CARD not in page
+        assert "other card" not in page, "another card's notes stay there"
+        assert client.post(f"/alerts/{ids[0]}/undo", data={"csrf": csrf}).status_code == 303
+        assert "confirmed by the holder" not in client.get("/cards/card-ui-0").text, (
+            "a retracted verdict's note"
+        )
+        logged = [(a["action"], a["target"]) for a in d.store.actions(20)]
+        assert ("card_note", "card-ui-0") in logged
