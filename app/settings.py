@@ -125,8 +125,9 @@ class Settings(BaseSettings):
     reason_count: int = Field(5, ge=1, description="Reason codes per decision (top-k by |SHAP|)")
     amount_limit: float | None = Field(10_000.0, gt=0, description="Hard limit: above it, decline")
     explore_rate: float = Field(
-        0.0, ge=0, le=0.2,
-        description="Share of the model's would-be declines let through (as review) to measure them; 0: none",
+        0.0, ge=0, le=1,
+        description="Share of the model's would-be declines let through (as review) to measure them; 0: none,"
+        " 1: all (a new model watched before it may decline)",
     )  # fmt: skip
     explore_max_amount: float | None = Field(
         500.0, gt=0, description="No would-be decline above this amount is let through"

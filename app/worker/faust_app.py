@@ -78,6 +78,7 @@ class Counters:
     processed: int = 0
     scored: int = 0
     flagged: int = 0
+    explored: int = 0
     dead: int = 0
     late: int = 0
     duplicates: int = 0
@@ -359,6 +360,7 @@ class Pipeline:
             self.counters.stage_s.update(scored.stage_s)
         self.counters.scored += len(scored.events)
         self.counters.flagged += scored.flagged
+        self.counters.explored += scored.explored
         now = time.time()
         self.counters.latency.observe(now - p for p in produced_at if p)
         topic = self.settings.topic_scores

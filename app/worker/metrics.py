@@ -54,6 +54,7 @@ COUNTERS = (
     ("processed", "transactions_processed", "Transactions read, featurised and written to the feature store"),
     ("scored", "decisions", "Decisions scored and sent to the fraud-scores topic"),
     ("flagged", "decisions_flagged", "Decisions at or above the review threshold, or declined by a rule"),
+    ("explored", "declines_let_through", "Would-be declines let through to measure them (EXPLORE_RATE)"),
     ("dead", "dead_letters", "Messages sent to the dead-letter topic (unparsable, invalid, or late)"),
     ("late", "late_transactions", "Transactions older than the lateness window (dead letters too)"),
     (

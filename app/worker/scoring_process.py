@@ -70,6 +70,7 @@ class Scored:
     events: list[tuple[bytes, bytes]]  # (key = card_id, value)
     flagged: int
     stage_s: dict[str, float] | None = None  # the child's stage timers so far (seconds, summed), for /metrics
+    explored: int = 0  # would-be declines let through to be measured (``Policy.explores``)
 
 
 class RemoteScorer:
@@ -231,7 +232,8 @@ def _serve(settings: Settings, conn: Connection, parent: int) -> None:
             decisions = scorer.decide(unpack(features), transactions(txns), produced_at)
             events = [(d.txn.card_id.encode(), orjson.dumps(d.event())) for d in decisions]
             stage_s = {"merchant_read": scorer.times.merchant_read, "score_explain": scorer.times.predict}
-            send("scored", Scored(events, sum(d.flagged for d in decisions), stage_s))
+            flagged = [d for d in decisions if d.flagged]
+            send("scored", Scored(events, len(flagged), stage_s, sum(d.explored for d in flagged)))
             if not recorder.put(decisions):  # meanwhile the worker sends the events, the next batch comes
                 return  # the recorder ended: the worker is gone
         except Exception as exc:

@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 
 from app.history import read_history, write_history
 from app.schema import TRANSACTION_FIELDS
-from app.scoring.decide import replay
+from app.scoring.decide import Policy, replay
 from app.scoring.model import Model
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
@@ -80,7 +80,8 @@ def scoring(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
         env = {**isolated_env(unique("it-score"), tmp), "FRAUDSTREAM_PG_DB": db,
                "FRAUDSTREAM_MODELS_DIR": str(tmp / "models"), "FRAUDSTREAM_REPORTS_DIR": str(tmp / "reports"),
                "FRAUDSTREAM_MODEL_POLL_S": "1", "FRAUDSTREAM_REVIEW_THRESHOLD": "0.2",
-               "FRAUDSTREAM_RETRAIN_FRAUD_COUNT": "4",
+               "FRAUDSTREAM_RETRAIN_FRAUD_COUNT": "4", "FRAUDSTREAM_EXPLORE_RATE": "0.5",
+               "FRAUDSTREAM_DECLINE_THRESHOLD": "0.3",
                "FRAUDSTREAM_METRICS_PORT": str(free_port())}  # fmt: skip
         s = settings_for(env)
         history_dir = tmp / "history"
@@ -156,6 +157,28 @@ def test_every_transaction_gets_one_decision_event_and_audit_row(scoring: Scorin
     assert set(event) >= contract
     assert all(e.key == p["card_id"].encode() for e, p in zip(events, payloads, strict=True))
     assert 0 <= event["latency_ms"] < 60_000
+
+
+def test_a_share_of_the_models_would_be_declines_is_let_through_and_counted(scoring: Scoring) -> None:
+    """FRAUDSTREAM_EXPLORE_RATE through the worker: exactly the would-be declines ``Policy.explores``
+    picks are decided review with the reason first, the rest stay declined, and /metrics counts them."""
+    scoring.wait_for_decisions(len(scoring.sent))
+    s = scoring.settings
+    policy = Policy(s.review_threshold, s.decline_threshold, explore_rate=s.explore_rate,
+                    explore_max_amount=s.explore_max_amount)  # fmt: skip
+    sent = {r["txn_id"] for r in scoring.sent}
+    rows = [r for r in scoring.sql("select txn_id, amount, score, decision, reasons, rules from decisions")
+            if r["txn_id"] in sent]  # fmt: skip
+    would = [r for r in rows if r["score"] >= s.decline_threshold and not r["rules"]]
+    explored = {r["txn_id"] for r in would if policy.explores(r["txn_id"], r["amount"])}
+    assert explored, f"the slice's {len(would)} would-be declines include some the rate lets through"
+    assert len(explored) < len(would), "and some it does not"
+    marked = {r["txn_id"] for r in rows if r["reasons"] and r["reasons"][0]["feature"] == "policy:explore"}
+    assert marked == explored
+    decided = {r["txn_id"]: r["decision"] for r in would}
+    assert {decided[t] for t in explored} == {"review"}
+    assert {decided[r["txn_id"]] for r in would if r["txn_id"] not in explored} == {"decline"}
+    assert scrape(s.metrics_port)["fraudstream_declines_let_through_total"] == len(explored)
 
 
 def test_impossible_travel_is_flagged_with_a_geo_reason(scoring: Scoring) -> None:
