@@ -22,8 +22,10 @@ GAUGES = (
     ("held", "fraudstream_alerts_held", "Open alerts an analyst holds"),
     ("late", "fraudstream_alerts_waiting_beyond_target",
      "Open alerts older than FRAUDSTREAM_UI_ALERT_TARGET_S"),
-    ("closed", "fraudstream_alerts_closed_24h", "Alerts closed in the last 24 h"),
-    ("fraud", "fraudstream_alerts_closed_fraud_24h", "Alerts closed as fraud in the last 24 h"),
+    ("closed", "fraudstream_alerts_closed_24h", "Alerts the analysts closed in the last 24 h"),
+    ("fraud", "fraudstream_alerts_closed_fraud_24h", "Alerts the analysts closed as fraud in the last 24 h"),
+    ("by_chargeback", "fraudstream_alerts_settled_by_chargeback_24h",
+     "Open alerts a chargeback settled in the last 24 h (nobody had worked them)"),
     ("closed_late", "fraudstream_alerts_closed_beyond_target_24h",
      "Alerts closed in the last 24 h later than FRAUDSTREAM_UI_ALERT_TARGET_S after they were raised"),
 )  # fmt: skip

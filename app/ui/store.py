@@ -70,6 +70,7 @@ create table if not exists card_notes (
 );
 create index if not exists card_notes_card on card_notes (card_id, at);
 create index if not exists labels_card on labels (card_id) where note <> '';
+create index if not exists action_log_settled on action_log (at) where action = 'settle';
 create index if not exists action_log_logins on action_log (actor, at)
     where action in ('login', 'login_failed');
 create index if not exists action_log_failed_address on action_log ((detail->>'address'), at)
@@ -372,8 +373,10 @@ class UiStore:
 
     def queue_health(self, target: timedelta, window: timedelta = timedelta(hours=24)) -> dict[str, Any]:
         """What a fraud team's lead looks at: the open alerts (held, the oldest one's creation, how many
-        have waited longer than ``target``) and the alerts closed within ``window`` (how many, how many
-        fraud, the time from alert to verdict: median, 90th percentile, and how many beyond ``target``)."""
+        have waited longer than ``target``) and the alerts the team closed within ``window`` (how many,
+        how many fraud, the time from alert to verdict: median, 90th percentile, and how many beyond
+        ``target``), and apart the open ones chargebacks settled (``settle_by_chargebacks``: not the
+        team's speed; a clearance a chargeback overturned leaves the team's figures with it)."""
         with self._connect() as conn:
             queue = conn.execute(
                 "select count(*) as open, count(*) filter (where assigned_at > now() - %s) as held,"
@@ -386,13 +389,20 @@ class UiStore:
                 " percentile_cont(array[0.5, 0.9]) within group"
                 "   (order by extract(epoch from closed_at - created_at)) as to_verdict_s,"
                 " count(*) filter (where closed_at - created_at > %s) as closed_late"
-                " from alerts where status <> 'open' and closed_at > now() - %s",
+                " from alerts where status <> 'open' and closed_at > now() - %s"
+                " and closed_by is distinct from 'chargeback'",
                 (target, window),
+            ).fetchone()
+            settled = conn.execute(  # open alerts only: an overturned clearance was the team's work
+                "select count(*) as by_chargeback from action_log where action = 'settle' and at > now() - %s"
+                " and detail->>'alert_was' = 'open'",
+                (window,),
             ).fetchone()
         assert queue is not None  # an aggregate always returns a row
         assert closed is not None
+        assert settled is not None
         median, p90 = closed.pop("to_verdict_s") or (None, None)
-        return {**queue, **closed, "median_to_verdict_s": median, "p90_to_verdict_s": p90}
+        return {**queue, **closed, **settled, "median_to_verdict_s": median, "p90_to_verdict_s": p90}
 
     def fraud_losses(self, since: datetime) -> list[dict[str, Any]]:
         """Confirmed frauds (each transaction's latest label not retracted) of transactions since

@@ -1072,6 +1072,11 @@ def test_a_chargeback_settles_its_alert_and_overturns_a_clearance(settings: Sett
         ]
         assert sorted(settled) == [(ids[0], "open"), (ids[1], "legit"), (ids[3], "open"), (ids[4], "legit")]
         assert feedback.handle(batch)["settled"] == 0, "redelivered: nothing changes"
+        health = store.queue_health(timedelta(hours=1))
+        assert (health["by_chargeback"], health["closed"]) == (2, 1), (
+            "settled: ids 0 and 3, which nobody worked; the team's: ids[2] (the overturned ones left it)"
+        )
+        assert "2 settled by chargebacks before anyone worked them" in client.get("/").text
 
         page = client.get(f"/alerts/{ids[0]}").text
         assert "Closed by the card holder's chargeback at " in page

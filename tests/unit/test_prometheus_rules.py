@@ -25,7 +25,7 @@ def exported() -> set[str]:
     """Every sample name the two collectors write, with figures in every optional series."""
     counters = Counters(lag={0: 3}, stage_s={"features": 1.0})
     health = {"open": 1, "held": 0, "oldest": datetime.now(UTC) - timedelta(hours=2), "late": 1,
-              "closed": 2, "fraud": 1, "closed_late": 0, "median_to_verdict_s": 60.0,
+              "closed": 2, "fraud": 1, "closed_late": 0, "by_chargeback": 1, "median_to_verdict_s": 60.0,
               "p90_to_verdict_s": 90.0}  # fmt: skip
     store = SimpleNamespace(queue_health=lambda target: health)  # a stub; the real one: test_ui
     registry = CollectorRegistry()
