@@ -293,10 +293,17 @@ class UiStore:
             " d.txn->>'channel' as channel, d.reasons->0->>'text' as top_reason,"
             " case when a.assigned_at > now() - %s then a.assigned_to end as holder,"
             " (select count(*) from alerts o where o.card_id = a.card_id and o.status = 'open') as card_open"
-            " from (select a.*, row_number() over cards = 1 as top_of_card from alerts a where {}"
-            " window cards as (partition by a.card_id order by a.score desc, a.txn_id)) a"
-            " join decisions d using (txn_id){} order by {}, a.txn_id limit %s offset %s"
-        ).format(clause, sql.SQL(" where a.top_of_card" if by_card else ""), order)
+            " from {} order by {}, a.txn_id limit %s offset %s"
+        ).format(
+            sql.SQL(  # by card: each card's first in score order (a window over the filtered alerts)
+                "(select a.*, row_number() over cards = 1 as top_of_card from alerts a where {}"
+                " window cards as (partition by a.card_id order by a.score desc, a.txn_id)) a"
+                " join decisions d using (txn_id) where a.top_of_card"
+                if by_card
+                else "alerts a join decisions d using (txn_id) where {}"  # the index on (status, score)
+            ).format(clause),
+            order,
+        )
         counted = sql.SQL("count(distinct a.card_id)" if by_card else "count(*)")
         with self._connect() as conn:
             total = conn.execute(
