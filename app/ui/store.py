@@ -450,6 +450,20 @@ class UiStore:
                 (since,),
             ).fetchall()
 
+    def overturned(self, since: datetime, limit: int = 100) -> list[dict[str, Any]]:
+        """The clearances ``analyst_figures`` counts as overturned, newest first: each transaction, who
+        called it legitimate and when, and when its fraud chargeback came: the cases a lead reviews."""
+        with self._connect() as conn:
+            return conn.execute(
+                "select l.txn_id, l.actor, l.label_time as cleared_at, l.note,"
+                " c.label_time as charged_back_at, d.amount, d.txn->>'currency' as currency, d.score"
+                " from labels l join alerts a using (txn_id) join decisions d using (txn_id)"
+                " join labels c on c.txn_id = l.txn_id and c.source = 'chargeback' and c.is_fraud"
+                " where l.source = 'analyst' and not l.is_fraud and l.retracted_at is null"
+                " and l.label_time >= %s order by c.label_time desc, l.txn_id limit %s",
+                (since, limit),
+            ).fetchall()
+
     def alert(self, txn_id: str) -> dict[str, Any] | None:
         with self._connect() as conn:
             return conn.execute(

@@ -515,8 +515,9 @@ def create_app(  # noqa: PLR0915 - the route table
         (admins only: the team lead's page)."""
         if not 1 <= days <= 366:
             raise HTTPException(400, "days: 1 to 366")
-        rows = store.analyst_figures(datetime.now(UTC) - timedelta(days=days))
-        return page(request, "analysts.html", session, rows=rows, days=days)
+        since = datetime.now(UTC) - timedelta(days=days)
+        return page(request, "analysts.html", session, rows=store.analyst_figures(since), days=days,
+                    overturned=store.overturned(since))  # fmt: skip
 
     @app.get("/reports/fraud.csv")
     def fraud_report_csv(_session: Annotated[Session, Depends(current)], weeks: int = 12) -> Response:

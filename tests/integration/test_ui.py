@@ -1109,6 +1109,11 @@ def test_a_chargeback_settles_its_alert_and_overturns_a_clearance(settings: Sett
         cells = re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))
         assert [cells[i] for i in (0, 1, 2, 3, 6)] == ["ana", "2", "1", "0", "1"]
         assert lead.get("/reports/analysts", params={"days": 0}).status_code == 400
+        overturned = lead.get("/reports/analysts").text
+        listed = re.findall(r'<table id="overturned">.*?</table>', overturned, re.S)
+        assert len(listed) == 1
+        assert re.findall(r'href="/transactions/([^"]+)"', listed[0]) == [ids[1]], "the case to review"
+        assert "<td>ana</td>" in listed[0]
 
 
 def test_notes_on_a_card_reach_every_alert_of_it_with_its_verdicts_notes(
