@@ -312,6 +312,9 @@ def build_scorer(settings: Settings, worker: str) -> Scorer:
         settings.review_threshold, settings.decline_threshold, settings.explain_all, settings.reason_count,
         settings.explore_rate, settings.explore_max_amount,
     )  # fmt: skip
+    if policy.explore_rate:
+        log.info("scorer: letting %g of the model's would-be declines through (up to %s) to measure them",
+                 policy.explore_rate, policy.explore_max_amount)  # fmt: skip
     # the scoring process's own Feast store, for merchant reads
     merchants = MerchantCache(feast_lookup(feature_store(settings, apply=False)), settings.merchant_cache_s)
     daily = settings.feast_dir / "merchant_features.parquet"

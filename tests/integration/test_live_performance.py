@@ -240,3 +240,5 @@ def test_would_be_declines_let_through_measure_the_declines_precision(
             in page
         )
         assert "about 25 % of what it declines are good customers' payments" in page
+        assert 'id="explored"' in client.get(f"/alerts/{d[3].txn.txn_id}").text, "the analyst is told why"
+        assert 'id="explored"' not in client.get(f"/alerts/{d[4].txn.txn_id}").text
