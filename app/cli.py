@@ -325,8 +325,12 @@ def models_live(
     from app.live_performance import live_job
     from app.settings import get_settings
 
-    conninfo = get_settings().pg_conninfo(reveal=True)
-    for line in live_job(conninfo, parse_window(window), parse_window(settle), out, at_most=at_most or None):
+    settings = get_settings()
+    conninfo = settings.pg_conninfo(reveal=True)
+    delay = timedelta(days=settings.label_delay_days)
+    for line in live_job(
+        conninfo, parse_window(window), parse_window(settle), out, at_most=at_most or None, label_delay=delay
+    ):
         typer.echo(line)
 
 
@@ -511,6 +515,7 @@ def ui(
     app = create_app(
         store, kafka_feedback(settings), settings.reports_dir, secure_cookies=settings.ui_secure_cookies,
         live_window=timedelta(seconds=settings.ui_live_window_s), live_at_most=settings.ui_live_max_decisions,
+        label_delay=timedelta(days=settings.label_delay_days),
         archive_dir=settings.audit_archive_dir,
         login_lockout=(settings.ui_login_max_failures, timedelta(seconds=settings.ui_login_lockout_s)),
         address_max_failures=settings.ui_login_max_failures_per_address,

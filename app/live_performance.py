@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from psycopg import sql
 
@@ -30,11 +31,11 @@ from training.metrics import live_metrics, measured_declines, recall_by_type, sh
 COLUMNS = sql.SQL(
     "d.model_version, d.score, d.decision <> 'approve', (d.thresholds->>'review')::float8, d.shadow_version,"
     " d.shadow_score, l.is_fraud::int, l.fraud_type, (d.reasons::text like '%%policy:explore%%' and exists"
-    " (select 1 from json_array_elements(d.reasons) r where r->>'feature' = 'policy:explore'))"
+    " (select 1 from json_array_elements(d.reasons) r where r->>'feature' = 'policy:explore')), d.event_time"
 )
 NAMES = [
     "model_version", "score", "flagged", "review", "shadow_version", "shadow_score", "label", "fraud_type",
-    "explored",
+    "explored", "event_time",
 ]  # fmt: skip
 
 
@@ -54,15 +55,26 @@ def live_decisions(conninfo: str, since: datetime, until: datetime, at_most: int
     return Live(frame, window.sample())
 
 
-def live_report(frame: pd.DataFrame) -> dict[str, Any]:
-    """Per champion version its live metrics; per champion and shadow pair the comparison."""
+def live_report(frame: pd.DataFrame, label_delay: timedelta = timedelta(days=7)) -> dict[str, Any]:
+    """Per champion version its live metrics; per champion and shadow pair the comparison. The declines
+    measured leave out those let through within ``label_delay`` of the window's latest event (the
+    audit's clock, as the export's): unlabelled, their chargeback may be on its way."""
+    clock = pd.to_datetime(frame["event_time"], utc=True).max() if len(frame) else None
+    recent = (
+        (pd.to_datetime(frame["event_time"], utc=True) > clock - label_delay).to_numpy()
+        if clock is not None
+        else np.zeros(0, dtype=bool)
+    )
+    pending = recent & frame["label"].isna().to_numpy() & frame["explored"].to_numpy()
     models = {
         version: {
             **live_metrics(g["label"].to_numpy(), g["score"].to_numpy(), g["flagged"].to_numpy()),
             "recall_by_type": recall_by_type(
                 g["label"].to_numpy(), g["flagged"].to_numpy(), g["fraud_type"].to_numpy()
             ),
-            "declines_measured": measured_declines(g["label"].to_numpy(), g["explored"].to_numpy()),
+            "declines_measured": measured_declines(
+                g["label"].to_numpy(), g["explored"].to_numpy(), pending[g.index.to_numpy()]
+            ),
         }
         for version, g in frame.groupby("model_version", sort=True)
     }
@@ -109,10 +121,12 @@ def one_lines(report: dict[str, Any]) -> list[str]:
         measured = m.get("declines_measured", {})
         if measured.get("explored"):
             lines.append(
-                f"live: {version}: {measured['explored']:,} would-be declines let through to measure them, "
-                f"{measured['frauds']:,} fraud: the declines' precision {_num(measured['decline_precision'])}"
-                f"{_interval(measured['decline_precision_95'])}; the rest were good customers' payments the "
-                f"model would have refused (unlabelled presumed genuine)"
+                f"live: {version}: {measured['explored']:,} would-be declines let through to measure them "
+                f"({measured['pending']:,} too recent to tell), {measured['frauds']:,} fraud: the declines' "
+                f"precision {_num(measured['decline_precision'])}"
+                f"{_interval(measured['decline_precision_95'])};"
+                f" the rest were good customers' payments the model would have refused (unlabelled, once "
+                f"their chargeback window has passed, presumed genuine)"
             )
     for s in report["shadows"]:
         c, w, v = s["champion"], s["shadow"], s["equal_volume"]
@@ -141,7 +155,7 @@ def sample_line(sample: dict[str, Any]) -> str | None:
 
 def live_job(
     conninfo: str, window: timedelta, settle: timedelta, out: Path | None, *, now: datetime | None = None,
-    at_most: int | None = None,
+    at_most: int | None = None, label_delay: timedelta = timedelta(days=7),
 ) -> list[str]:  # fmt: skip
     """The decisions scored in ``window`` up to ``settle`` ago (about ``at_most`` of them, spread over
     it, where it holds more), measured: the report's lines (and JSON to ``out``)."""
@@ -153,7 +167,7 @@ def live_job(
             f"no decisions scored between {since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC"
         )
     report = {"since": since.isoformat(), "until": until.isoformat(), "sample": live.sample,
-              **live_report(live.frame)}  # fmt: skip
+              **live_report(live.frame, label_delay)}  # fmt: skip
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")

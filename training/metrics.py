@@ -190,16 +190,20 @@ def live_metrics(label: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> d
     }
 
 
-def measured_declines(label: np.ndarray, explored: np.ndarray) -> dict[str, Any]:
+def measured_declines(
+    label: np.ndarray, explored: np.ndarray, pending: np.ndarray | None = None
+) -> dict[str, Any]:
     """The model's would-be declines let through to be measured (``Policy.explores``): how many, how
-    many turned out fraud (an unlabelled one presumed genuine, as for precision), and that share with
-    its 95 % interval: the precision of the model's declines, measured where nothing else can measure
-    it (a declined payment brings no chargeback); one minus it, the good customers' payments they
-    refuse."""
+    many are ``pending`` (unlabelled, their chargeback may still come: left out), how many turned out
+    fraud (an unlabelled one past its chargeback window presumed genuine), and that share of the rest
+    with its 95 % interval: the precision of the model's declines, measured where nothing else can
+    measure it (a declined payment brings no chargeback); one minus it, the good customers' payments
+    they refuse."""
+    waiting = explored & pending if pending is not None else np.zeros_like(explored)
     frauds = int((explored & (label == 1)).sum())
-    n = int(explored.sum())
-    return {"explored": n, "frauds": frauds, "decline_precision": _share(frauds, n),
-            "decline_precision_95": wilson(frauds, n)}  # fmt: skip
+    n = int((explored & ~waiting).sum())
+    return {"explored": int(explored.sum()), "pending": int(waiting.sum()), "frauds": frauds,
+            "decline_precision": _share(frauds, n), "decline_precision_95": wilson(frauds, n)}  # fmt: skip
 
 
 def shadow_comparison(

@@ -102,6 +102,7 @@ def create_app(  # noqa: PLR0915 - the route table
     live_window: timedelta = timedelta(days=7), live_at_most: int | None = 200_000,
     archive_dir: Path | None = None, login_lockout: tuple[int, timedelta] = (5, timedelta(minutes=15)),
     address_max_failures: int = 20, alert_target: timedelta = timedelta(hours=1),
+    label_delay: timedelta = timedelta(days=7),
 ) -> FastAPI:  # fmt: skip
     app = FastAPI(title="fraudstream analyst UI", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(TEMPLATES))
@@ -479,7 +480,8 @@ def create_app(  # noqa: PLR0915 - the route table
         until = datetime.now(UTC)
         decided = live_decisions(store.conninfo, until - live_window, until, live_at_most)
         days = live_window.total_seconds() / 86400
-        return page(request, "models_live.html", session, live=live_report(decided.frame), live_days=days,
+        live = live_report(decided.frame, label_delay)
+        return page(request, "models_live.html", session, live=live, live_days=days,
                     sampled=sample_line(decided.sample))  # fmt: skip
 
     @app.post("/models/{version}/promote")

@@ -198,11 +198,13 @@ def test_would_be_declines_let_through_measure_the_declines_precision(
     (``FRAUDSTREAM_EXPLORE_RATE``) say how many of the model's declines were good customers'."""
     policy = Policy(0.5, 0.9, explore_rate=0.05)
 
-    def declines(decisions: list[Decision]) -> list[Decision]:  # 6 declines, the first 4 let through
+    def declines(decisions: list[Decision]) -> list[Decision]:  # 6 would-be declines, 5 let through
+        shift = {3: timedelta(days=10)}  # past the chargeback window of the audit's clock
         return [
-            replace(d, score=0.95, decision="review" if i < 4 else "decline",
-                    reasons=[policy.explore_reason(), *d.reasons] if i < 4 else d.reasons,
-                    thresholds={"review": 0.5, "decline": 0.9})
+            replace(d, score=0.95, decision="review" if i < 5 else "decline",
+                    reasons=[policy.explore_reason(), *d.reasons] if i < 5 else d.reasons,
+                    thresholds={"review": 0.5, "decline": 0.9},
+                    txn=d.txn.model_copy(update={"event_time": d.txn.event_time - shift.get(i, timedelta())}))
             for i, d in enumerate(decisions)
         ]  # fmt: skip
 
@@ -211,13 +213,15 @@ def test_would_be_declines_let_through_measure_the_declines_precision(
         ui, feedback = analyst_desk(conninfo)
         d = populate(conninfo, tmp_path / "model", n=6, adjust=declines)
         now = datetime.now(UTC)
-        feedback.handle([  # 3 of the 4 let through were charged back; the 4th is presumed genuine
+        # 3 of the 5 let through were charged back; the 4th, 10 days before the audit's clock, is presumed
+        # genuine; the 5th, unlabelled within the chargeback window, is too recent to tell
+        feedback.handle([
             Feedback(txn_id=x.txn.txn_id, card_id=x.txn.card_id, is_fraud=1, label_time=now,
                      source="chargeback")
             for x in d[:3]
         ])  # fmt: skip
         feedback.handle([  # a decline labelled (an analyst's call, say) is not a measurement
-            Feedback(txn_id=d[4].txn.txn_id, card_id=d[4].txn.card_id, is_fraud=1, label_time=now,
+            Feedback(txn_id=d[5].txn.txn_id, card_id=d[5].txn.card_id, is_fraud=1, label_time=now,
                      source="chargeback")
         ])  # fmt: skip
         out = tmp_path / "live.json"
@@ -226,19 +230,19 @@ def test_would_be_declines_let_through_measure_the_declines_precision(
         )
         assert run.returncode == 0, run.stderr[-3000:]
         measured = json.loads(out.read_text())["models"]["v-ui-test"]["declines_measured"]
-        assert measured == {"explored": 4, "frauds": 3, "decline_precision": 0.75,
+        assert measured == {"explored": 5, "pending": 1, "frauds": 3, "decline_precision": 0.75,
                             "decline_precision_95": [0.3006, 0.9544]}  # fmt: skip
         assert (
-            "live: v-ui-test: 4 would-be declines let through to measure them, 3 fraud: the declines'"
-            " precision 0.750 (95 % 0.301-0.954)"
+            "live: v-ui-test: 5 would-be declines let through to measure them (1 too recent to tell),"
+            " 3 fraud: the declines' precision 0.750 (95 % 0.301-0.954)"
         ) in run.stdout
         client = TestClient(create_app(ui, lambda _: None, tmp_path / "reports"), follow_redirects=False)
         login(client, "ana")
         page = client.get("/models/live").text
         assert (
-            "were let through to measure its declines; 3 turned out fraud: its declines' precision is 0.750"
-            in page
-        )
+            "were let through to measure its declines (1 too recent to tell: unlabelled, their chargeback may"
+            " still come); 3 turned out fraud: its declines' precision is 0.750"
+        ) in page
         assert "about 25 % of what it declines are good customers' payments" in page
         assert 'id="explored"' in client.get(f"/alerts/{d[3].txn.txn_id}").text, "the analyst is told why"
-        assert 'id="explored"' not in client.get(f"/alerts/{d[4].txn.txn_id}").text
+        assert 'id="explored"' not in client.get(f"/alerts/{d[5].txn.txn_id}").text
