@@ -93,6 +93,7 @@ SORTS = {
     "newest": "a.event_time desc",
 }
 DECISIONS = ("review", "decline")
+NEXT_ALERT_LOCK = 0x66736E61  # the advisory lock that serialises "Next alert" picks ("fsna")
 BLOCK_KINDS = ("card", "merchant")
 
 
@@ -364,7 +365,7 @@ class UiStore:
         alerts from here (they would both call its holder): the picks are serialised by an advisory
         lock (a pick is one short statement)."""
         with self._connect() as conn, conn.transaction():
-            conn.execute("select pg_advisory_xact_lock(hashtext('fraudstream.next_alert'))")
+            conn.execute("select pg_advisory_xact_lock(%s)", (NEXT_ALERT_LOCK,))
             row = conn.execute(
                 "update alerts set assigned_to = %s, assigned_at = now() where txn_id = ("
                 " select txn_id from alerts a where status = 'open'"
