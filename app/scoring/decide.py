@@ -54,7 +54,7 @@ class Policy:
         return int.from_bytes(digest) < self.explore_rate * 2**64
 
     def explore_reason(self) -> dict[str, Any]:
-        share = f"1 in {round(1 / self.explore_rate):,}" if self.explore_rate else "none"
+        share = "all" if self.explore_rate >= 1 else f"1 in {round(1 / self.explore_rate):,}"
         text = (
             f"Let through to measure the model's declines: {share} of the payments it would decline"
             f" (score ≥ {self.decline}), chosen at random"

@@ -178,6 +178,10 @@ def test_a_fixed_share_of_would_be_declines_is_let_through_the_same_on_every_rep
     assert not any(policy.explores(t, 500.01) for t in chosen), "none above the amount cap"
     assert not any(Policy(0.5, 0.9).explores(t, 20.0) for t in ids[:1000]), "off by default"
     assert "1 in 20 of the payments it would decline" in policy.explore_reason()["text"]
+    assert (
+        "measure the model's declines: all of the payments"
+        in Policy(0.5, 0.9, explore_rate=1.0).explore_reason()["text"]
+    )
 
 
 def test_a_would_be_decline_let_through_is_reviewed_and_says_why_and_a_rule_decline_never_is(
