@@ -20,19 +20,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from psycopg import sql
 
 from app.audit_window import SLICES, decided_in_window
 from app.errors import FraudstreamError
+from app.scoring.reasons import EXPLORE
 from training.metrics import live_metrics, measured_declines, recall_by_type, shadow_comparison
 
 COLUMNS = sql.SQL(
     "d.model_version, d.score, d.decision <> 'approve', (d.thresholds->>'review')::float8, d.shadow_version,"
-    " d.shadow_score, l.is_fraud::int, l.fraud_type, (d.reasons::text like '%%policy:explore%%' and exists"
-    " (select 1 from json_array_elements(d.reasons) r where r->>'feature' = 'policy:explore')), d.event_time"
-)
+    " d.shadow_score, l.is_fraud::int, l.fraud_type, (strpos(d.reasons::text, {explore}) > 0 and exists"
+    " (select 1 from json_array_elements(d.reasons) r where r->>'feature' = {explore})), d.event_time"
+).format(explore=sql.Literal(EXPLORE))  # the text search first: the JSON only where it may be
 NAMES = [
     "model_version", "score", "flagged", "review", "shadow_version", "shadow_score", "label", "fraud_type",
     "explored", "event_time",
@@ -59,13 +59,8 @@ def live_report(frame: pd.DataFrame, label_delay: timedelta = timedelta(days=7))
     """Per champion version its live metrics; per champion and shadow pair the comparison. The declines
     measured leave out those let through within ``label_delay`` of the window's latest event (the
     audit's clock, as the export's): unlabelled, their chargeback may be on its way."""
-    clock = pd.to_datetime(frame["event_time"], utc=True).max() if len(frame) else None
-    recent = (
-        (pd.to_datetime(frame["event_time"], utc=True) > clock - label_delay).to_numpy()
-        if clock is not None
-        else np.zeros(0, dtype=bool)
-    )
-    pending = recent & frame["label"].isna().to_numpy() & frame["explored"].to_numpy()
+    times = pd.to_datetime(frame["event_time"], utc=True)
+    pending = ((times > times.max() - label_delay) & frame["label"].isna()).to_numpy()
     models = {
         version: {
             **live_metrics(g["label"].to_numpy(), g["score"].to_numpy(), g["flagged"].to_numpy()),

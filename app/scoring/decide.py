@@ -18,12 +18,10 @@ import numpy as np
 
 from app.schema import Transaction
 from app.scoring.model import Model
-from app.scoring.reasons import as_mapping, reason_codes
+from app.scoring.reasons import EXPLORE, as_mapping, reason_codes
 from app.scoring.rules import Rules
 from features.card import FEATURE_NAMES
 from features.model_input import channel_features
-
-EXPLORE = "policy:explore"  # the reason of a would-be decline let through to be measured
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,9 @@ def reason_codes(
     ]
 
 
+EXPLORE = "policy:explore"  # the reason of a would-be decline let through to be measured (Policy.explores)
+
+
 def rule_reason(rule: str, text: str, value: float | str | None = None) -> dict[str, Any]:
     """A rule hit as a reason (no SHAP: it is not the model's doing)."""
     return {"feature": f"rule:{rule}", "value": value, "shap": None, "text": text}

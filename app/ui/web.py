@@ -27,7 +27,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.errors import FraudstreamError
 from app.pan import mask_pans
-from app.scoring.reasons import describe
+from app.scoring.reasons import EXPLORE, describe
 from app.ui.auth import same, token
 from app.ui.store import Session, UiStore, fraud_type_of
 from app.ui.waterfall import sigmoid, waterfall_svg
@@ -109,6 +109,7 @@ def create_app(  # noqa: PLR0915 - the route table
     templates.env.globals["describe"] = describe
     templates.env.globals["duration"] = duration
     templates.env.globals["fraud_types"] = FRAUD_TYPES
+    templates.env.globals["explore_reason"] = EXPLORE
 
     def page(
         request: Request, name: str, session: Session | None, status_code: int = 200, **context: Any
