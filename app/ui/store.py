@@ -93,6 +93,18 @@ SORTS = {
     "newest": "a.event_time desc",
 }
 DECISIONS = ("review", "decline")
+# An alert whose verdict was taken back: open again, unless a chargeback has the last word (its
+# verdict, as ``settle_by_chargebacks`` gives it, and nothing logged as a settlement: the undo is)
+REOPEN = """
+update alerts a set status = coalesce(c.status, 'open'),
+    closed_at = case when c.status is null then null else now() end, closed_by = c.closed_by
+from (select %s::text as txn_id) t
+left join lateral (
+    select case when is_fraud then 'fraud' else 'legit' end as status, 'chargeback' as closed_by
+    from labels where labels.txn_id = t.txn_id and source = 'chargeback'
+) c on true
+where a.txn_id = t.txn_id
+"""
 NEXT_ALERT_LOCK = 0x66736E61  # the advisory lock that serialises "Next alert" picks ("fsna")
 BLOCK_KINDS = ("card", "merchant")
 
@@ -649,8 +661,9 @@ class UiStore:
         """Retract the actor's latest verdict (or fraud report) on ``txn_id`` given since ``since`` (this
         login), with the verdicts it gave on the card's other alerts at once (``verdict``'s ``also``).
 
-        The alerts, if any, open again; the label rows stay, marked retracted (labels are never
-        deleted). Returns the retracted labels, ``txn_id``'s first.
+        The alerts, if any, open again, but for one a chargeback has settled (``REOPEN``); the label
+        rows stay, marked retracted (labels are never deleted). Returns the retracted labels,
+        ``txn_id``'s first.
         """
         with self._connect() as conn, conn.transaction():
             label = conn.execute(
@@ -670,11 +683,7 @@ class UiStore:
             ).fetchall()
             labels = [label, *with_it]
             for retracted in labels:
-                conn.execute(
-                    "update alerts set status = 'open', closed_at = null, closed_by = null where txn_id = %s",
-                    (retracted["txn_id"],),
-                )
-                settle_by_chargebacks(conn, [retracted["txn_id"]])  # a chargeback since has the last word
+                conn.execute(REOPEN, (retracted["txn_id"],))
                 self._log(conn, actor, "undo", retracted["txn_id"], {"label_id": retracted["id"]})
             unblocked = conn.execute(
                 "delete from block_list where kind = 'card' and txn_id = %s and created_by = %s"
@@ -780,14 +789,12 @@ def settle_by_chargebacks(
         for txn_id, was, is_fraud in rows
         if was == "open" or (was == "legit" and is_fraud)
     ]
-    cur.executemany(
-        "update alerts set status = %s, closed_at = now(), closed_by = 'chargeback' where txn_id = %s",
-        [(now, txn_id) for txn_id, _, now in changed],
-    )
-    cur.executemany(
-        "insert into action_log (actor, action, target, detail) values ('chargeback', 'settle', %s, %s)",
-        [(txn_id, Jsonb({"alert_was": was, "status": now})) for txn_id, was, now in changed],
-    )
+    for txn_id, was, now in changed:
+        conn.execute(
+            "update alerts set status = %s, closed_at = now(), closed_by = 'chargeback' where txn_id = %s",
+            (now, txn_id),
+        )
+        UiStore._log(conn, "chargeback", "settle", txn_id, {"alert_was": was, "status": now})
     return changed
 
 

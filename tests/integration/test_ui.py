@@ -1089,6 +1089,8 @@ def test_a_chargeback_settles_its_alert_and_overturns_a_clearance(settings: Sett
         assert after[ids[4]]["status"] == "fraud", (
             "the undo leaves the chargeback's verdict, not an open alert"
         )
+        assert after[ids[4]]["closed_by"] == "chargeback"
+        assert store.queue_health(timedelta(hours=1))["by_chargeback"] == 2, "the undo is no settlement"
 
         # the team lead's page: ana's labels (ids[4]'s undone), and the clearance a chargeback overturned
         (figures,) = store.analyst_figures(datetime.now(UTC) - timedelta(days=1))
