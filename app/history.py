@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app.errors import FraudstreamError
-from app.schema import HISTORY_SCHEMA
+from app.schema import HISTORY_SCHEMA, WEIGHT
 
 PART = "part-0.parquet"
 
@@ -95,10 +96,17 @@ def iter_history(root: Path, since: str | None = None) -> Iterator[tuple[Partiti
         yield part, pq.read_table(part.path).to_pandas()
 
 
+def read_history_file(path: Path) -> pa.Table:
+    """One file in the history schema; a file written before the ``weight`` column: weight 1."""
+    table = pq.read_table(path, schema=HISTORY_SCHEMA)
+    at = HISTORY_SCHEMA.get_field_index(WEIGHT)
+    return table.set_column(at, HISTORY_SCHEMA.field(at), pc.fill_null(table.column(at), 1.0))
+
+
 def read_history(root: Path, since: str | None = None, before: str | None = None) -> pd.DataFrame:
     """The partitions of the days in [since, before) (default: all) in the history schema, sorted by
     event_time."""
-    tables = [pq.read_table(p.path, schema=HISTORY_SCHEMA) for p in partitions(root, since, before)]
+    tables = [read_history_file(p.path) for p in partitions(root, since, before)]
     if not tables:
         return HISTORY_SCHEMA.empty_table().to_pandas()
     frame = pa.concat_tables(tables).to_pandas()

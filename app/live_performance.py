@@ -25,14 +25,13 @@ from psycopg import sql
 
 from app.audit_window import SLICES, decided_in_window
 from app.errors import FraudstreamError
-from app.scoring.reasons import EXPLORE
+from app.scoring.store import EXPLORED
 from training.metrics import live_metrics, measured_declines, recall_by_type, shadow_comparison
 
 COLUMNS = sql.SQL(
     "d.model_version, d.score, d.decision <> 'approve', (d.thresholds->>'review')::float8, d.shadow_version,"
-    " d.shadow_score, l.is_fraud::int, l.fraud_type, (strpos(d.reasons::text, {explore}) > 0 and exists"
-    " (select 1 from json_array_elements(d.reasons) r where r->>'feature' = {explore})), d.event_time"
-).format(explore=sql.Literal(EXPLORE))  # the text search first: the JSON only where it may be
+    " d.shadow_score, l.is_fraud::int, l.fraud_type, {explored}, d.event_time"
+).format(explored=EXPLORED)
 NAMES = [
     "model_version", "score", "flagged", "review", "shadow_version", "shadow_score", "label", "fraud_type",
     "explored", "event_time",

@@ -54,6 +54,11 @@ TRANSACTION_FIELDS = (
     "country",
 )
 LABEL_FIELDS = ("is_fraud", "label_time", "fraud_scenario")
+# How many transactions a history row stands for when a model is evaluated on it: 1, but for a would-be
+# decline let through to be measured (``app.scoring.decide.Policy.explores``), which also stands for its
+# day's would-be declines nobody labelled (``app.audit_export.history_rows``), and for an ``UNOBSERVED``
+# row, 0. A file written before the column has none: each of its rows stands for itself.
+WEIGHT = "weight"
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 TRANSACTION_SCHEMA = pa.schema(
@@ -75,6 +80,7 @@ HISTORY_SCHEMA = (
     TRANSACTION_SCHEMA.append(pa.field("is_fraud", pa.int8()))
     .append(pa.field("label_time", TIMESTAMP))
     .append(pa.field("fraud_scenario", pa.string()))
+    .append(pa.field(WEIGHT, pa.float64()))
 )
 
 

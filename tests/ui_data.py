@@ -25,10 +25,15 @@ T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 def populate(
-    conninfo: str, folder: Path, n: int = 12, adjust: Callable[[list[Decision]], list[Decision]] | None = None
+    conninfo: str,
+    folder: Path,
+    n: int = 12,
+    adjust: Callable[[list[Decision]], list[Decision]] | None = None,
+    policy: Policy | None = None,
 ) -> list[Decision]:
     """``n`` transactions of two cards, every one flagged (review threshold 0) and explained; ``adjust``
-    rewrites the decisions before they are written (scores and outcomes a test needs)."""
+    rewrites the decisions before they are written (scores and outcomes a test needs); ``policy``: other
+    than review from 0, decline from 0.5."""
     fitted = fit(synthetic(), seed=0, max_rounds=30)
     folder.mkdir(parents=True, exist_ok=True)
     fitted.booster.save_model(str(folder / "model.ubj"))
@@ -49,7 +54,7 @@ def populate(
     card = [{**dict.fromkeys(FEATURE_NAMES), "kmh_from_prev": 40.0 * i * i, "amount_to_mean_30d": 1 + i / 3,
              "km_from_prev": 3.0 * i} for i in range(n)]  # fmt: skip
     x = vectors(model.features, feature_matrix(card), [dict.fromkeys(MERCHANT_FEATURES) for _ in txns], txns)
-    decisions = score_batch(model, x, txns, [None] * n, Policy(review=0.0, decline=0.5), Rules())
+    decisions = score_batch(model, x, txns, [None] * n, policy or Policy(review=0.0, decline=0.5), Rules())
     if adjust is not None:
         decisions = adjust(decisions)
     store = DecisionStore(conninfo)

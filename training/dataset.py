@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from app.errors import FraudstreamError
-from app.schema import UNOBSERVED
+from app.schema import UNOBSERVED, WEIGHT
 from app.settings import Settings
 from features.backfill import card_feature_frame
 from features.fold import CardState
@@ -150,6 +150,7 @@ def build_training_frame(
         frame[f"channel_{channel}"] = (history["channel"] == channel).astype(np.float64).to_numpy()
     frame["merchant_id"] = history["merchant_id"].to_numpy()
     frame["fraud_scenario"] = history["fraud_scenario"].to_numpy()
+    frame[WEIGHT] = history[WEIGHT].to_numpy()
     frame["split"] = splits(frame["event_time"], frame["fraud_scenario"], periods)
     # training sees the labels known at the test start; evaluation uses the history's labels
     train_label = known_labels(history, periods.label_known_for_train).to_numpy()

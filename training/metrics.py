@@ -9,12 +9,20 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from app.schema import LEGIT
+from app.schema import LEGIT, WEIGHT
 
 
-def recall_at_fpr(y: np.ndarray, score: np.ndarray, max_fpr: float = 0.01) -> tuple[float, float]:
-    """(recall, threshold) at the highest threshold whose false-positive rate stays <= ``max_fpr``."""
-    fpr, tpr, thresholds = roc_curve(y, score)
+def weights(test: pd.DataFrame) -> np.ndarray:
+    """How many transactions each holdout row stands for (the history's ``WEIGHT``; 1 without one)."""
+    return test[WEIGHT].to_numpy(dtype=float) if WEIGHT in test else np.ones(len(test))
+
+
+def recall_at_fpr(
+    y: np.ndarray, score: np.ndarray, max_fpr: float = 0.01, w: np.ndarray | None = None
+) -> tuple[float, float]:
+    """(recall, threshold) at the highest threshold whose false-positive rate stays <= ``max_fpr``
+    (``w``: each row's weight)."""
+    fpr, tpr, thresholds = roc_curve(y, score, sample_weight=w)
     ok = np.flatnonzero(fpr <= max_fpr)
     best = ok[-1]
     return float(tpr[best]), float(thresholds[best])
@@ -34,29 +42,31 @@ def card_precision_at_k(test: pd.DataFrame, score: np.ndarray, k: int = 100) -> 
 def operating_point(test: pd.DataFrame, score: np.ndarray, threshold: float, days: float) -> dict[str, Any]:
     """What a threshold would do to the holdout's ``days``: how many decisions it flags a day (the
     analysts' queue), how many of them genuine, its precision and recall, and the share of the
-    frauds' amount it stops (``amount`` being the transaction's)."""
+    frauds' amount it stops (``amount`` being the transaction's); each row counted by its weight."""
     y = test["label"].to_numpy() == 1
     flagged = score >= threshold
-    amount = test["amount"].to_numpy(dtype=float)
+    w = weights(test)
+    amount = test["amount"].to_numpy(dtype=float) * w
     fraud_amount = float(amount[y].sum())
     return {
         "threshold": threshold,
-        "flagged_per_day": round(int(flagged.sum()) / days, 1),
-        "genuine_flagged_per_day": round(int((flagged & ~y).sum()) / days, 1),
-        "precision": _share(int((flagged & y).sum()), int(flagged.sum())),
-        "recall": _share(int((flagged & y).sum()), int(y.sum())),
+        "flagged_per_day": round(float(w[flagged].sum()) / days, 1),
+        "genuine_flagged_per_day": round(float(w[flagged & ~y].sum()) / days, 1),
+        "precision": _share(float(w[flagged & y].sum()), float(w[flagged].sum())),
+        "recall": _share(float(w[flagged & y].sum()), float(w[y].sum())),
         "fraud_amount_stopped": round(float(amount[flagged & y].sum()) / fraud_amount, 4)
         if fraud_amount
         else None,
     }
 
 
-def capacity_threshold(score: np.ndarray, per_day: float, days: float) -> float:
+def capacity_threshold(score: np.ndarray, per_day: float, days: float, w: np.ndarray | None = None) -> float:
     """The lowest threshold that flags at most ``per_day`` of the holdout's decisions a day (ties never
-    push it over): where the review threshold would sit for a team that reviews that many a day. Above
-    every score (1.0 or more) when the capacity is under one decision."""
-    allowed = int(per_day * days)
-    values, counts = np.unique(score, return_counts=True)  # ascending
+    push it over; ``w``: each row's weight): where the review threshold would sit for a team that
+    reviews that many a day. Above every score (1.0 or more) when the capacity is under one decision."""
+    allowed = per_day * days
+    values, at = np.unique(score, return_inverse=True)  # ascending
+    counts = np.bincount(at, weights=w, minlength=len(values))
     flagged_from = counts[::-1].cumsum()[::-1]  # decisions at or above each value
     fits = np.flatnonzero(flagged_from <= allowed)
     if not len(fits):
@@ -74,22 +84,33 @@ def evaluate(
     """A model's scores on the holdout (both classes in it: ``one_class_splits``); with ``thresholds``
     (name -> score, the deployed review and decline ones) each one's ``operating_point`` over the
     holdout's ``days`` (default: the span of its transactions, at least one); with
-    ``capacity_per_day`` also the operating point of this model's own ``capacity_threshold`` (as
-    ``capacity``): two models compared at the same queue size, whatever their scores' scale."""
+    ``capacity``): two models compared at the same queue size, whatever their scores' scale.
+
+    Each row counts by its weight (``weights``): a would-be decline let through to be measured also
+    stands for the declines nobody labelled, so that the metrics are of every transaction, not only of
+    those the champion did not decline; then ``weighted`` says how many rows and frauds the holdout
+    stands for. The card precision counts the rows as they are (a card's day has no weight)."""
     y = test["label"].to_numpy()
-    recall, threshold = recall_at_fpr(y, score)
+    w = weights(test)
+    recall, threshold = recall_at_fpr(y, score, w=w)
     flagged = score >= threshold
     scenarios = {
-        name: round(float(flagged[(test["fraud_scenario"] == name).to_numpy() & (y == 1)].mean()), 4)
+        name: round(float(np.average(flagged[mine], weights=w[mine])), 4)
         for name in sorted(set(test.loc[test["label"] == 1, "fraud_scenario"]) - {LEGIT})
+        if (mine := (test["fraud_scenario"] == name).to_numpy() & (y == 1)).any()
     }
     operating = {}
     if thresholds:
         operating["at_thresholds"] = _operating(test, score, thresholds, days, capacity_per_day)
+    weighted = {}
+    if (w != 1).any():
+        weighted["weighted"] = {"rows": round(float(w.sum()), 1), "frauds": round(float(w[y == 1].sum()), 1),
+                                "let_through": int((w > 1).sum())}  # fmt: skip
     return {
         "rows": len(test),
         "frauds": int(y.sum()),
-        **_ranking(y, score),
+        **weighted,
+        **_ranking(y, score, w),
         "card_precision_at_100": round(card_precision_at_k(test, score, 100), 4),
         "recall_at_1pct_fpr": round(recall, 4),
         "threshold_at_1pct_fpr": round(threshold, 6),
@@ -105,24 +126,25 @@ def _operating(
         span = test["event_time"].max() - test["event_time"].min()
         days = max(span.total_seconds() / 86400, 1.0)
     if capacity:
-        thresholds = {**thresholds, "capacity": round(capacity_threshold(score, capacity, days), 6)}
+        limit = capacity_threshold(score, capacity, days, weights(test))
+        thresholds = {**thresholds, "capacity": round(limit, 6)}
     points = {name: operating_point(test, score, t, days) for name, t in thresholds.items()}
     if capacity:
         points["capacity"]["capacity_per_day"] = capacity
     return points
 
 
-def _ranking(y: np.ndarray, score: np.ndarray) -> dict[str, float | None]:
-    """ROC AUC and average precision, or None where one class is missing."""
+def _ranking(y: np.ndarray, score: np.ndarray, w: np.ndarray | None = None) -> dict[str, float | None]:
+    """ROC AUC and average precision (``w``: each row's weight), or None where one class is missing."""
     if y.min(initial=1) == y.max(initial=0):
         return {"roc_auc": None, "average_precision": None}
     return {
-        "roc_auc": round(float(roc_auc_score(y, score)), 4),
-        "average_precision": round(float(average_precision_score(y, score)), 4),
+        "roc_auc": round(float(roc_auc_score(y, score, sample_weight=w)), 4),
+        "average_precision": round(float(average_precision_score(y, score, sample_weight=w)), 4),
     }
 
 
-def _share(part: int, whole: int) -> float | None:
+def _share(part: float, whole: float) -> float | None:
     return round(part / whole, 4) if whole else None
 
 

@@ -17,6 +17,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve
 
 from training.dataset import MODEL_FEATURES
+from training.metrics import weights
 
 SHAP_SAMPLE = 2_000
 
@@ -28,7 +29,7 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     y = test["label"].to_numpy()
 
-    precision, recall, _ = precision_recall_curve(y, score)
+    precision, recall, _ = precision_recall_curve(y, score, sample_weight=weights(test))
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(recall, precision)
     ax.set(xlabel="recall", ylabel="precision", title=f"PR curve (AP {metrics['average_precision']})")
@@ -66,7 +67,7 @@ def write_report(
     text = f"""# Model {version}
 
 Periods: {meta["periods"]}
-
+{weighted_note(metrics)}
 | metric (test holdout) | value |
 |---|---|
 {rows}
@@ -92,6 +93,20 @@ Champion on the same holdout: {meta.get("champion_metrics_on_same_holdout") or "
     path = folder / "report.md"
     path.write_text(text)
     return path
+
+
+def weighted_note(metrics: dict[str, Any]) -> str:
+    """What the holdout's rows stand for, where some stand for more than themselves."""
+    w = metrics.get("weighted")
+    if not w:
+        return ""
+    return (
+        f"\nThe holdout's {metrics['rows']:,} rows stand for {w['rows']:,.0f} transactions and"
+        f" {w['frauds']:,.1f} frauds: {w['let_through']:,} would-be declines let through to be measured"
+        " (`FRAUDSTREAM_EXPLORE_RATE`) also stand for the declines nobody labelled (the history's"
+        " `weight`), so the metrics are of every transaction, not only of those the champion did not"
+        " decline. The card precision and the calibration plot count the rows as they are.\n"
+    )
 
 
 def operating_table(metrics: dict[str, Any], champion: dict[str, Any] | None) -> str:

@@ -12,6 +12,7 @@ import xgboost as xgb
 from sklearn.metrics import average_precision_score
 
 from training.dataset import LABEL, MODEL_FEATURES
+from training.metrics import weights
 
 SEARCH: dict[str, list[Any]] = {"max_depth": [4, 6], "min_child_weight": [1, 5]}
 BASE_PARAMS: dict[str, Any] = {
@@ -76,7 +77,10 @@ def fit(frame: pd.DataFrame, *, seed: int = 0, threads: int = 1, max_rounds: int
             early_stopping_rounds=30, verbose_eval=False,
         )  # fmt: skip
         rounds = booster.best_iteration + 1
-        ap = float(average_precision_score(valid_frame[LABEL], predict(booster, valid_frame, rounds)))
+        valid_score = predict(booster, valid_frame, rounds)
+        ap = float(
+            average_precision_score(valid_frame[LABEL], valid_score, sample_weight=weights(valid_frame))
+        )
         results.append({**dict(zip(SEARCH, values, strict=True)), "trees": rounds, "valid_ap": round(ap, 4)})
         if best is None or ap > best[0]:
             best = (ap, booster[:rounds], {**params, "n_trees": rounds})

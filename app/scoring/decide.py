@@ -60,7 +60,14 @@ class Policy:
         return {"feature": EXPLORE, "value": self.explore_rate, "shap": None, "text": text}
 
     def thresholds(self) -> dict[str, float]:
-        return {"review": self.review, "decline": self.decline}
+        """What the audit records of the policy; with exploration on, its rate and cap too: which of
+        the model's declines could have been let through (``app.audit_export.history_rows``)."""
+        out = {"review": self.review, "decline": self.decline}
+        if self.explore_rate > 0:
+            out["explore_rate"] = self.explore_rate
+            if self.explore_max_amount is not None:
+                out["explore_max_amount"] = self.explore_max_amount
+        return out
 
 
 BLOCK_RULES = frozenset({"rule:blocked_card", "rule:blocked_merchant"})  # ``Rules.hits``' block-list reasons

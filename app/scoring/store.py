@@ -20,14 +20,23 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
+from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
 from app.errors import first_line
 from app.pg import apply_schema
+from app.scoring.reasons import EXPLORE
 from app.scoring.rules import Rules
 
 if TYPE_CHECKING:  # the archive and the UI read the audit's columns without loading the model's libraries
     from app.scoring.decide import Decision
+
+# a decisions row ``d`` is a would-be decline let through to be measured (``Policy.explores``): the text
+# search first, the JSON walked only where it may be
+EXPLORED = sql.SQL(
+    "(strpos(d.reasons::text, {explore}) > 0 and exists"
+    " (select 1 from json_array_elements(d.reasons) r where r->>'feature' = {explore}))"
+).format(explore=sql.Literal(EXPLORE))
 
 log = logging.getLogger("fraudstream.scoring")
 

@@ -41,7 +41,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from app.schema import HISTORY_SCHEMA, LEGIT, SCENARIOS
+from app.schema import HISTORY_SCHEMA, LEGIT, SCENARIOS, WEIGHT
 from app.simulator import geo
 
 DAY_S = 86_400
@@ -439,6 +439,7 @@ def simulate(cfg: SimConfig, progress: Callable[[str], None] = lambda _: None) -
             "is_fraud": is_fraud,
             "label_time": label_time,
             "fraud_scenario": tx.scenario,
+            WEIGHT: 1.0,  # every outcome is known
         }
     )
     return frame[HISTORY_SCHEMA.names]

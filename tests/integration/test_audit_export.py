@@ -16,7 +16,7 @@ from app.audit_export import PART, export_audit
 from app.feedback import FeedbackService
 from app.history import read_history, write_history
 from app.schema import TRANSACTION_FIELDS, Feedback
-from app.scoring.decide import Decision
+from app.scoring.decide import Decision, Policy
 from app.scoring.merchants import feast_lookup
 from app.scoring.store import DecisionStore
 from app.scoring.store import migrate as migrate_audit
@@ -161,6 +161,42 @@ def test_a_label_written_while_the_export_starts_is_not_missed(settings: Setting
         assert (result.days, result.rows, result.frauds) == (("2026-03-02", "2026-03-03"), 2, 2)
         assert list(read_history(history)["is_fraud"]) == [1, 1]
         assert export_audit(conninfo, history, 7).days == ()
+
+
+def test_a_let_through_decline_stands_for_the_declines_nobody_labelled(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The worker's policy records the exploration rate with each decision; the export weighs each
+    would-be decline let through by the unlabelled declines of its day that could have been."""
+    policy = Policy(review=0.0, decline=0.15, explore_rate=0.5, explore_max_amount=500.0)
+
+    def clock_on(decisions: list[Decision]) -> list[Decision]:  # the last one moves the audit's clock on
+        return [*decisions[:-1], _moved(decisions[-1], decisions[-1].txn.txn_id, T0 + timedelta(days=9))]
+
+    history = tmp_path / "history"
+    with fresh_database(settings, "it_export_weight") as db:
+        conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
+        ui, _ = analyst_desk(conninfo)
+        d = populate(conninfo, tmp_path / "model", n=30, adjust=clock_on, policy=policy)[:-1]
+        explored = [x.txn.txn_id for x in d if x.explored]
+        declined = [x for x in d if x.decision == "decline"]
+        capped = [x.txn.txn_id for x in declined if x.txn.amount > 500]
+        labelled = next(x.txn.txn_id for x in declined if x.txn.amount <= 500)
+        ui.verdict(labelled, "ana", True, "the card holder did not make it")
+        unseen = [x.txn.txn_id for x in declined if x.txn.amount <= 500 and x.txn.txn_id != labelled]
+        assert explored and unseen and capped, "the data this test needs"
+
+        export_audit(conninfo, history, 7)
+        rows = read_history(history).set_index("txn_id")
+        weight = 1 + len(unseen) / len(explored)
+        assert rows.loc[explored, "weight"].tolist() == [weight] * len(explored), (
+            "each stands for itself and its share of the declines nobody labelled"
+        )
+        assert rows.loc[[*unseen, *capped], "weight"].eq(0).all(), "unobserved"
+        assert rows.loc[labelled, "weight"] == 1.0, "an analyst's verdict: itself"
+        assert rows["weight"].sum() == len(d) - len(capped), "no decline over the cap is let through"
+        gx = validate_history(history, tmp_path / "gx")
+        assert gx.success, gx.one_line()
 
 
 def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(

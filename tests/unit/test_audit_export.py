@@ -31,7 +31,10 @@ def _audit(
 ) -> pd.DataFrame:
     place = ("card-1", "merch-1", 12.5, "EUR", "5411", "ecommerce", 48.8, 2.3, "FR")
     return pd.DataFrame(
-        [(txn_id, at, *place, fraud, label_at, None, decision) for txn_id, at, fraud, label_at in rows],
+        [
+            (txn_id, at, *place, fraud, label_at, None, decision, False, False, float("nan"))
+            for txn_id, at, fraud, label_at in rows
+        ],
         columns=AUDIT_COLUMNS,
     )
 
@@ -48,6 +51,7 @@ def test_labels_become_the_history_columns() -> None:
     assert list(out["txn_id"]) == ["t1", "t2", "t3", "t4"], "sorted by event time"
     assert list(out["is_fraud"]) == [1, 0, 0, 1]
     assert list(out["fraud_scenario"]) == ["reported", "none", "none", "reported"]
+    assert list(out["weight"]) == [1.0, 1.0, 1.0, 1.0], "nothing let through: each row is itself"
     assert list(out["label_time"]) == [
         pd.Timestamp(T + timedelta(days=3)),
         pd.Timestamp(T + timedelta(hours=5)),
@@ -70,6 +74,29 @@ def test_a_decline_nobody_labelled_is_unobserved_not_presumed_genuine() -> None:
         "no chargeback comes for a declined transaction: its label is unknown until someone gives one"
     )
     assert out.loc[["d1", "d2", "d3", "a1"], "is_fraud"].tolist() == [0, 1, 0, 0]
+
+
+def test_a_let_through_decline_stands_for_the_unlabelled_ones_it_could_have_been() -> None:
+    later = T + timedelta(hours=1)
+    ids = ["e1", "e2", "u1", "u2", "u3", "x1", "l1", "a1", "e3", "u4", "e0"]
+    audit = _audit([(t, T, None, None) for t in ids], decision="decline")
+    audit = audit.set_index("txn_id")
+    audit.loc[["e1", "e2", "e3", "e0"], ["decision", "explored"]] = ["review", True]  # let through
+    audit.loc[["u1", "u2", "u3", "l1", "u4"], "explorable"] = True  # could have been let through
+    audit.loc[["e1", "e2", "u1", "u2", "u3", "x1", "l1", "a1"], "explore_rate"] = 0.25
+    audit.loc[["e3", "u4"], "explore_rate"] = 0.5  # the rate changed during the day
+    audit.loc["l1", ["label_fraud", "label_time"]] = [True, later]  # an analyst's verdict on a decline
+    audit.loc["e1", ["label_fraud", "label_time"]] = [True, later]  # a chargeback
+    audit.loc["a1", "decision"] = "approve"
+    out = history_rows(audit.reset_index(), label_delay_days=7).set_index("txn_id")
+    assert out.loc[["e1", "e2"], "weight"].tolist() == [2.5, 2.5], (
+        "two let through at 1 in 4 stand for themselves and the three nobody labelled: 1 + 3/2 each"
+    )
+    assert out.loc["e3", "weight"] == 2.0, "at 1 in 2: itself and u4"
+    assert out.loc["e0", "weight"] == 1.0, "let through before the audit recorded the rate: itself"
+    assert out.loc[["u1", "x1", "u4"], "weight"].tolist() == [0.0, 0.0, 0.0], "unobserved"
+    assert out.loc[["l1", "a1"], "weight"].tolist() == [1.0, 1.0], "a labelled decline is itself"
+    assert out["weight"].sum() == len(ids) - 1, "every transaction counted once, but x1 (over the cap)"
 
 
 def test_a_fraud_labelled_with_its_type_keeps_it_as_its_scenario() -> None:

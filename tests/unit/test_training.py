@@ -159,6 +159,35 @@ def test_operating_points_count_the_queue_a_day_and_what_it_stops() -> None:
     assert "capacity" not in evaluate(test, score, {"review": 0.5}, days=2)["at_thresholds"]
 
 
+def test_a_row_of_weight_k_counts_as_k_rows() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    test = pd.DataFrame({
+        "label": (rng.random(n) < 0.1).astype(int), "amount": rng.uniform(1, 500, n),
+        "event_time": [T0 + pd.Timedelta(minutes=7 * i) for i in range(n)],
+        "fraud_scenario": rng.choice(["card_testing", "reported"], n), "card_id": [f"c{i}" for i in range(n)],
+    })  # fmt: skip
+    test.loc[test["label"] == 0, "fraud_scenario"] = LEGIT
+    score = np.round(rng.random(n) * 0.6 + 0.4 * test["label"].to_numpy(), 3)
+    k = np.where(rng.random(n) < 0.05, 4, 1)  # a few stand for four
+    weighted = evaluate(
+        test.assign(weight=k.astype(float)), score, {"review": 0.5}, days=2, capacity_per_day=30
+    )
+    repeated = test.loc[test.index.repeat(k)].reset_index(drop=True)
+    plain = evaluate(repeated, np.repeat(score, k), {"review": 0.5}, days=2, capacity_per_day=30)
+    same = ["roc_auc", "average_precision", "recall_at_1pct_fpr", "threshold_at_1pct_fpr",
+            "recall_by_scenario_at_1pct_fpr", "at_thresholds"]  # fmt: skip
+    assert {m: weighted[m] for m in same} == {m: plain[m] for m in same}
+    assert weighted["weighted"] == {
+        "rows": plain["rows"],
+        "frauds": plain["frauds"],
+        "let_through": int((k > 1).sum()),
+    }
+    assert weighted["rows"] == n and "weighted" not in plain, (
+        "rows as they are; weights only where some differ"
+    )
+
+
 def test_the_capacity_threshold_never_lets_ties_overfill_the_queue() -> None:
     score = np.array([0.9, 0.8, 0.8, 0.8, 0.3, 0.1])
     assert capacity_threshold(score, per_day=1, days=3) == 0.9, "0.8 would flag 4 of the 3 allowed"

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.errors import FraudstreamError
-from app.history import partitions, write_history
+from app.history import partitions, read_history, write_history
 from app.schema import HISTORY_SCHEMA
 from app.simulator.model import SimConfig, simulate
 from expectations.validate import validate_frame, validate_history
@@ -74,6 +74,7 @@ def _duplicate_id(frame: pd.DataFrame) -> pd.DataFrame:
         ("negative", _set("amount", -12.5), True, "amounts are positive", 3),
         ("duplicate", _duplicate_id, True, "txn_id is the idempotency key", 2),
         ("pan", _set("card_id", "4111 1111 1111 1111"), True, "never a card number", 3),
+        ("weight", _set("weight", -1.0), True, "weight: a row stands for itself", 3),
         (
             "types",
             lambda f: f.assign(amount=f["amount"].astype(str)),
@@ -106,6 +107,20 @@ def test_corrupted_copies_fail_clearly_and_quarantine_rows(
     assert quarantine["_reason"].str.len().gt(0).all()
 
 
+def test_a_file_written_before_the_weight_column_passes_and_each_row_weighs_1(
+    clean: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "history"
+    shutil.copytree(clean, root)
+    target = partitions(root)[2].path
+    pq.write_table(pq.read_table(target).drop_columns(["weight"]), target)
+    summary = validate_history(root, tmp_path / "report")
+    assert summary.success, summary.one_line()
+    history = read_history(root)
+    assert history["weight"].notna().all() and (history["weight"] == 1.0).all()
+    assert len(history) == summary.rows
+
+
 def test_unknown_suite_is_a_one_line_error(clean: Path, tmp_path: Path) -> None:
     with pytest.raises(FraudstreamError, match="unknown suite 'nope'"):
         validate_history(clean, tmp_path, "nope")
@@ -120,6 +135,7 @@ def _training_like_frame() -> pd.DataFrame:
     frame["channel_atm"] = 0.0
     frame["label"] = history.set_index("txn_id").loc[frame["txn_id"], "is_fraud"].to_numpy()
     frame["split"] = "train"
+    frame["weight"] = 1.0
     return frame
 
 
@@ -129,9 +145,11 @@ def test_training_set_suite_passes_real_features_and_fails_corrupted_ones(tmp_pa
     broken = frame.copy()
     broken.loc[broken.index[:3], "label"] = 2
     broken.loc[broken.index[3:5], "km_from_prev"] = -1.0
+    broken.loc[broken.index[5], "weight"] = -2.0
     summary = validate_frame(broken, tmp_path / "bad", "training_set")
     assert not summary.success
     line = summary.one_line()
     assert "label: binary label (3 rows)" in line
     assert "km_from_prev" in line
-    assert summary.quarantined_rows == 5
+    assert "weight: how many transactions a row stands for" in line
+    assert summary.quarantined_rows == 6
