@@ -184,7 +184,9 @@ def test_a_let_through_decline_stands_for_the_declines_nobody_labelled(
         labelled = next(x.txn.txn_id for x in declined if x.txn.amount <= 500)
         ui.verdict(labelled, "ana", True, "the card holder did not make it")
         unseen = [x.txn.txn_id for x in declined if x.txn.amount <= 500 and x.txn.txn_id != labelled]
-        assert explored and unseen and capped, "the data this test needs"
+        assert explored, "the data this test needs"
+        assert unseen, "the data this test needs"
+        assert capped, "the data this test needs"
 
         export_audit(conninfo, history, 7)
         rows = read_history(history).set_index("txn_id")
