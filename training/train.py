@@ -59,10 +59,15 @@ def _matrix(frame: pd.DataFrame) -> xgb.DMatrix:
 
 
 def fit(frame: pd.DataFrame, *, seed: int = 0, threads: int = 1, max_rounds: int = 400) -> Fitted:
-    """Train on split=='train', pick parameters and the number of trees on split=='valid'."""
+    """Train on split=='train', pick parameters and the number of trees on split=='valid'.
+
+    The validation rows count by their weight (``training.metrics.weights``), as the holdout's do: a
+    would-be decline let through stands for the declines nobody labelled. The training rows count as
+    they are: weighting them changed nothing in session 36's simulated world (AP 0.780 vs 0.778)."""
     train = _matrix(frame[frame["split"] == "train"])
     valid_frame = frame[frame["split"] == "valid"]
     valid = _matrix(valid_frame)
+    valid.set_weight(weights(valid_frame))
     results, best = [], None
     for values in itertools.product(*SEARCH.values()):
         params = {
@@ -78,9 +83,7 @@ def fit(frame: pd.DataFrame, *, seed: int = 0, threads: int = 1, max_rounds: int
         )  # fmt: skip
         rounds = booster.best_iteration + 1
         valid_score = predict(booster, valid_frame, rounds)
-        ap = float(
-            average_precision_score(valid_frame[LABEL], valid_score, sample_weight=weights(valid_frame))
-        )
+        ap = float(average_precision_score(valid_frame[LABEL], valid_score, sample_weight=valid.get_weight()))
         results.append({**dict(zip(SEARCH, values, strict=True)), "trees": rounds, "valid_ap": round(ap, 4)})
         if best is None or ap > best[0]:
             best = (ap, booster[:rounds], {**params, "n_trees": rounds})

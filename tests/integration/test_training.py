@@ -11,11 +11,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fastapi.testclient import TestClient
 
 from app.errors import FraudstreamError
 from app.history import partitions, read_history, write_history
 from app.settings import Settings
 from app.simulator.model import SimConfig, simulate
+from app.ui.web import create_app
+from tests.integration.test_ui import analyst_desk, login
 from tests.services import fresh_database
 from training.dataset import LABEL, Periods, build_training_frame
 from training.jobs import load_model, train_job
@@ -127,3 +130,41 @@ def test_invalid_history_trains_nothing(isolated: Settings, history: Path, tmp_p
     with pytest.raises(FraudstreamError, match="history failed validation, no model trained"):
         train_job(isolated, broken)
     assert not isolated.models_dir.exists() or not any(isolated.models_dir.iterdir())
+
+
+def test_a_holdout_with_let_through_declines_counts_each_row_by_its_weight(
+    isolated: Settings, history: Path, tmp_path: Path
+) -> None:
+    """As the export writes it: declines nobody labelled weigh 0 (out of every set), the would-be
+    declines let through stand for them. The metrics, the report and the UI's models page say so."""
+    frame = read_history(history)
+    periods = Periods.make(frame, None, 7, isolated.label_delay_days, 7)
+    test_week = (frame["event_time"] >= periods.test_start).to_numpy()
+    frauds = np.flatnonzero(test_week & (frame["is_fraud"] == 1).to_numpy())
+    let_through, unseen = frauds[0:20:2], frauds[1:20:2]
+    frame.loc[let_through, "weight"] = 2.0
+    frame.loc[unseen, ["fraud_scenario", "is_fraud", "weight"]] = ["unobserved", 0, 0.0]
+    weighted = tmp_path / "weighted"
+    write_history(frame, weighted)
+
+    line = train_job(isolated, weighted, seed=0)
+    assert "promoted to champion" in line, line
+    champion = Registry(isolated.pg_conninfo(reveal=True)).champion()
+    assert champion is not None
+    metrics = champion.metrics
+    held = int(test_week.sum()) - len(unseen)
+    assert metrics["rows"] == held, "the unobserved rows are in no set"
+    assert metrics["weighted"] == {
+        "rows": float(held + len(let_through)),
+        "frauds": float(metrics["frauds"] + len(let_through)),
+        "let_through": len(let_through),
+    }
+    report = Path(line.rsplit("report ", 1)[1]).read_text()
+    assert f"The holdout's {held:,} rows stand for {held + len(let_through):,} transactions" in report
+
+    ui, _ = analyst_desk(isolated.pg_conninfo(reveal=True))
+    client = TestClient(create_app(ui, lambda _: None, tmp_path / "reports"), follow_redirects=False)
+    login(client, "ana")
+    page = client.get("/models").text
+    assert f"title=\"The holdout's {held:,} rows stand for" in page
+    assert 'id="weighted-note"' in page

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
+from sklearn.metrics import average_precision_score
 
 from app.schema import LEGIT
 from training.dataset import LABEL, MODEL_FEATURES, Periods, known_labels, one_class_splits, splits
@@ -80,6 +81,18 @@ def test_training_is_deterministic_for_a_seed() -> None:
     test = frame[frame["split"] == "test"]
     np.testing.assert_array_equal(predict(a.booster, test), predict(b.booster, test))
     assert a.params == b.params
+
+
+def test_the_validation_rows_count_by_their_weight() -> None:
+    frame = synthetic()
+    valid = (frame["split"] == "valid").to_numpy()
+    frame["weight"] = np.where(valid & (np.arange(len(frame)) % 3 == 0), 4.0, 1.0)
+    fitted = fit(frame, seed=0, max_rounds=40)
+    rows = frame[valid]
+    score = predict(fitted.booster, rows)
+    weighted = average_precision_score(rows[LABEL], score, sample_weight=rows["weight"])
+    assert fitted.valid_average_precision == pytest.approx(weighted, abs=1e-12)
+    assert fitted.valid_average_precision != pytest.approx(average_precision_score(rows[LABEL], score))
 
 
 def test_shap_values_add_up_to_the_margin_after_reload(tmp_path) -> None:  # type: ignore[no-untyped-def]
