@@ -47,7 +47,7 @@ from psycopg import sql
 from app.errors import FraudstreamError, first_line
 from app.history import read_history_file, write_parquet, write_whole
 from app.schema import HISTORY_SCHEMA, LEGIT, REPORTED, SCENARIOS, TRANSACTION_FIELDS, UNOBSERVED
-from app.scoring.store import EXPLORED
+from app.scoring.store import EXPLORE_COLUMNS
 
 PART = "part-audit.parquet"
 MANIFEST = "_audit_export.json"
@@ -61,14 +61,6 @@ TXN_SELECT = sql.SQL(
     "d.txn_id, d.event_time, d.card_id, d.merchant_id, d.amount, d.txn->>'currency', d.txn->>'mcc',"
     " d.txn->>'channel', (d.txn->>'lat')::float8, (d.txn->>'lon')::float8, d.txn->>'country'"
 )
-# a decisions row ``d``: let through to be measured; a model's decline the policy recorded with it
-# (``Policy.thresholds``) could have been; the exploration rate then in force
-EXPLORE_SELECT = sql.SQL(
-    "{explored}, coalesce(d.decision = 'decline' and json_array_length(d.rules) = 0"
-    " and (d.thresholds->>'explore_rate')::float8 > 0"
-    " and d.amount <= coalesce((d.thresholds->>'explore_max_amount')::float8, 'infinity'), false),"
-    " (d.thresholds->>'explore_rate')::float8"
-).format(explored=EXPLORED)
 
 
 def history_rows(audit: pd.DataFrame, label_delay_days: int) -> pd.DataFrame:
@@ -271,7 +263,7 @@ def _export(conninfo: str, history: Path, label_delay_days: int) -> Export:
                 " (d.event_time at time zone 'UTC')::date"
                 " from decisions d left join ({}) l using (txn_id)"
                 " where d.event_time >= %s and d.event_time < %s order by d.event_time, d.txn_id"
-            ).format(TXN_SELECT, EXPLORE_SELECT, LATEST_LABELS)
+            ).format(TXN_SELECT, EXPLORE_COLUMNS, LATEST_LABELS)
             lo, hi = min(wanted), max(wanted) + timedelta(days=1)
             with conn.transaction(), conn.cursor(name="audit_export") as cur:  # server-side: a day at a time
                 cur.itersize = 20_000

@@ -20,21 +20,29 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from psycopg import sql
 
+from app.audit_export import explore_weights
 from app.audit_window import SLICES, decided_in_window
 from app.errors import FraudstreamError
-from app.scoring.store import EXPLORED
-from training.metrics import live_metrics, measured_declines, recall_by_type, shadow_comparison
+from app.scoring.store import EXPLORE_COLUMNS
+from training.metrics import (
+    live_metrics,
+    measured_declines,
+    recall_by_type,
+    shadow_comparison,
+    weighted_live_metrics,
+)
 
 COLUMNS = sql.SQL(
     "d.model_version, d.score, d.decision <> 'approve', (d.thresholds->>'review')::float8, d.shadow_version,"
-    " d.shadow_score, l.is_fraud::int, l.fraud_type, {explored}, d.event_time"
-).format(explored=EXPLORED)
+    " d.shadow_score, l.is_fraud::int, l.fraud_type, {explore}, d.event_time"
+).format(explore=EXPLORE_COLUMNS)
 NAMES = [
     "model_version", "score", "flagged", "review", "shadow_version", "shadow_score", "label", "fraud_type",
-    "explored", "event_time",
+    "explored", "explorable", "explore_rate", "event_time",
 ]  # fmt: skip
 
 
@@ -49,7 +57,8 @@ def live_decisions(conninfo: str, since: datetime, until: datetime, at_most: int
     model, scores, flagged, review threshold, label (NaN if none)."""
     window = decided_in_window(conninfo, COLUMNS, since, until, at_most)
     types = {"score": "float64", "flagged": "bool", "review": "float64", "shadow_score": "float64",
-             "label": "float64", "explored": "bool"}  # fmt: skip
+             "label": "float64", "explored": "bool", "explorable": "bool",
+             "explore_rate": "float64"}  # fmt: skip
     frame = pd.DataFrame(window.rows, columns=NAMES).astype(types)
     return Live(frame, window.sample())
 
@@ -60,18 +69,16 @@ def live_report(frame: pd.DataFrame, label_delay: timedelta = timedelta(days=7))
     audit's clock, as the export's): unlabelled, their chargeback may be on its way."""
     times = pd.to_datetime(frame["event_time"], utc=True)
     pending = ((times > times.max() - label_delay) & frame["label"].isna()).to_numpy()
-    models = {
-        version: {
-            **live_metrics(g["label"].to_numpy(), g["score"].to_numpy(), g["flagged"].to_numpy()),
-            "recall_by_type": recall_by_type(
-                g["label"].to_numpy(), g["flagged"].to_numpy(), g["fraud_type"].to_numpy()
-            ),
-            "declines_measured": measured_declines(
-                g["label"].to_numpy(), g["explored"].to_numpy(), pending[g.index.to_numpy()]
-            ),
+    models = {}
+    for version, g in frame.groupby("model_version", sort=True):
+        label, flagged, waiting = g["label"].to_numpy(), g["flagged"].to_numpy(), pending[g.index.to_numpy()]
+        models[version] = {
+            **live_metrics(label, g["score"].to_numpy(), flagged),
+            "recall_by_type": recall_by_type(label, flagged, g["fraud_type"].to_numpy()),
+            "declines_measured": measured_declines(label, g["explored"].to_numpy(), waiting),
         }
-        for version, g in frame.groupby("model_version", sort=True)
-    }
+        if (w := declines_weights(g, waiting)) is not None:
+            models[version]["weighted"] = weighted_live_metrics(label, g["score"].to_numpy(), flagged, w)
     shadowed = frame[frame["shadow_score"].notna()]
     shadows = [
         {
@@ -87,6 +94,20 @@ def live_report(frame: pd.DataFrame, label_delay: timedelta = timedelta(days=7))
         for (champion, shadow), g in shadowed.groupby(["model_version", "shadow_version"], sort=True)
     ]
     return {"models": models, "shadows": shadows}
+
+
+def declines_weights(g: pd.DataFrame, pending: np.ndarray) -> np.ndarray | None:
+    """Each decision's weight where some would-be declines let through stand for others (else None):
+    one model's declines that could have been let through and nobody labelled, and those let through
+    still too recent to tell, are not known (0); each one let through whose outcome is known stands for
+    itself and its share of them at its rate (``app.audit_export.explore_weights``, over the window)."""
+    explored = g["explored"].to_numpy()
+    known = explored & ~pending
+    if not known.any():
+        return None
+    unknown = (g["label"].isna().to_numpy() & g["explorable"].to_numpy()) | (explored & pending)
+    weights = explore_weights(unknown, known, unknown, g["explore_rate"].to_numpy(dtype=float))
+    return weights if (weights > 1).any() else None
 
 
 def _num(value: float | None) -> str:
@@ -121,6 +142,14 @@ def one_lines(report: dict[str, Any]) -> list[str]:
                 f"{_interval(measured['decline_precision_95'])};"
                 f" the rest were good customers' payments the model would have refused (unlabelled, once "
                 f"their chargeback window has passed, presumed genuine)"
+            )
+        if weighted := m.get("weighted"):
+            lines.append(
+                f"live: {version}: counting each one let through for the declines nobody labelled "
+                f"({weighted['left_out']:,} left out): recall {_num(weighted['recall'])}"
+                f"{_interval(weighted['recall_95'])} of {weighted['confirmed_frauds']:,.1f} frauds, "
+                f"precision {_num(weighted['precision'])}{_interval(weighted['precision_95'])}, "
+                f"ROC AUC {_num(weighted['roc_auc'])}, AP {_num(weighted['average_precision'])}"
             )
     for s in report["shadows"]:
         c, w, v = s["champion"], s["shadow"], s["equal_volume"]

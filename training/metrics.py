@@ -157,9 +157,14 @@ def wilson(part: int, whole: int, z: float = Z95) -> list[float] | None:
     ``whole``."""
     if not whole:
         return None
-    share, z2 = part / whole, z * z
-    centre = (share + z2 / (2 * whole)) / (1 + z2 / whole)
-    half = z / (1 + z2 / whole) * math.sqrt(share * (1 - share) / whole + z2 / (4 * whole * whole))
+    return wilson_share(part / whole, whole, z)
+
+
+def wilson_share(share: float, n: float, z: float = Z95) -> list[float]:
+    """``wilson`` of a share measured on ``n`` decisions (an effective number where they are weighted)."""
+    z2 = z * z
+    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n))
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
@@ -209,6 +214,42 @@ def live_metrics(label: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> d
         "precision_settled": _share(caught, int((flagged & settled).sum())),
         "precision_settled_95": wilson(caught, int((flagged & settled).sum())),
         **_ranking(fraud.astype(np.int8), score),
+    }
+
+
+def weighted_live_metrics(
+    label: np.ndarray, score: np.ndarray, flagged: np.ndarray, w: np.ndarray
+) -> dict[str, Any]:
+    """``live_metrics``' recall, precision and ranking with each decision counted by its weight ``w``
+    (``app.live_performance.live_report``: a would-be decline let through stands for the declines
+    nobody labelled, which weigh 0), with the sums they rest on. The 95 % intervals use the Kish
+    effective number of decisions, (sum w)^2 / sum w^2: twenty rows of weight 20 are not 400."""
+    fraud = label == 1
+    caught = fraud & flagged
+
+    def share(part: np.ndarray, whole: np.ndarray) -> tuple[float | None, list[float] | None]:
+        total = float(w[whole].sum())
+        if not total:
+            return None, None
+        value = float(w[part].sum()) / total
+        n = total * total / float((w[whole] ** 2).sum())
+        return round(value, 4), wilson_share(value, n)
+
+    recall, recall_95 = share(caught, fraud)
+    precision, precision_95 = share(caught, flagged)
+    kept = w > 0
+    return {
+        "decisions": round(float(w.sum()), 1),
+        "flagged": round(float(w[flagged].sum()), 1),
+        "confirmed_frauds": round(float(w[fraud].sum()), 1),
+        "frauds_flagged": round(float(w[caught].sum()), 1),
+        "let_through": int((w > 1).sum()),
+        "left_out": int((~kept).sum()),
+        "recall": recall,
+        "recall_95": recall_95,
+        "precision": precision,
+        "precision_95": precision_95,
+        **_ranking(fraud[kept].astype(np.int8), score[kept], w[kept]),
     }
 
 

@@ -31,11 +31,17 @@ from app.scoring.rules import Rules
 if TYPE_CHECKING:  # the archive and the UI read the audit's columns without loading the model's libraries
     from app.scoring.decide import Decision
 
-# a decisions row ``d`` is a would-be decline let through to be measured (``Policy.explores``): the text
-# search first, the JSON walked only where it may be
-EXPLORED = sql.SQL(
+# a decisions row ``d``: ``explored``, a would-be decline let through to be measured (``Policy.explores``;
+# the text search first, the JSON walked only where it may be); ``explorable``, a model's decline that
+# could have been (the policy recorded its rate and cap with it: ``Policy.thresholds``); ``explore_rate``,
+# the rate then in force
+EXPLORE_COLUMNS = sql.SQL(
     "(strpos(d.reasons::text, {explore}) > 0 and exists"
-    " (select 1 from json_array_elements(d.reasons) r where r->>'feature' = {explore}))"
+    " (select 1 from json_array_elements(d.reasons) r where r->>'feature' = {explore})),"
+    " coalesce(d.decision = 'decline' and json_array_length(d.rules) = 0"
+    " and (d.thresholds->>'explore_rate')::float8 > 0"
+    " and d.amount <= coalesce((d.thresholds->>'explore_max_amount')::float8, 'infinity'), false),"
+    " (d.thresholds->>'explore_rate')::float8"
 ).format(explore=sql.Literal(EXPLORE))
 
 log = logging.getLogger("fraudstream.scoring")

@@ -198,12 +198,12 @@ def test_would_be_declines_let_through_measure_the_declines_precision(
     (``FRAUDSTREAM_EXPLORE_RATE``) say how many of the model's declines were good customers'."""
     policy = Policy(0.5, 0.9, explore_rate=0.05)
 
-    def declines(decisions: list[Decision]) -> list[Decision]:  # 6 would-be declines, 5 let through
+    def declines(decisions: list[Decision]) -> list[Decision]:  # 7 would-be declines, 5 let through
         shift = {3: timedelta(days=10)}  # past the chargeback window of the audit's clock
         return [
             replace(d, score=0.95, decision="review" if i < 5 else "decline",
                     reasons=[policy.explore_reason(), *d.reasons] if i < 5 else d.reasons,
-                    thresholds={"review": 0.5, "decline": 0.9},
+                    thresholds=policy.thresholds(),
                     txn=d.txn.model_copy(update={"event_time": d.txn.event_time - shift.get(i, timedelta())}))
             for i, d in enumerate(decisions)
         ]  # fmt: skip
@@ -211,7 +211,7 @@ def test_would_be_declines_let_through_measure_the_declines_precision(
     with fresh_database(settings, "it_live_explore") as db:
         conninfo = settings.model_copy(update={"pg_db": db}).pg_conninfo(reveal=True)
         ui, feedback = analyst_desk(conninfo)
-        d = populate(conninfo, tmp_path / "model", n=6, adjust=declines)
+        d = populate(conninfo, tmp_path / "model", n=7, adjust=declines)  # nobody labels the 7th
         now = datetime.now(UTC)
         # 3 of the 5 let through were charged back; the 4th, 10 days before the audit's clock, is presumed
         # genuine; the 5th, unlabelled within the chargeback window, is too recent to tell
@@ -236,6 +236,17 @@ def test_would_be_declines_let_through_measure_the_declines_precision(
             "live: v-ui-test: 5 would-be declines let through to measure them (1 too recent to tell),"
             " 3 fraud: the declines' precision 0.750 (95 % 0.301-0.954)"
         ) in run.stdout
+        # the 4 whose outcome is known stand for the 2 that are not (the 5th, too recent, and the 7th)
+        weighted = json.loads(out.read_text())["models"]["v-ui-test"]["weighted"]
+        assert {k: weighted[k] for k in ("let_through", "left_out", "decisions", "confirmed_frauds",
+                                         "recall", "precision")} == {
+            "let_through": 4, "left_out": 2, "decisions": 7.0, "confirmed_frauds": 5.5, "recall": 1.0,
+            "precision": round(5.5 / 7, 4),
+        }  # fmt: skip
+        assert (
+            "live: v-ui-test: counting each one let through for the declines nobody labelled (2 left out)"
+            in run.stdout
+        )
         client = TestClient(create_app(ui, lambda _: None, tmp_path / "reports"), follow_redirects=False)
         login(client, "ana")
         page = client.get("/models/live").text
@@ -244,5 +255,7 @@ def test_would_be_declines_let_through_measure_the_declines_precision(
             " still come); 3 turned out fraud: its declines' precision is 0.750"
         ) in page
         assert "about 25 % of what it declines are good customers' payments" in page
+        assert 'id="weighted-live"' in page
+        assert "recall <strong>1.0</strong>" in page
         assert 'id="explored"' in client.get(f"/alerts/{d[3].txn.txn_id}").text, "the analyst is told why"
         assert 'id="explored"' not in client.get(f"/alerts/{d[5].txn.txn_id}").text

@@ -7,10 +7,20 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from app.audit_window import SLICES, stretches
-from training.metrics import NOT_KNOWN, live_metrics, recall_by_type, shadow_comparison, wilson
+from app.live_performance import live_report
+from training.metrics import (
+    NOT_KNOWN,
+    live_metrics,
+    recall_by_type,
+    shadow_comparison,
+    weighted_live_metrics,
+    wilson,
+    wilson_share,
+)
 
 NAN = np.nan
 # 8 decisions: two confirmed frauds (one flagged, one found by a chargeback), one flagged decision
@@ -111,3 +121,48 @@ def test_recall_by_type_counts_confirmed_frauds_of_each_kind() -> None:
     }, "a genuine or unlabelled decision counts in no type"  # fmt: skip
     assert by_type["card_testing"]["recall_95"] == wilson(1, 2)
     assert recall_by_type(np.array([0.0, np.nan]), np.array([True, False]), np.array([None, None])) == {}
+
+
+def test_weighted_live_metrics_count_a_decision_of_weight_k_as_k_decisions() -> None:
+    w = np.array([1.0, 3.0, 0.0, 2.0, 1.0, 1.0, 4.0, 1.0])
+    flagged = CHAMPION >= 0.5
+    label = np.where(np.isnan(LABEL), 0.0, LABEL)  # the weighted view knows every outcome it counts
+    m = weighted_live_metrics(label, CHAMPION, flagged, w)
+    k = w.astype(int)
+    plain = live_metrics(np.repeat(label, k), np.repeat(CHAMPION, k), np.repeat(flagged, k))
+    for name in ("recall", "precision", "roc_auc", "average_precision"):
+        assert m[name] == pytest.approx(plain[name], abs=1e-4), name
+    assert (m["decisions"], m["confirmed_frauds"], m["let_through"], m["left_out"]) == (13.0, 3.0, 3, 1)
+    ones = weighted_live_metrics(label, CHAMPION, flagged, np.ones(8))
+    unweighted = live_metrics(label, CHAMPION, flagged)
+    assert (ones["recall_95"], ones["precision_95"]) == (unweighted["recall_95"], unweighted["precision_95"])
+    assert m["recall_95"] == wilson_share(m["recall"], 3.0**2 / (1 + 2**2)), "Kish: 3 frauds weigh as 1.8"
+
+
+def test_known_let_through_declines_stand_for_the_declines_nobody_labelled() -> None:
+    now = datetime(2027, 3, 20, tzinfo=UTC)
+    old, recent = now - timedelta(days=10), now - timedelta(days=1)
+    rows = [  # name, flagged, label, explored, explorable, event_time
+        ("e1", True, 1.0, True, False, old),  # let through, charged back
+        ("e2", True, NAN, True, False, old),  # let through, past its chargeback window: genuine
+        ("e3", True, NAN, True, False, recent),  # let through, too recent to tell: not known
+        ("u1", True, NAN, False, True, old), ("u2", True, NAN, False, True, old),
+        ("u3", True, NAN, False, True, recent),  # declines nobody labelled: not known
+        ("l1", True, 1.0, False, True, old),  # a decline an analyst labelled: itself
+        ("x1", True, NAN, False, False, old),  # a rule's decline: presumed genuine, as before
+        ("a1", False, NAN, False, False, now), ("a2", False, 1.0, False, False, old),
+    ]  # fmt: skip
+    frame = pd.DataFrame({
+        "model_version": "v1", "score": np.linspace(0.99, 0.1, len(rows)),
+        "flagged": [r[1] for r in rows], "review": 0.5, "shadow_version": None, "shadow_score": NAN,
+        "label": [r[2] for r in rows], "fraud_type": None, "explored": [r[3] for r in rows],
+        "explorable": [r[4] for r in rows], "explore_rate": 0.25, "event_time": [r[5] for r in rows],
+    })  # fmt: skip
+    weighted = live_report(frame)["models"]["v1"]["weighted"]
+    assert (weighted["let_through"], weighted["left_out"]) == (2, 4), "e1, e2 stand for u1, u2, u3, e3"
+    assert weighted["decisions"] == len(rows), "each decision counted once, by those whose outcome is known"
+    assert weighted["confirmed_frauds"] == 3 + 1 + 1, "e1 for 3, l1 and a2"
+    assert weighted["recall"] == 0.8
+    assert weighted["precision"] == 4 / 8, "e1 (for 3) and l1 of the 8 flagged: e1, e2 (for 3 each), l1, x1"
+    frame["explored"] = False
+    assert "weighted" not in live_report(frame)["models"]["v1"], "nothing let through: as before"
