@@ -46,29 +46,45 @@ NAMES = [
 ]  # fmt: skip
 
 
+# the audit's clock (the export's: its latest event time), read through the scored_at index: the latest
+# event among the decisions scored in the hour before the last one (a full max(event_time) reads the table)
+AUDIT_CLOCK = (
+    "select max(event_time) from decisions"
+    " where scored_at >= (select max(scored_at) from decisions) - interval '1 hour'"
+)
+
+
 @dataclass(frozen=True)
 class Live:
     frame: pd.DataFrame
     sample: dict[str, Any]  # Window.sample()
+    clock: datetime | None = None  # the audit's clock (AUDIT_CLOCK)
 
 
 def live_decisions(conninfo: str, since: datetime, until: datetime, at_most: int | None = None) -> Live:
     """Decisions scored in [since, until), or about ``at_most`` of them spread over it where it holds more:
-    model, scores, flagged, review threshold, label (NaN if none)."""
+    model, scores, flagged, review threshold, label (NaN if none); and the audit's clock."""
+    import psycopg  # noqa: PLC0415
+
     window = decided_in_window(conninfo, COLUMNS, since, until, at_most)
     types = {"score": "float64", "flagged": "bool", "review": "float64", "shadow_score": "float64",
              "label": "float64", "explored": "bool", "explorable": "bool",
              "explore_rate": "float64"}  # fmt: skip
     frame = pd.DataFrame(window.rows, columns=NAMES).astype(types)
-    return Live(frame, window.sample())
+    with psycopg.connect(conninfo, connect_timeout=10) as conn:
+        row = conn.execute(AUDIT_CLOCK).fetchone()
+    return Live(frame, window.sample(), row[0] if row else None)
 
 
-def live_report(frame: pd.DataFrame, label_delay: timedelta = timedelta(days=7)) -> dict[str, Any]:
+def live_report(
+    frame: pd.DataFrame, label_delay: timedelta = timedelta(days=7), clock: datetime | None = None
+) -> dict[str, Any]:
     """Per champion version its live metrics; per champion and shadow pair the comparison. The declines
-    measured leave out those let through within ``label_delay`` of the window's latest event (the
-    audit's clock, as the export's): unlabelled, their chargeback may be on its way."""
+    let through within ``label_delay`` of the audit's ``clock`` (its latest event, as the export's;
+    default: the window's) and unlabelled are too recent to tell: their chargeback may be on its way."""
     times = pd.to_datetime(frame["event_time"], utc=True)
-    pending = ((times > times.max() - label_delay) & frame["label"].isna()).to_numpy()
+    latest = times.max() if clock is None else pd.Timestamp(clock)
+    pending = ((times > latest - label_delay) & frame["label"].isna()).to_numpy()
     models = {}
     for version, g in frame.groupby("model_version", sort=True):
         label, flagged, waiting = g["label"].to_numpy(), g["flagged"].to_numpy(), pending[g.index.to_numpy()]
@@ -190,7 +206,7 @@ def live_job(
             f"no decisions scored between {since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC"
         )
     report = {"since": since.isoformat(), "until": until.isoformat(), "sample": live.sample,
-              **live_report(live.frame, label_delay)}  # fmt: skip
+              **live_report(live.frame, label_delay, live.clock)}  # fmt: skip
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")

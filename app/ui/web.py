@@ -481,7 +481,7 @@ def create_app(  # noqa: PLR0915 - the route table
         until = datetime.now(UTC)
         decided = live_decisions(store.conninfo, until - live_window, until, live_at_most)
         days = live_window.total_seconds() / 86400
-        live = live_report(decided.frame, label_delay)
+        live = live_report(decided.frame, label_delay, decided.clock)
         return page(request, "models_live.html", session, live=live, live_days=days,
                     sampled=sample_line(decided.sample))  # fmt: skip
 

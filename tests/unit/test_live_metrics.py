@@ -164,5 +164,8 @@ def test_known_let_through_declines_stand_for_the_declines_nobody_labelled() -> 
     assert weighted["confirmed_frauds"] == 3 + 1 + 1, "e1 for 3, l1 and a2"
     assert weighted["recall"] == 0.8
     assert weighted["precision"] == 4 / 8, "e1 (for 3) and l1 of the 8 flagged: e1, e2 (for 3 each), l1, x1"
+    settled = live_report(frame, clock=now + timedelta(days=30))["models"]["v1"]["weighted"]
+    assert (settled["let_through"], settled["left_out"]) == (3, 3), "the audit's clock: e3 is settled"
+    assert settled["confirmed_frauds"] == 2 + 1 + 1, "e1 stands for 2 now"
     frame["explored"] = False
     assert "weighted" not in live_report(frame)["models"]["v1"], "nothing let through: as before"
