@@ -38,11 +38,11 @@ from training.metrics import (
 
 COLUMNS = sql.SQL(
     "d.model_version, d.score, d.decision <> 'approve', (d.thresholds->>'review')::float8, d.shadow_version,"
-    " d.shadow_score, l.is_fraud::int, l.fraud_type, {explore}, d.event_time"
+    " d.shadow_score, l.is_fraud::int, l.fraud_type, {explore}, d.decision = 'decline', d.event_time"
 ).format(explore=EXPLORE_COLUMNS)
 NAMES = [
     "model_version", "score", "flagged", "review", "shadow_version", "shadow_score", "label", "fraud_type",
-    "explored", "explorable", "explore_rate", "event_time",
+    "explored", "explorable", "explore_rate", "declined", "event_time",
 ]  # fmt: skip
 
 
@@ -69,7 +69,7 @@ def live_decisions(conninfo: str, since: datetime, until: datetime, at_most: int
     window = decided_in_window(conninfo, COLUMNS, since, until, at_most)
     types = {"score": "float64", "flagged": "bool", "review": "float64", "shadow_score": "float64",
              "label": "float64", "explored": "bool", "explorable": "bool",
-             "explore_rate": "float64"}  # fmt: skip
+             "explore_rate": "float64", "declined": "bool"}  # fmt: skip
     frame = pd.DataFrame(window.rows, columns=NAMES).astype(types)
     with psycopg.connect(conninfo, connect_timeout=10) as conn:
         row = conn.execute(AUDIT_CLOCK).fetchone()
@@ -113,16 +113,18 @@ def live_report(
 
 
 def declines_weights(g: pd.DataFrame, pending: np.ndarray) -> np.ndarray | None:
-    """Each decision's weight where some would-be declines let through stand for others (else None):
-    one model's declines that could have been let through and nobody labelled, and those let through
-    still too recent to tell, are not known (0); each one let through whose outcome is known stands for
-    itself and its share of them at its rate (``app.audit_export.explore_weights``, over the window)."""
-    explored = g["explored"].to_numpy()
+    """Each decision's weight where some would-be declines let through stand for others (else None).
+    As the export's (``app.audit_export.explore_weights``, over the window): a decline nobody labelled
+    is not known (0), nor is one let through still too recent to tell; each one let through whose
+    outcome is known stands for itself and its share, at its rate, of those that could have been let
+    through (not a rule's decline, nor one over the amount cap: nothing stands for those)."""
+    explored, unlabelled = g["explored"].to_numpy(), g["label"].isna().to_numpy()
     known = explored & ~pending
     if not known.any():
         return None
-    unknown = (g["label"].isna().to_numpy() & g["explorable"].to_numpy()) | (explored & pending)
-    weights = explore_weights(unknown, known, unknown, g["explore_rate"].to_numpy(dtype=float))
+    unseen = (unlabelled & g["explorable"].to_numpy()) | (explored & pending)
+    unknown = unseen | (unlabelled & g["declined"].to_numpy())
+    weights = explore_weights(unknown, known, unseen, g["explore_rate"].to_numpy(dtype=float))
     return weights if (weights > 1).any() else None
 
 

@@ -149,7 +149,7 @@ def test_known_let_through_declines_stand_for_the_declines_nobody_labelled() -> 
         ("u1", True, NAN, False, True, old), ("u2", True, NAN, False, True, old),
         ("u3", True, NAN, False, True, recent),  # declines nobody labelled: not known
         ("l1", True, 1.0, False, True, old),  # a decline an analyst labelled: itself
-        ("x1", True, NAN, False, False, old),  # a rule's decline: presumed genuine, as before
+        ("x1", True, NAN, False, False, old),  # a rule's decline, unlabelled: none stands for it
         ("a1", False, NAN, False, False, now), ("a2", False, 1.0, False, False, old),
     ]  # fmt: skip
     frame = pd.DataFrame({
@@ -157,15 +157,18 @@ def test_known_let_through_declines_stand_for_the_declines_nobody_labelled() -> 
         "flagged": [r[1] for r in rows], "review": 0.5, "shadow_version": None, "shadow_score": NAN,
         "label": [r[2] for r in rows], "fraud_type": None, "explored": [r[3] for r in rows],
         "explorable": [r[4] for r in rows], "explore_rate": 0.25, "event_time": [r[5] for r in rows],
+        "declined": [r[0][0] in "ulx" for r in rows],
     })  # fmt: skip
     weighted = live_report(frame)["models"]["v1"]["weighted"]
-    assert (weighted["let_through"], weighted["left_out"]) == (2, 4), "e1, e2 stand for u1, u2, u3, e3"
-    assert weighted["decisions"] == len(rows), "each decision counted once, by those whose outcome is known"
+    assert (weighted["let_through"], weighted["left_out"]) == (2, 5), "e1, e2 stand for u1, u2, u3, e3"
+    assert weighted["decisions"] == len(rows) - 1, (
+        "each counted once by those known, but x1: none stands for it"
+    )
     assert weighted["confirmed_frauds"] == 3 + 1 + 1, "e1 for 3, l1 and a2"
     assert weighted["recall"] == 0.8
-    assert weighted["precision"] == 4 / 8, "e1 (for 3) and l1 of the 8 flagged: e1, e2 (for 3 each), l1, x1"
+    assert weighted["precision"] == round(4 / 7, 4), "e1 (for 3) and l1 of the 7 flagged: e1, e2 (3 each), l1"
     settled = live_report(frame, clock=now + timedelta(days=30))["models"]["v1"]["weighted"]
-    assert (settled["let_through"], settled["left_out"]) == (3, 3), "the audit's clock: e3 is settled"
+    assert (settled["let_through"], settled["left_out"]) == (3, 4), "the audit's clock: e3 is settled"
     assert settled["confirmed_frauds"] == 2 + 1 + 1, "e1 stands for 2 now"
     frame["explored"] = False
     assert "weighted" not in live_report(frame)["models"]["v1"], "nothing let through: as before"
