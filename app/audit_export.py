@@ -95,10 +95,11 @@ def history_rows(audit: pd.DataFrame, label_delay_days: int) -> pd.DataFrame:
 def explore_weights(
     unobserved: np.ndarray, explored: np.ndarray, unseen: np.ndarray, rate: np.ndarray
 ) -> np.ndarray:
-    """How many of a day's transactions each row stands for (the history's ``weight``): 1; 0 for an
-    ``unobserved`` decline; and a would-be decline let through to be measured (``explored``) also
-    stands for its share of the ``unseen`` ones: the model's declines nobody labelled that could have
-    been let through, at the same exploration ``rate`` (1 + unseen / let through, about 1 / rate).
+    """How many transactions each row stands for, among a day's (the history's ``weight``) or a
+    window's (``app.live_performance.declines_weights``): 1; 0 for an ``unobserved`` decline; and a
+    would-be decline let through to be measured (``explored``) also stands for its share of the
+    ``unseen`` ones: the model's declines nobody labelled that could have been let through, at the same
+    exploration ``rate`` (1 + unseen / let through, about 1 / rate).
 
     Without it a holdout holds only the frauds the champion did not decline (session 35: AP 0.565 for
     a model whose AP on every transaction was 0.784). Counted, not 1 / rate: a decline an analyst
