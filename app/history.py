@@ -91,9 +91,10 @@ def partitions(root: Path, since: str | None = None, before: str | None = None) 
 
 def iter_history(root: Path, since: str | None = None) -> Iterator[tuple[Partition, pd.DataFrame]]:
     """Each partition (from day ``since``) as written (no type coercion: validation must see what is on
-    disk)."""
+    disk), but a file written before the ``weight`` column gets it: each of its rows weighs 1."""
     for part in partitions(root, since):
-        yield part, pq.read_table(part.path).to_pandas()
+        frame = pq.read_table(part.path).to_pandas()
+        yield part, frame if WEIGHT in frame else frame.assign(**{WEIGHT: 1.0})
 
 
 def read_history_file(path: Path) -> pa.Table:

@@ -80,7 +80,7 @@ def _schema_problems(table_schema: pa.Schema) -> list[str]:
     problems = []
     for expected in HISTORY_SCHEMA:
         if expected.name == WEIGHT and WEIGHT not in table_schema.names:
-            continue  # written before the column: its rows weigh 1 (app.history.read_history_file)
+            continue  # written before the column: its rows weigh 1 (app.history.iter_history)
         if expected.name not in table_schema.names:
             problems.append(f"missing column {expected.name}")
             continue
@@ -101,7 +101,7 @@ def load_for_validation(root: Path, since: str | None = None) -> tuple[pd.DataFr
     count = 0
     for part, stored in iter_history(root, since):
         count += 1
-        frame = stored.copy() if WEIGHT in stored else stored.assign(**{WEIGHT: 1.0})
+        frame = stored.copy()
         frame["partition_date"] = part.day
         event_time = pd.to_datetime(frame.get("event_time"), utc=True, errors="coerce")
         frame["event_date"] = event_time.dt.strftime("%Y-%m-%d")

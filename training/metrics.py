@@ -84,6 +84,7 @@ def evaluate(
     """A model's scores on the holdout (both classes in it: ``one_class_splits``); with ``thresholds``
     (name -> score, the deployed review and decline ones) each one's ``operating_point`` over the
     holdout's ``days`` (default: the span of its transactions, at least one); with
+    ``capacity_per_day`` also the operating point of this model's own ``capacity_threshold`` (as
     ``capacity``): two models compared at the same queue size, whatever their scores' scale.
 
     Each row counts by its weight (``weights``): a would-be decline let through to be measured also
