@@ -261,11 +261,18 @@ def train(
         **settings.kafka_security(),
     )
     from app.drift import DriftCheck
+    from training.feature_refresh import FeatureRefresh
 
     drift = DriftCheck(settings, settings.reports_dir / "drift")
+    features = FeatureRefresh(settings, history)
+
+    def idle() -> None:
+        features.maybe_run()
+        drift.maybe_run()
+
     run_schedule(
         schedule, lambda _reason: scheduled_train(settings, history, seed=seed, report=report), requests,
-        on_idle=drift.maybe_run,
+        on_idle=idle,
     )  # fmt: skip
 
 

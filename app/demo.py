@@ -98,10 +98,11 @@ def run_demo(
     trainer_log = workdir / "trainer.log"
     # the demo measures its declines (README, "Measuring the declines"); production's default is 0
     explore = os.environ.get("FRAUDSTREAM_EXPLORE_RATE", DEMO_EXPLORE_RATE)
+    daily = on_the_demo_clock(customers, rate)
     with (
-        running_worker(log, {"FRAUDSTREAM_EXPLORE_RATE": explore}),
+        running_worker(log, {"FRAUDSTREAM_EXPLORE_RATE": explore, **daily["worker"]}),
         running_ui(workdir / "ui.log", settings.ui_port) as url,
-        running_trainer(trainer_log, history),
+        running_trainer(trainer_log, history, daily["trainer"]),
     ):
         echo(f"demo: stream worker running (log: {log}); analyst UI at {url}/ ({login})")
         echo(
@@ -144,6 +145,20 @@ def demo_login(settings: Settings) -> str:
     password = secrets.token_urlsafe(12)
     store.add_user("demo", password, "admin")
     return f"log in as 'demo', password {password}"
+
+
+def on_the_demo_clock(customers: int, rate: float) -> dict[str, dict[str, str]]:
+    """Settings that keep the merchant features on the simulated clock, a day every ~2 * customers / rate
+    seconds: the trainer builds them for each new day of the audit (``training.feature_refresh``) and
+    the worker re-reads them at each poll of its model (5 s), where production's once a minute and every
+    5 minutes are nothing against a day. Left stale (session 37, ``docs/bench/merchant-refresh-s37.json``)
+    the live recall on compromised terminals was 0 of 51. A setting already in the environment wins."""
+    day_s = customers * 2 / rate
+    wanted = {
+        "trainer": {"FRAUDSTREAM_FEATURES_REFRESH_S": f"{max(1.0, day_s / 5):g}"},
+        "worker": {"FRAUDSTREAM_MERCHANT_CACHE_S": "0"},
+    }
+    return {who: {k: os.environ.get(k, v) for k, v in env.items()} for who, env in wanted.items()}
 
 
 def trainer_runs(log: Path) -> list[str]:

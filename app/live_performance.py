@@ -27,7 +27,7 @@ from psycopg import sql
 from app.audit_export import explore_weights
 from app.audit_window import SLICES, decided_in_window
 from app.errors import FraudstreamError
-from app.scoring.store import EXPLORE_COLUMNS
+from app.scoring.store import AUDIT_CLOCK, EXPLORE_COLUMNS
 from training.metrics import (
     live_metrics,
     measured_declines,
@@ -44,14 +44,6 @@ NAMES = [
     "model_version", "score", "flagged", "review", "shadow_version", "shadow_score", "label", "fraud_type",
     "explored", "explorable", "explore_rate", "declined", "event_time",
 ]  # fmt: skip
-
-
-# the audit's clock (the export's: its latest event time), read through the scored_at index: the latest
-# event among the decisions scored in the hour before the last one (a full max(event_time) reads the table)
-AUDIT_CLOCK = (
-    "select max(event_time) from decisions"
-    " where scored_at >= (select max(scored_at) from decisions) - interval '1 hour'"
-)
 
 
 @dataclass(frozen=True)

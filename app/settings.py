@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     shadow_model: str | None = Field(None, description="Registry version scored beside the champion")
     merchant_cache_s: float = Field(300.0, ge=0, description="Merchant feature cache in the worker")
     drift_every_s: float = Field(3600.0, gt=0, description="Trainer's drift check period (and window)")
+    features_refresh_s: float = Field(
+        60.0,
+        ge=0,
+        description="How often the trainer looks for a new audit day to build merchant features for; 0: off",
+    )
     drift_threshold: float = Field(
         0.3, ge=0, le=1, description="Drifted-column share that requests a retrain"
     )

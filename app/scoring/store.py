@@ -44,6 +44,13 @@ EXPLORE_COLUMNS = sql.SQL(
     " (d.thresholds->>'explore_rate')::float8"
 ).format(explore=sql.Literal(EXPLORE))
 
+# the audit's clock (the export's: its latest event time), read through the scored_at index: the latest
+# event among the decisions scored in the hour before the last one (a full max(event_time) reads the table)
+AUDIT_CLOCK = (
+    "select max(event_time) from decisions"
+    " where scored_at >= (select max(scored_at) from decisions) - interval '1 hour'"
+)
+
 log = logging.getLogger("fraudstream.scoring")
 
 SCHEMA = """

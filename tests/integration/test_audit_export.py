@@ -31,6 +31,7 @@ from tests.e2e.cli import fraudstream
 from tests.integration.test_ui import analyst_desk
 from tests.services import fresh_database, unique
 from tests.ui_data import T0, populate, record_approved
+from training.feature_refresh import FeatureRefresh
 from training.jobs import scheduled_train, train_job
 from training.registry import Registry
 
@@ -271,3 +272,61 @@ def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
         )
         listed = fraudstream("models", "list", env={"FRAUDSTREAM_PG_DB": db}).stdout
         assert f"data {since.date()} .. {through.date()}" in listed.splitlines()[0], listed
+
+
+def test_the_merchant_features_follow_the_audits_day_between_runs(settings: Settings, tmp_path: Path) -> None:
+    """The trainer's refresh: once the audit's clock is in a new day, the settled days are exported and the
+    workers' merchant features are those of that day, as the whole simulated world gives them; not again
+    within the day."""
+    world = simulate(SimConfig(customers=300, merchants=600, days=40, seed=5, fraud_scale=3))
+    origin = world["event_time"].min().normalize()
+    history = tmp_path / "history"
+    write_history(world[world["event_time"] < origin + pd.Timedelta(days=30)], history)
+    truth = merchant_daily_features(world, settings.label_delay_days)
+    with fresh_database(settings, "it_feature_refresh") as db:
+        s = settings_for({**isolated_env(unique("it-refresh"), tmp_path), "FRAUDSTREAM_PG_DB": db,
+                          "FRAUDSTREAM_FEATURES_REFRESH_S": "0.1"})  # fmt: skip
+        conninfo = s.pg_conninfo(reveal=True)
+        migrate_audit(conninfo)
+        feedback = FeedbackService(conninfo, threshold=1_000, request_retrain=lambda _: None)
+        feedback.migrate()
+        refresh = FeatureRefresh(s, history)
+        sent: set[str] = set()
+        for day in (38, 39):
+            clock = origin + pd.Timedelta(days=day, hours=1)
+            live = world[
+                (world["event_time"] >= origin + pd.Timedelta(days=30)) & (world["event_time"] < clock)
+            ]
+            record_approved(conninfo, live[~live["txn_id"].isin(sent)], "v1")  # the worker's decisions so far
+            sent |= set(live["txn_id"])
+            arrived = live[(live["is_fraud"] == 1) & (live["label_time"] <= clock)]
+            feedback.handle([
+                Feedback(txn_id=r["txn_id"], card_id=r["card_id"], is_fraud=1, label_time=r["label_time"],
+                         source="chargeback")
+                for r in arrived.to_dict("records")
+            ])  # fmt: skip
+            time.sleep(0.2)
+            refresh.maybe_run()
+            today = clock.normalize()
+            assert refresh.day == today.date()
+            on_disk = pd.read_parquet(s.feast_dir / "merchant_features.parquet")
+            assert on_disk["event_timestamp"].max() == today
+            assert (history / f"date={(today - pd.Timedelta(days=8)).date()}" / PART).exists(), (
+                "the day the new window takes in is exported first"
+            )
+            expected = truth[truth["event_timestamp"] == today].set_index("merchant_id")[
+                list(MERCHANT_FEATURES)
+            ]
+            assert len(expected) > 100
+            store = feature_store(s)
+            try:
+                online = pd.DataFrame.from_dict(feast_lookup(store)(list(expected.index)), orient="index")
+            finally:
+                close_store(store)
+            pd.testing.assert_frame_equal(
+                online.astype("float64")[expected.columns], expected, check_names=False
+            )
+        written = (s.feast_dir / "merchant_features.parquet").stat().st_mtime_ns
+        time.sleep(0.2)
+        refresh.maybe_run()  # the same audit day: nothing to build
+        assert (s.feast_dir / "merchant_features.parquet").stat().st_mtime_ns == written
