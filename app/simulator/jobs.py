@@ -69,12 +69,12 @@ def produce_transactions(
         first_day = resume_day(settings.pg_conninfo(reveal=True), live_from or began.date())
 
         def period(k: int) -> pd.DataFrame:
-            # the world of a history simulated with ``seed`` (same cards, homes, merchants) going on a
-            # week at a time from ``live_from``; ids of this run's own (a restart must not resend ids
-            # the worker has already seen)
+            # the world of a history simulated with ``seed`` (same cards, homes, merchants, compromised
+            # terminals and cards) going on a week at a time from ``live_from``; ids of this run's own
+            # (a restart must not resend ids the worker has already seen)
             cfg = SimConfig(
                 customers=customers, merchants=2 * customers, days=7, start=first_day + timedelta(days=7 * k),
-                seed=seed + 1 + k, world_seed=seed, id_salt=began.isoformat(),
+                seed=seed + 1 + k, world_seed=seed, id_salt=began.isoformat(), continues=True,
             )  # fmt: skip
             return simulate(cfg)
 

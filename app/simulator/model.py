@@ -112,6 +112,10 @@ class SimConfig:
     # run the same day sends the same kind of traffic under new ids (the worker drops a txn_id it
     # has seen: with the same ids a restarted demo scored nothing).
     id_salt: str = ""
+    # The world has been going on before ``start`` (live traffic, a week at a time): the compromised
+    # terminals and cards of the days before it are still compromised in it, as they would have been
+    # had it all been simulated at once. A history starts as the Handbook's does, with none.
+    continues: bool = False
 
     def __post_init__(self) -> None:
         if self.customers < 1 or self.merchants < 1 or self.days < 1:
@@ -273,13 +277,21 @@ def _daily_count(rng: np.random.Generator, mean: float) -> int:
 
 
 def _compromised(
-    rng: np.random.Generator, population: int, days: int, per_day: float, duration: int
+    cfg: SimConfig, kind: int, population: int, per_day: float, duration: int
 ) -> npt.NDArray[np.bool_]:
-    mask = np.zeros((population, days), dtype=bool)
-    for d in range(days):
+    """(entity, day) -> compromised. Each calendar day's newly compromised terminals or cards (``kind``)
+    come from that day's own generator (the world's seed, the kind, the day), so a history and the live
+    traffic that goes on from it (``cfg.continues``) share their episodes: live traffic was simulated a
+    week at a time, so its terminals' 28 days of fraud stopped at the week's end, and no label-delayed
+    merchant feature could ever see them (session 37: 0 of 55 flagged in a demo)."""
+    world_seed = cfg.seed if cfg.world_seed is None else cfg.world_seed
+    first = cfg.start.toordinal()
+    mask = np.zeros((population, cfg.days), dtype=bool)
+    for d in range(-(duration - 1) if cfg.continues else 0, cfg.days):
+        rng = np.random.default_rng([world_seed, kind, first + d])
         k = min(_daily_count(rng, per_day), population)
         if k:
-            mask[rng.choice(population, size=k, replace=False), d : d + duration] = True
+            mask[rng.choice(population, size=k, replace=False), max(d, 0) : d + duration] = True
     return mask
 
 
@@ -290,15 +302,14 @@ def handbook_frauds(cfg: SimConfig, tx: Txns, rng: np.random.Generator) -> None:
         tx.scenario[tx.amount > cfg.high_amount_threshold] = "high_amount"
     if cfg.enabled("compromised_terminal"):
         bad = _compromised(
-            rng, cfg.merchants, cfg.days, cfg.per_day(cfg.compromised_terminals_per_day, "merchants"),
+            cfg, 0, cfg.merchants, cfg.per_day(cfg.compromised_terminals_per_day, "merchants"),
             cfg.compromised_terminal_days,
         )  # fmt: skip
         tx.scenario[bad[tx.merchant, day]] = "compromised_terminal"
     if cfg.enabled("compromised_card"):
         bad = _compromised(
-            rng, cfg.customers, cfg.days, cfg.per_day(cfg.compromised_cards_per_day),
-            cfg.compromised_card_days,
-        )  # fmt: skip
+            cfg, 1, cfg.customers, cfg.per_day(cfg.compromised_cards_per_day), cfg.compromised_card_days
+        )
         hit = bad[tx.cust, day] & (rng.random(len(day)) < cfg.compromised_card_share)
         tx.amount[hit] = np.round(tx.amount[hit] * cfg.compromised_card_multiplier, 2)
         tx.scenario[hit] = "compromised_card"

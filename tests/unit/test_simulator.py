@@ -14,7 +14,7 @@ from scipy import integrate, stats
 from app.pan import has_pan
 from app.schema import HISTORY_SCHEMA, LEGIT, PAN_LIKE, SCENARIOS, Transaction
 from app.simulator import geo
-from app.simulator.model import DAY_S, SimConfig, simulate
+from app.simulator.model import DAY_S, SimConfig, _compromised, simulate
 
 HANDBOOK = SimConfig()  # 5,000 customers, 10,000 terminals, 183 days, r = 5
 P_IN_DAY = math.erf(43_200 / (20_000 * math.sqrt(2)))  # P(0 < N(43200, 20000) < 86400)
@@ -179,6 +179,33 @@ def test_live_traffic_continues_the_world_of_its_history() -> None:
     assert not places(history).loc[moved].equals(places(other).loc[moved]), (
         "without world_seed: another world"
     )
+
+
+def test_live_traffic_goes_on_with_the_terminals_and_cards_its_history_left_compromised() -> None:
+    """A week of live traffic has the compromised terminals and cards that one simulation of the history
+    and that week has: episodes begun in the history go on (live traffic was simulated a week at a time,
+    and each week's episodes stopped at its end)."""
+    whole = SimConfig(customers=500, merchants=1_000, days=37, start=date(2026, 1, 1), seed=5)
+    history = replace(whole, days=30)
+    week = replace(whole, days=7, start=date(2026, 1, 31), seed=6, world_seed=5, continues=True)
+    for kind, population, per_day, duration in [(0, 1_000, 0.4, 28), (1, 500, 0.3, 14)]:
+        everything = _compromised(whole, kind, population, per_day, duration)
+        assert everything[:, 30:].any()
+        np.testing.assert_array_equal(
+            _compromised(history, kind, population, per_day, duration), everything[:, :30]
+        )
+        np.testing.assert_array_equal(
+            _compromised(week, kind, population, per_day, duration), everything[:, 30:]
+        )
+        alone = _compromised(replace(week, continues=False), kind, population, per_day, duration)
+        assert alone.sum() < everything[:, 30:].sum(), "a week on its own starts with nothing compromised"
+
+    old = simulate(history)
+    live = simulate(week)
+    before = set(old.loc[old["fraud_scenario"] == "compromised_terminal", "merchant_id"])
+    first_day = live[(live["event_time"] < pd.Timestamp("2026-02-01", tz="UTC"))]
+    still = set(first_day.loc[first_day["fraud_scenario"] == "compromised_terminal", "merchant_id"])
+    assert still & before, "terminals compromised in the history are still defrauded on the first live day"
 
 
 def test_an_id_salt_changes_the_ids_and_nothing_else() -> None:
