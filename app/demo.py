@@ -41,6 +41,7 @@ from app.simulator.jobs import produce_transactions, simulate_history
 from app.simulator.model import SimConfig
 from app.simulator.producer import ProduceSummary
 from app.worker.process import running_trainer, running_ui, running_worker
+from training.feature_refresh import REFRESHED
 
 STEPS = 6
 DEMO_EXPLORE_RATE = "0.05"
@@ -162,10 +163,21 @@ def on_the_demo_clock(customers: int, rate: float) -> dict[str, dict[str, str]]:
 
 
 def trainer_runs(log: Path) -> list[str]:
-    """The trainer's finished and failed runs, from its log (``training.schedule``'s lines)."""
+    """The trainer's finished and failed runs, from its log (``training.schedule``'s lines), and how many
+    days of the audit it built the merchant features for between them (``training.feature_refresh``)."""
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-    runs = [ln[ln.index("trainer: ") :] for ln in lines if "trainer: " in ln]
-    return [r for r in runs if " -> " in r or r.startswith("trainer: run failed")]
+    said = [ln[ln.index("trainer: ") :] for ln in lines if "trainer: " in ln]
+    runs = [
+        r
+        for r in said
+        if r.startswith(("trainer: retrain request", "trainer: schedule ", "trainer: run failed"))
+    ]
+    days = [r[len(REFRESHED) :].split(":")[0] for r in said if r.startswith(REFRESHED)]
+    if days:
+        runs.append(
+            f"trainer: merchant features built for {len(days)} new day(s) of the audit, {days[0]}..{days[-1]}"
+        )
+    return runs
 
 
 class StatusLine:

@@ -27,6 +27,7 @@ from app.errors import FraudstreamError
 from app.settings import Settings
 
 log = logging.getLogger("fraudstream.trainer")
+REFRESHED = "trainer: the audit's day "  # the log line of a refresh: the day, then what it did
 
 
 class FeatureRefresh:
@@ -86,6 +87,6 @@ class FeatureRefresh:
         if exported.clock is None:
             return None
         built = build_merchant_features(self.settings, self.history, through=exported.clock)
-        log.info("trainer: the audit's day %s: %s; %s (%.1fs)", exported.clock.date(), exported.line(), built,
+        log.info("%s%s: %s; %s (%.1fs)", REFRESHED, exported.clock.date(), exported.line(), built,
                  time.monotonic() - started)  # fmt: skip
         return exported.clock
