@@ -11,7 +11,8 @@ trainer's runs.
 The trainer is compose's (``train --schedule``): when FRAUDSTREAM_RETRAIN_FRAUD_COUNT confirmed
 frauds have come back the worker requests a retrain, and the trainer exports the audit's settled
 days with their labels into the history, refreshes the merchant features and trains; a better
-candidate becomes the champion, and the worker switches to it between batches.
+candidate becomes the champion, and the worker switches to it between batches. Between runs it builds
+the merchant features for each new simulated day (``on_the_demo_clock``).
 
 Live traffic goes on from where the history ends (or from the day after the latest transaction
 scored, when the demo runs again) with its simulated event times, sent at --rate: the simulated

@@ -4,10 +4,10 @@ A merchant's features for day D count its transactions and known frauds of the d
 label delay (``features.merchant``), so a new day brings new features. The scheduled run (daily, 02:00)
 built them, and a retrain request: between runs the workers scored with the features of the day the
 last run built. In production that is the first two hours of each day; in the demo, whose simulated
-clock runs a day in ~10 s, it was most of the run. Measured (session 37, the demo's world: 1,000
-cards, a champion trained on 90 days, the next 60 days scored): AP 0.71 with the features rebuilt
-every day, 0.64 every 7 days, 0.54 every 15, 0.36 frozen at the first day; a compromised terminal's
-frauds flagged 48 %, 38 %, 28 % and 4 % of the time.
+clock runs a day in ~10 s, it was most of the run. Measured (``docs/bench/merchant-refresh-s37.json``:
+the demo's world, a champion trained on 90 days, the next 60 days scored): AP 0.71 with the features
+rebuilt every day, 0.64 every 7 days, 0.59 every 15, 0.42 left at the first day's; a compromised
+terminal's frauds flagged 44 %, 34 %, 32 % and 7 % of the time.
 
 ``FeatureRefresh.maybe_run`` (the trainer calls it between polls, as the drift check) reads the audit's
 clock every ``FRAUDSTREAM_FEATURES_REFRESH_S``; once the clock is in a day the features were not

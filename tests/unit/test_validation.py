@@ -24,7 +24,7 @@ from features.merchant import MERCHANT_FEATURES
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("history")
-    write_history(simulate(SimConfig(customers=400, merchants=800, days=6, seed=11)), root)
+    write_history(simulate(SimConfig(customers=400, merchants=800, days=6, seed=3)), root)
     return root
 
 
