@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
-from app.errors import FraudstreamError
+from app.errors import FraudstreamError, first_line
 from app.settings import Settings
 
 log = logging.getLogger("fraudstream.trainer")
@@ -72,7 +72,7 @@ class FeatureRefresh:
                     return None
                 row = conn.execute(AUDIT_CLOCK).fetchone()
         except psycopg.Error as exc:
-            raise FraudstreamError(f"the audit's clock: PostgreSQL: {exc}".splitlines()[0]) from exc
+            raise FraudstreamError(f"the audit's clock: PostgreSQL: {first_line(exc)}") from exc
         return row[0] if row else None
 
     def _refresh(self) -> datetime | None:
