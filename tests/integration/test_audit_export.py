@@ -255,15 +255,7 @@ def test_the_scheduled_run_trains_on_the_live_days_and_their_labels(
         assert line.endswith(f"merchants materialised online for {today.date()}"), line
         on_disk = pd.read_parquet(s.feast_dir / "merchant_features.parquet")  # the training rewrote it first
         assert on_disk["event_timestamp"].max() == today
-        truth = merchant_daily_features(world, s.label_delay_days)
-        truth = truth[truth["event_timestamp"] == today].set_index("merchant_id")[list(MERCHANT_FEATURES)]
-        assert len(truth) > 100
-        store = feature_store(s)
-        try:
-            online = pd.DataFrame.from_dict(feast_lookup(store)(list(truth.index)), orient="index")
-        finally:
-            close_store(store)
-        pd.testing.assert_frame_equal(online.astype("float64")[truth.columns], truth, check_names=False)
+        _assert_online_features_are_the_worlds(s, merchant_daily_features(world, s.label_delay_days), today)
         newest, older = registry.list()
         assert (older.version, newest.parent) == (first.version, first.version)
         assert pd.Timestamp(older.data_to) == split
@@ -314,19 +306,21 @@ def test_the_merchant_features_follow_the_audits_day_between_runs(settings: Sett
             assert (history / f"date={(today - pd.Timedelta(days=8)).date()}" / PART).exists(), (
                 "the day the new window takes in is exported first"
             )
-            expected = truth[truth["event_timestamp"] == today].set_index("merchant_id")[
-                list(MERCHANT_FEATURES)
-            ]
-            assert len(expected) > 100
-            store = feature_store(s)
-            try:
-                online = pd.DataFrame.from_dict(feast_lookup(store)(list(expected.index)), orient="index")
-            finally:
-                close_store(store)
-            pd.testing.assert_frame_equal(
-                online.astype("float64")[expected.columns], expected, check_names=False
-            )
+            _assert_online_features_are_the_worlds(s, truth, today)
         written = (s.feast_dir / "merchant_features.parquet").stat().st_mtime_ns
         time.sleep(0.2)
         refresh.maybe_run()  # the same audit day: nothing to build
         assert (s.feast_dir / "merchant_features.parquet").stat().st_mtime_ns == written
+
+
+def _assert_online_features_are_the_worlds(s: Settings, truth: pd.DataFrame, day: pd.Timestamp) -> None:
+    """The workers' merchant features for ``day`` (the online store) are those the whole simulated world
+    gives (``truth``: ``merchant_daily_features`` of it, its labels as known each day)."""
+    expected = truth[truth["event_timestamp"] == day].set_index("merchant_id")[list(MERCHANT_FEATURES)]
+    assert len(expected) > 100
+    store = feature_store(s)
+    try:
+        online = pd.DataFrame.from_dict(feast_lookup(store)(list(expected.index)), orient="index")
+    finally:
+        close_store(store)
+    pd.testing.assert_frame_equal(online.astype("float64")[expected.columns], expected, check_names=False)
