@@ -169,12 +169,12 @@ def trainer_runs(log: Path) -> list[str]:
     days of the audit it built the merchant features for between them (``training.feature_refresh``)."""
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
     said = [ln[ln.index("trainer: ") :] for ln in lines if "trainer: " in ln]
+    days = [r[len(REFRESHED) :].split(":")[0] for r in said if r.startswith(REFRESHED)]
     runs = [
         r
         for r in said
-        if r.startswith(("trainer: retrain request", "trainer: schedule ", "trainer: run failed"))
+        if not r.startswith(REFRESHED) and (" -> " in r or r.startswith("trainer: run failed"))
     ]
-    days = [r[len(REFRESHED) :].split(":")[0] for r in said if r.startswith(REFRESHED)]
     if days:
         runs.append(
             f"trainer: merchant features built for {len(days)} new day(s) of the audit, {days[0]}..{days[-1]}"
