@@ -2,29 +2,38 @@
 
 Light on purpose (numpy + xgboost only) so it also runs on a bare GPU machine:
 
-    python -m app.model_bench --device cuda --out gpu.json [--model models/<version>]
+    python -m app.model_bench --device cuda --out gpu.json [--model models/<version> [--stage]]
 
 Without ``--model`` it trains synthetic models of several sizes (trees x depth) on the model's 34
-inputs, so CPU and GPU figures compare like for like.
+inputs, so CPU and GPU figures compare like for like. ``--stage`` also times the worker's whole
+scoring step (``score_batch``) per micro-batch on the model's own reference rows (real traffic).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import xgboost as xgb
 
+from app.quiet_gc import quiet_gc
+from app.schema import Transaction
+from app.scoring.decide import Policy, score_batch
 from app.scoring.model import Model
+from app.scoring.rules import Rules
 
 SIZES = ((50, 6), (100, 6), (300, 6), (500, 8))
 BATCHES = (1, 10, 100, 500, 2_000, 10_000)
+STAGE_BATCHES = (100, 500, 2_000)
 N_FEATURES = 34
 
 
@@ -63,13 +72,65 @@ def micro_bench(model: Model, batches: tuple[int, ...] = BATCHES, repeat: int = 
     return out
 
 
+def reference_rows(model_dir: Path, features: tuple[str, ...]) -> np.ndarray:
+    """The model's reference sample (rows of its training traffic, in time order) as its input matrix."""
+    table = pq.read_table(model_dir / "reference.parquet", columns=list(features))
+    return np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in features]).astype(
+        np.float32
+    )
+
+
+def _txn(i: int, amount: float, when: datetime) -> Transaction:
+    return Transaction.model_construct(
+        txn_id=f"t{i}", event_time=when, card_id=f"c{i % 1_000}", merchant_id=f"m{i % 2_000}", amount=amount,
+        currency="EUR", mcc="5411", channel="card_present", lat=0.0, lon=0.0, country="FR",
+    )  # fmt: skip
+
+
+def stage_bench(
+    model: Model, x: np.ndarray, batches: tuple[int, ...] = STAGE_BATCHES, rounds: int = 20
+) -> list[dict[str, Any]]:
+    """The worker's scoring step per micro-batch: predict, rules, decisions, TreeSHAP and reason codes.
+
+    ``score_batch`` as the scoring process calls it (default thresholds 0.5 / 0.9, no rules), on
+    ``rounds`` slices of ``x`` spread over it, so the batches have the flagged share of its traffic.
+    Flagged decisions only (the default), then every decision explained (``explain_all``)."""
+    amounts = x[:, model.features.index("amount")] if "amount" in model.features else np.ones(len(x))
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    txns = [_txn(i, float(a), when) for i, a in enumerate(amounts)]
+    quiet_gc(logging.getLogger("fraudstream.bench"), "bench")  # as the scoring process does, once built
+    out = []
+    for explain_all in (False, True):
+        policy = Policy(0.5, 0.9, explain_all=explain_all)
+        for n in batches:
+            times, flagged = [], 0
+            for r in range(rounds + 1):  # the first is a warm-up
+                start = (r - 1) * (len(x) - n) // rounds if r else 0  # spread over the whole sample
+                started = time.perf_counter()
+                decisions = score_batch(model, x[start : start + n], txns[start : start + n], [None] * n,
+                                        policy, Rules(), now=when)  # fmt: skip
+                if r:
+                    times.append(time.perf_counter() - started)
+                    flagged += sum(d.decision != "approve" for d in decisions)
+            ms = np.array(times) * 1e3
+            out.append({"device": model.device, "explain_all": explain_all, "batch": n, "batches": rounds,
+                        "flagged_share": round(flagged / (rounds * n), 4),
+                        "ms_per_batch_p50": round(float(np.median(ms)), 3),
+                        "ms_per_batch_p95": round(float(np.percentile(ms, 95)), 3),
+                        "rows_per_s": round(rounds * n / (ms.sum() / 1e3))})  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--model", type=Path, help="a trained model folder (model.ubj + metadata.json)")
+    parser.add_argument("--stage", action="store_true", help="with --model: time the whole scoring step too")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.stage and not args.model:
+        parser.error("--stage needs --model (it scores the model's own reference rows)")
     if args.model:
         models = [Model.load(args.model, args.model.name, threads=args.threads, device=args.device)]
     else:
@@ -81,6 +142,8 @@ def main() -> None:
         "threads": args.threads,
         "models": [{"model": m.version, **m.shape(), "results": micro_bench(m)} for m in models],
     }
+    if args.stage:
+        result["stage"] = stage_bench(models[0], reference_rows(args.model, models[0].features))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for m in result["models"]:
@@ -89,6 +152,10 @@ def main() -> None:
             f"{m['model']}: {args.device} batch {best['batch']}: predict {best['predict_us_per_row']} µs/row"
         )
         print(f"{line}, SHAP {best['shap_rows_per_s']:,} rows/s")  # noqa: T201 - a command's output
+    for row in result.get("stage", []):
+        which = "every decision explained" if row["explain_all"] else "flagged explained"
+        print(f"scoring step, {which}, batch {row['batch']}: {row['ms_per_batch_p50']} ms p50,"  # noqa: T201
+              f" {row['ms_per_batch_p95']} ms p95, {row['rows_per_s']:,} rows/s")  # fmt: skip
 
 
 if __name__ == "__main__":

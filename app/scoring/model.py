@@ -43,30 +43,38 @@ class Model:
         model.predict(np.zeros((1, len(features)), np.float32))  # fail now, not on the first batch
         return model
 
+    def _on_device(self, x: np.ndarray) -> Any:
+        """The rows on the booster's device: on a GPU, xgboost would otherwise copy them per call."""
+        if self.device != "cuda":
+            return x
+        import cupy  # type: ignore[import-not-found]  # noqa: PLC0415 - only on GPU machines
+
+        return cupy.asarray(x)
+
     def _matrix(self, x: np.ndarray) -> xgb.DMatrix:
-        return xgb.DMatrix(x, feature_names=list(self.features), missing=np.nan)
+        return xgb.DMatrix(self._on_device(x), feature_names=list(self.features), missing=np.nan)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Fraud probability per row of ``x`` (rows in ``self.features`` order, NaN = missing)."""
-        if self.device == "cuda":  # input on the booster's device, or xgboost falls back to a DMatrix copy
-            import cupy  # type: ignore[import-not-found]  # noqa: PLC0415 - only on GPU machines
-
-            scores = self.booster.inplace_predict(cupy.asarray(x), missing=np.nan)
-            return np.asarray(cupy.asnumpy(scores), dtype=np.float64)
-        return np.asarray(self.booster.inplace_predict(x, missing=np.nan), dtype=np.float64)
+        return _on_host(self.booster.inplace_predict(self._on_device(x), missing=np.nan))
 
     def contributions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact TreeSHAP per row: (SHAP values [rows, features], expected value [rows]).
 
         ``shap.sum(axis=1) + expected == margin`` (log-odds) for every row.
         """
-        contribs = np.asarray(self.booster.predict(self._matrix(x), pred_contribs=True), dtype=np.float64)
+        contribs = _on_host(self.booster.predict(self._matrix(x), pred_contribs=True))
         return contribs[:, :-1], contribs[:, -1]
 
     def margin(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(self._matrix(x), output_margin=True), dtype=np.float64)
+        return _on_host(self.booster.predict(self._matrix(x), output_margin=True))
 
     def shape(self) -> dict[str, int]:
         """Trees and depth (for reports and benchmarks)."""
         depth = int(self.meta.get("params", {}).get("max_depth", 0))
         return {"trees": self.booster.num_boosted_rounds(), "max_depth": depth}
+
+
+def _on_host(values: Any) -> np.ndarray:
+    """xgboost's output as float64 on the host (CuPy arrays come back from CuPy input)."""
+    return np.asarray(values if isinstance(values, np.ndarray) else values.get(), dtype=np.float64)
