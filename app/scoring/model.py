@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from app.errors import FraudstreamError
+from app.errors import FraudstreamError, first_line
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,25 @@ class Model:
         """Trees and depth (for reports and benchmarks)."""
         depth = int(self.meta.get("params", {}).get("max_depth", 0))
         return {"trees": self.booster.num_boosted_rounds(), "max_depth": depth}
+
+
+def check_device(device: str) -> None:
+    """Fail at start, in one line, when ``device`` cannot score here.
+
+    Otherwise every champion would fail to load, and the scoring process would hold every batch,
+    as if no model had been trained yet."""
+    if device != "cuda":
+        return
+    if not xgb.build_info().get("USE_CUDA"):
+        raise FraudstreamError(f"device cuda: xgboost {xgb.__version__} is built without CUDA")
+    try:
+        import cupy  # noqa: PLC0415 - only on GPU machines
+
+        gpus = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:  # no CuPy, no driver, no device: each its own exception type
+        raise FraudstreamError(f"device cuda: no GPU can be used ({first_line(exc)})") from exc
+    if gpus == 0:
+        raise FraudstreamError("device cuda: no GPU can be used (CUDA reports none)")
 
 
 def _on_host(values: Any) -> np.ndarray:

@@ -294,11 +294,13 @@ def build_scorer(settings: Settings, worker: str) -> Scorer:
     from app.scoring.champion import Champion  # noqa: PLC0415 - xgboost import only when scoring
     from app.scoring.decide import Policy  # noqa: PLC0415
     from app.scoring.merchants import MerchantCache, feast_lookup  # noqa: PLC0415
+    from app.scoring.model import check_device  # noqa: PLC0415
     from app.scoring.service import Scorer  # noqa: PLC0415
     from app.scoring.store import DecisionStore, migrate  # noqa: PLC0415
     from features.store import feature_store  # noqa: PLC0415
     from training.registry import Registry  # noqa: PLC0415
 
+    check_device(settings.device)  # before anything waits on it: a clear line, not held batches
     conninfo = settings.pg_conninfo(reveal=True)
     registry = Registry(conninfo, keep_connection=True)  # polled every model_poll_s
     registry.migrate()

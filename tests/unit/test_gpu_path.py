@@ -1,8 +1,10 @@
-"""The model micro-benchmark's scoring-step timing, on CPU (the GPU figures come from a lent machine)."""
+"""The GPU path without a GPU: the model benchmark's scoring-step timing on CPU (the GPU figures come
+from a lent machine), and the one-line refusal of ``device cuda`` where no GPU can be used."""
 
 from __future__ import annotations
 
 import gc
+import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from app import model_bench
+from app.errors import FraudstreamError
 from app.model_bench import reference_rows, stage_bench, synthetic_model
+from app.scoring.model import check_device
+from app.settings import Settings
+from app.worker.scoring_process import RemoteScorer
 
 
 @pytest.fixture
@@ -67,3 +73,36 @@ def test_stage_needs_a_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     with pytest.raises(SystemExit):
         model_bench.main()
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_cpu_device_needs_nothing() -> None:
+    check_device("cpu")
+
+
+def test_cuda_without_a_gpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoDriver:
+        class cuda:  # noqa: N801 - CuPy's own name
+            class runtime:  # noqa: N801
+                @staticmethod
+                def getDeviceCount() -> int:  # noqa: N802
+                    raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected\nmore")
+
+    monkeypatch.setitem(sys.modules, "cupy", NoDriver)
+    with pytest.raises(FraudstreamError, match=r"^device cuda: no GPU can be used \(cudaErrorNoDevice"):
+        check_device("cuda")
+    monkeypatch.setattr("xgboost.build_info", lambda: {"USE_CUDA": False})
+    with pytest.raises(FraudstreamError, match="built without CUDA"):
+        check_device("cuda")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="this machine may have a GPU")
+def test_the_scoring_process_refuses_to_start_on_cuda_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a silent wait for a model that can never load: the worker gets the reason at start."""
+    monkeypatch.setenv("FRAUDSTREAM_DEVICE", "cuda")
+    scorer = RemoteScorer(Settings())
+    try:
+        with pytest.raises(FraudstreamError, match=r"did not start: .*device cuda: no GPU can be used"):
+            scorer.wait_ready(ready_timeout_s=120)
+    finally:
+        scorer.process.join(timeout=30)
+    assert scorer.process.exitcode == 0
