@@ -1,6 +1,7 @@
 """Model micro-benchmarks: predict and exact TreeSHAP cost per row, by batch size and model size.
 
-Light on purpose (numpy + xgboost only) so it also runs on a bare GPU machine:
+Light on purpose (numpy, xgboost and the scoring code; no services) so it also runs on a bare GPU
+machine, with the packages ``docs/bench/gpu_site.py`` packs:
 
     python -m app.model_bench --device cuda --out gpu.json [--model models/<version> [--stage]]
 
