@@ -358,6 +358,7 @@ def run_pipeline_bench(
             "partitions": s.topic_partitions,
             "review_threshold": s.review_threshold,
             "explain_all": s.explain_all,
+            "device": s.device,  # FRAUDSTREAM_DEVICE: where the workers predict and explain
             "card_fold": fold.KIND,  # features/fold.py: compiled with mypyc, or the Python source
             "online_store": s.feast_config,  # features/repo: sqlite (default) or postgres (docker-compose)
         },
