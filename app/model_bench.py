@@ -112,7 +112,7 @@ def stage_bench(
                                         policy, Rules(), now=when)  # fmt: skip
                 if r:
                     times.append(time.perf_counter() - started)
-                    flagged += sum(d.decision != "approve" for d in decisions)
+                    flagged += sum(d.flagged for d in decisions)
             ms = np.array(times) * 1e3
             out.append({"device": model.device, "explain_all": explain_all, "batch": n, "batches": rounds,
                         "flagged_share": round(flagged / (rounds * n), 4),
