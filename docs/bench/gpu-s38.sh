@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Session 38's GPU check, one device-tool call (`run` with carry [".gpu", "models/<version>"]).
-# .gpu/site.tar.xz: xgboost 3.2.0's manylinux wheel unpacked, its fatbin's cubins for other GPUs than
-# sm_90 (H100/H200) zeroed so it travels (131 MB wheel -> 25 MB), plus the five packages the app's
-# scoring imports that the GPU machine lacks (orjson, pydantic, pydantic-core, annotated-types,
-# typing-inspection) as cp312 wheels unpacked. Figures land in $OUT.
+# .gpu/site.tar.xz (built by docs/bench/gpu_site.py): xgboost 3.2.0's manylinux wheel unpacked, its
+# fatbin's cubins for other GPUs than sm_90 (H100/H200) zeroed so it travels (131 MB wheel -> 25 MB),
+# plus the packages the app's scoring imports that the GPU machine lacks (orjson, pydantic,
+# pydantic-core, annotated-types, typing-inspection, typing-extensions) as cp312 wheels unpacked.
+# Figures land in $OUT.
 set -uo pipefail
 M=${1:?model folder}
 mkdir -p /tmp/site && tar xJf .gpu/site.tar.xz -C /tmp/site || exit 1
