@@ -25,11 +25,11 @@ from app.worker.scoring_process import RemoteScorer
 @pytest.fixture
 def restore_gc() -> Iterator[None]:
     """stage_bench sets the scoring process's collector settings (quiet_gc): put the test run's back."""
-    thresholds = gc.get_threshold()
+    thresholds, callbacks = gc.get_threshold(), list(gc.callbacks)
     yield None
     gc.unfreeze()
     gc.set_threshold(*thresholds)
-    gc.callbacks[:] = [c for c in gc.callbacks if getattr(c, "__name__", "") != "timed"]
+    gc.callbacks[:] = callbacks
 
 
 def test_stage_bench_reports_each_batch_and_mode_with_the_traffics_flagged_share(restore_gc: None) -> None:
