@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import xgboost as xgb
 
+from app.errors import FraudstreamError, first_line
 from app.quiet_gc import quiet_gc
 from app.schema import Transaction
 from app.scoring.decide import Policy, score_batch
@@ -75,7 +77,10 @@ def micro_bench(model: Model, batches: tuple[int, ...] = BATCHES, repeat: int = 
 
 def reference_rows(model_dir: Path, features: tuple[str, ...]) -> np.ndarray:
     """The model's reference sample (rows of its training traffic, in time order) as its input matrix."""
-    table = pq.read_table(model_dir / "reference.parquet", columns=list(features))
+    try:
+        table = pq.read_table(model_dir / "reference.parquet", columns=list(features))
+    except (OSError, pa.ArrowException) as exc:  # a model saved without its sample, a column missing
+        raise FraudstreamError(f"no reference rows for {model_dir}: {first_line(exc)}") from exc
     return np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in features]).astype(
         np.float32
     )
@@ -123,6 +128,13 @@ def stage_bench(
 
 
 def main() -> None:
+    try:
+        _main()
+    except FraudstreamError as exc:  # a bad --model: one line, not a traceback
+        raise SystemExit(f"model_bench: {exc}") from exc
+
+
+def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)

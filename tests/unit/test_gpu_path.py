@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,17 @@ def test_reference_rows_come_in_the_models_feature_order(tmp_path: Path) -> None
 
     assert x.dtype == np.float32
     np.testing.assert_array_equal(x, np.array([[10.5, 1, 3.0], [20.0, 2, np.nan]], np.float32))
+
+
+def test_a_model_without_reference_rows_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    model = synthetic_model(5, 2, "cpu", threads=1)
+    model.booster.save_model(str(tmp_path / "model.ubj"))
+    (tmp_path / "metadata.json").write_text(json.dumps({"features": list(model.features)}))
+    out = tmp_path / "x.json"
+    monkeypatch.setattr(sys, "argv", ["model_bench", "--model", str(tmp_path), "--stage", "--out", str(out)])
+    with pytest.raises(SystemExit, match=r"^model_bench: no reference rows for .*reference\.parquet"):
+        model_bench.main()
+    assert not out.exists()
 
 
 def test_stage_needs_a_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
